@@ -1,0 +1,651 @@
+//! The configuration file: its TOML schema, the checks made when it is loaded, and the resolved
+//! values the rest of the program uses.
+//!
+//! Every error names the file, and where it can the line, column and key, and what was expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A secret that never shows up in a log line, an error or a panic message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    /// The secret itself; call only where it is sent to the server.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (IMAPS, port 993).
+    Implicit,
+    /// Plain connection upgraded with STARTTLS (port 143).
+    Starttls,
+    /// No encryption at all; only accepted for loopback hosts.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MaildirLayout {
+    /// `INBOX` is `<path>/INBOX`, `Archive/2019` is `<path>/Archive/2019`.
+    #[default]
+    Nested,
+    /// Maildir++: `INBOX` is `<path>` itself, `Archive/2019` is `<path>/.Archive.2019`.
+    #[serde(rename = "maildir++")]
+    MaildirPlusPlus,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImapConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    /// SHA-256 of the server certificate (DER); when set, that exact certificate is accepted
+    /// and no other.
+    pub cert_fingerprint: Option<[u8; 32]>,
+    /// How long to wait for any answer from the server.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MaildirConfig {
+    pub path: PathBuf,
+    pub layout: MaildirLayout,
+}
+
+/// When a sync would delete this much of a folder on one side because it vanished on the other,
+/// it is refused (see the safety valve in the planner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MassDeleteGuard {
+    /// Refuse when more than this share (in percent) of a folder's known messages would go.
+    pub max_percent: u8,
+    /// ... but only for folders that held at least this many messages.
+    pub min_messages: u32,
+}
+
+impl Default for MassDeleteGuard {
+    fn default() -> Self {
+        Self {
+            max_percent: 50,
+            min_messages: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub remote: ImapConfig,
+    pub local: MaildirConfig,
+    pub mass_delete: MassDeleteGuard,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub accounts: Vec<Account>,
+    /// Things worth telling the user that do not stop the program (a readable password file).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    pub fn account(&self, name: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{path}: cannot read the configuration: {source}\n  (create it, or name another file with --config; see idlewild.toml(5))"
+    )]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {key}{message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        /// `key: ` or empty.
+        key: String,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Whole { path: PathBuf, message: String },
+}
+
+/// The file read when no `--config` is given: `$XDG_CONFIG_HOME/idlewild/config.toml`.
+pub fn default_path() -> PathBuf {
+    xdg_dir("XDG_CONFIG_HOME", ".config").join("idlewild/config.toml")
+}
+
+fn default_state_dir() -> PathBuf {
+    xdg_dir("XDG_STATE_HOME", ".local/state").join("idlewild")
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
+        _ => home().join(fallback),
+    }
+}
+
+/// Expands a leading `~/` to the home directory.
+fn expand_tilde(raw: &str) -> PathBuf {
+    if raw == "~" {
+        home()
+    } else if let Some(rest) = raw.strip_prefix("~/") {
+        home().join(rest)
+    } else {
+        PathBuf::from(raw)
+    }
+}
+
+// ---- the file's schema -------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    general: FileGeneral,
+    #[serde(default)]
+    accounts: BTreeMap<String, FileAccount>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileGeneral {
+    state_dir: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAccount {
+    remote: FileImap,
+    local: FileMaildir,
+    mass_delete_percent: Option<Spanned<u8>>,
+    mass_delete_min_messages: Option<u32>,
+}
+
+// The `type` keys are plain strings checked by hand: serde's internally tagged enums buffer their
+// content and lose the positions that errors need.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileImap {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    host: Spanned<String>,
+    port: Option<u16>,
+    #[serde(default = "default_tls")]
+    tls: Spanned<TlsMode>,
+    user: String,
+    password: Option<String>,
+    ca_file: Option<String>,
+    cert_fingerprint: Option<Spanned<String>>,
+    timeout: Option<Spanned<u64>>,
+}
+
+fn default_tls() -> Spanned<TlsMode> {
+    Spanned::new(0..0, TlsMode::Implicit)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMaildir {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    path: Spanned<String>,
+    #[serde(default)]
+    layout: MaildirLayout,
+}
+
+/// Every key the file may hold, as `section.key` with `*` for an account name; kept next to the
+/// schema so the documentation test can check the manual names them all.
+pub const KEYS: &[&str] = &[
+    "general.state_dir",
+    "accounts.*.mass_delete_percent",
+    "accounts.*.mass_delete_min_messages",
+    "accounts.*.remote.type",
+    "accounts.*.remote.host",
+    "accounts.*.remote.port",
+    "accounts.*.remote.tls",
+    "accounts.*.remote.user",
+    "accounts.*.remote.password",
+    "accounts.*.remote.ca_file",
+    "accounts.*.remote.cert_fingerprint",
+    "accounts.*.remote.timeout",
+    "accounts.*.local.type",
+    "accounts.*.local.path",
+    "accounts.*.local.layout",
+];
+
+// ---- loading -----------------------------------------------------------------------------------
+
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut config = parse(path, &text)?;
+    if config.accounts.iter().any(|a| a.remote.password.is_some()) {
+        if let Some(warning) = readable_by_others(path) {
+            config.warnings.push(warning);
+        }
+    }
+    Ok(config)
+}
+
+fn readable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} holds a password and can be read by other users (mode {:o}); run: chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
+}
+
+/// Parses and checks a configuration file's text; `path` is only used in messages.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let at = |span: Range<usize>, key: &str, message: String| {
+        let (line, column) = line_column(text, span.start);
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            line,
+            column,
+            key: if key.is_empty() {
+                String::new()
+            } else {
+                format!("{key}: ")
+            },
+            message,
+        }
+    };
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| at(e.span().unwrap_or(0..0), "", e.message().trim().to_owned()))?;
+    let file: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let key = if key == "." { String::new() } else { key };
+        at(
+            inner.span().unwrap_or(0..0),
+            &key,
+            explain(inner.message().trim()),
+        )
+    })?;
+
+    let state_dir = match &file.general.state_dir {
+        Some(dir) => absolute(dir, "general.state_dir", &at)?,
+        None => default_state_dir(),
+    };
+
+    let mut accounts = Vec::new();
+    for (name, account) in &file.accounts {
+        let key = |k: &str| format!("accounts.{name}.{k}");
+        if !valid_account_name(name) {
+            let span = text.find(name.as_str()).map_or(0..0, |i| i..i);
+            return Err(at(
+                span,
+                &format!("accounts.{name}"),
+                "an account name may only hold letters, digits, '-', '_' and '.', and must not start with '.'".into(),
+            ));
+        }
+        let (imap, maildir) = (&account.remote, &account.local);
+        for (kind, expected, k) in [
+            (&imap.kind, "imap", "remote.type"),
+            (&maildir.kind, "maildir", "local.type"),
+        ] {
+            if kind.get_ref() != expected {
+                return Err(at(
+                    kind.span(),
+                    &key(k),
+                    format!("\"{}\" is not supported here; expected \"{expected}\"", kind.get_ref()),
+                ));
+            }
+        }
+
+        let host = imap.host.get_ref().trim().to_owned();
+        if host.is_empty() {
+            return Err(at(imap.host.span(), &key("remote.host"), "is empty".into()));
+        }
+        let tls = *imap.tls.get_ref();
+        if tls == TlsMode::None && !is_loopback(&host) {
+            return Err(at(
+                imap.tls.span(),
+                &key("remote.tls"),
+                format!(
+                    "\"none\" would send the password in clear text to {host}; it is only allowed for loopback hosts (127.0.0.1, ::1, localhost). Use \"implicit\" or \"starttls\""
+                ),
+            ));
+        }
+        let port = imap.port.unwrap_or(match tls {
+            TlsMode::Implicit => 993,
+            TlsMode::Starttls | TlsMode::None => 143,
+        });
+        let cert_fingerprint = match &imap.cert_fingerprint {
+            Some(fp) => Some(parse_fingerprint(fp.get_ref()).ok_or_else(|| {
+                at(
+                    fp.span(),
+                    &key("remote.cert_fingerprint"),
+                    "expected \"sha256:\" followed by 64 hexadecimal digits (colons allowed)".into(),
+                )
+            })?),
+            None => None,
+        };
+        let timeout = match &imap.timeout {
+            Some(t) if *t.get_ref() == 0 => {
+                return Err(at(
+                    t.span(),
+                    &key("remote.timeout"),
+                    "must be at least 1 (seconds)".into(),
+                ));
+            }
+            Some(t) => Duration::from_secs(*t.get_ref()),
+            None => Duration::from_secs(60),
+        };
+        let mass_delete = MassDeleteGuard {
+            max_percent: match &account.mass_delete_percent {
+                Some(p) if *p.get_ref() > 100 => {
+                    return Err(at(
+                        p.span(),
+                        &key("mass_delete_percent"),
+                        "is a percentage: 0 to 100".into(),
+                    ));
+                }
+                Some(p) => *p.get_ref(),
+                None => MassDeleteGuard::default().max_percent,
+            },
+            min_messages: account
+                .mass_delete_min_messages
+                .unwrap_or(MassDeleteGuard::default().min_messages),
+        };
+        accounts.push(Account {
+            name: name.clone(),
+            remote: ImapConfig {
+                host,
+                port,
+                tls,
+                user: imap.user.clone(),
+                password: imap.password.clone().map(Secret::new),
+                ca_file: imap.ca_file.as_deref().map(expand_tilde),
+                cert_fingerprint,
+                timeout,
+            },
+            local: MaildirConfig {
+                path: absolute(&maildir.path, &key("local.path"), &at)?,
+                layout: maildir.layout,
+            },
+            mass_delete,
+        });
+    }
+
+    check_local_paths_apart(path, &accounts)?;
+
+    Ok(Config {
+        path: path.to_owned(),
+        state_dir,
+        accounts,
+        warnings: Vec::new(),
+    })
+}
+
+fn absolute(
+    raw: &Spanned<String>,
+    key: &str,
+    at: &impl Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<PathBuf, ConfigError> {
+    let path = expand_tilde(raw.get_ref());
+    if !path.is_absolute() {
+        return Err(at(
+            raw.span(),
+            key,
+            format!(
+                "\"{}\" is relative; write an absolute path or one starting with ~/",
+                raw.get_ref()
+            ),
+        ));
+    }
+    Ok(normalize(&path))
+}
+
+/// Removes `.` and `..` lexically, so that two spellings of one directory compare equal even
+/// before it exists.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Two accounts syncing into one directory, or one inside the other, would each see the other's
+/// messages as new or deleted: OfflineIMAP's known way to lose mail.
+fn check_local_paths_apart(path: &Path, accounts: &[Account]) -> Result<(), ConfigError> {
+    let resolved: Vec<PathBuf> = accounts
+        .iter()
+        .map(|a| resolve_existing_prefix(&a.local.path))
+        .collect();
+    for (i, a) in accounts.iter().enumerate() {
+        for (j, b) in accounts.iter().enumerate().skip(i + 1) {
+            let (pa, pb) = (&resolved[i], &resolved[j]);
+            if pa.starts_with(pb) || pb.starts_with(pa) {
+                return Err(ConfigError::Whole {
+                    path: path.to_owned(),
+                    message: format!(
+                        "accounts \"{}\" ({}) and \"{}\" ({}) share or nest their local directories; each account needs a directory of its own, or they would delete each other's mail",
+                        a.name,
+                        a.local.path.display(),
+                        b.name,
+                        b.local.path.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Follows symbolic links in the part of `path` that exists, so a link cannot hide that two
+/// accounts share a directory.
+fn resolve_existing_prefix(path: &Path) -> PathBuf {
+    let mut existing = path.to_owned();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            let mut out = real;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_owned());
+                existing = parent.to_owned();
+            }
+            _ => return path.to_owned(),
+        }
+    }
+}
+
+fn valid_account_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+fn parse_fingerprint(raw: &str) -> Option<[u8; 32]> {
+    let hex_part = raw.strip_prefix("sha256:")?.replace(':', "");
+    let bytes = hex::decode(hex_part).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Makes serde's terse messages say what is expected in this file's terms.
+fn explain(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        format!("unknown key {rest} (see idlewild.toml(5) for the keys)")
+    } else if let Some(rest) = message.strip_prefix("missing field ") {
+        format!("missing key {rest}")
+    } else {
+        message.to_owned()
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.chars().count(), |i| before[i + 1..].chars().count())
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[general]
+state_dir = "/tmp/iw-state"
+
+[accounts.personal.remote]
+type = "imap"
+host = "imap.example.org"
+user = "me@example.org"
+password = "hunter2"
+
+[accounts.personal.local]
+type = "maildir"
+path = "/tmp/iw-mail/personal"
+"#;
+
+    fn err(text: &str) -> String {
+        parse(Path::new("/c.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_minimal_file_gets_defaults() {
+        let c = parse(Path::new("/c.toml"), GOOD).unwrap();
+        let a = c.account("personal").unwrap();
+        assert_eq!(a.remote.port, 993);
+        assert_eq!(a.remote.tls, TlsMode::Implicit);
+        assert_eq!(a.local.layout, MaildirLayout::Nested);
+        assert_eq!(a.mass_delete, MassDeleteGuard::default());
+        assert!(!format!("{a:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_wrong_type_names_line_column_and_key() {
+        let text = GOOD.replace("user = ", "port = \"x\"\nuser = ");
+        let e = err(&text);
+        assert!(e.starts_with("/c.toml:8:8: accounts.personal.remote.port: "), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let e = err(&GOOD.replace("user = ", "hots = \"x\"\nuser = "));
+        assert!(e.contains("/c.toml:8:1: "), "{e}");
+        assert!(e.contains("unknown key `hots`"), "{e}");
+    }
+
+    #[test]
+    fn cleartext_to_a_remote_host_is_refused() {
+        let e = err(&GOOD.replace("user = ", "tls = \"none\"\nuser = "));
+        assert!(e.contains("accounts.personal.remote.tls"), "{e}");
+        assert!(e.contains("loopback"), "{e}");
+        let ok = GOOD
+            .replace("imap.example.org", "127.0.0.1")
+            .replace("user = ", "tls = \"none\"\nuser = ");
+        assert_eq!(
+            parse(Path::new("/c.toml"), &ok).unwrap().accounts[0]
+                .remote
+                .port,
+            143
+        );
+    }
+
+    #[test]
+    fn nested_local_directories_are_refused() {
+        let two = format!(
+            "{GOOD}\n[accounts.work.remote]\ntype = \"imap\"\nhost = \"h\"\nuser = \"u\"\n[accounts.work.local]\ntype = \"maildir\"\npath = \"/tmp/iw-mail/personal/../personal/work\"\n"
+        );
+        let e = err(&two);
+        assert!(e.contains("share or nest"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let e = err("[general\n");
+        assert!(e.starts_with("/c.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn fingerprints_are_checked() {
+        let fp = format!("sha256:{}", "ab".repeat(32));
+        assert!(parse_fingerprint(&fp).is_some());
+        assert!(parse_fingerprint("sha1:abcd").is_none());
+        let e = err(&GOOD.replace("user = ", "cert_fingerprint = \"x\"\nuser = "));
+        assert!(e.contains("cert_fingerprint"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_are_refused() {
+        let e = err(&GOOD.replace("/tmp/iw-mail/personal", "Mail"));
+        assert!(e.contains("accounts.personal.local.path"), "{e}");
+    }
+}

@@ -1,0 +1,8 @@
+//! idlewild: two-way IMAP <-> Maildir synchronization.
+//!
+//! See ARCHITECTURE.md for the map of the crate.
+
+pub mod config;
+pub mod message;
+pub mod model;
+pub mod store;

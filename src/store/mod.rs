@@ -1,0 +1,169 @@
+//! The interface the sync engine uses to reach a mail store, and its implementations.
+//!
+//! The engine never sees protocol or filesystem types: an IMAP server and a Maildir tree are both
+//! a [`Store`] of folders holding messages identified by a [`MsgId`].
+
+pub mod maildir;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use crate::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MsgId};
+
+/// What to do after a store failed, so callers branch on the kind rather than the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The connection or the disk failed for now; a later attempt may succeed.
+    Temporary,
+    /// The configuration or the credentials are wrong: retrying will not help until they change.
+    Permanent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS with {host} failed: {detail}")]
+    Tls { host: String, detail: String },
+    #[error("login to {host} as {user} was refused: {detail}")]
+    Auth {
+        host: String,
+        user: String,
+        detail: String,
+    },
+    #[error("{host} does not offer {what}")]
+    Unsupported { host: String, what: String },
+    #[error("the connection to {host} was lost: {detail}")]
+    ConnectionLost { host: String, detail: String },
+    #[error("{host} did not answer within {seconds} s")]
+    Timeout { host: String, seconds: u64 },
+    #[error("{host} answered in an unexpected way to {command}: {detail}")]
+    Protocol {
+        host: String,
+        command: String,
+        detail: String,
+    },
+    #[error("{host} refused {command}: {detail}")]
+    Refused {
+        host: String,
+        command: String,
+        detail: String,
+    },
+    #[error("folder {0} does not exist")]
+    NoSuchFolder(FolderName),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            StoreError::Connect { .. }
+            | StoreError::ConnectionLost { .. }
+            | StoreError::Timeout { .. }
+            | StoreError::Protocol { .. }
+            | StoreError::Refused { .. }
+            | StoreError::NoSuchFolder(_)
+            | StoreError::Io { .. } => FailureKind::Temporary,
+            StoreError::Tls { .. }
+            | StoreError::Auth { .. }
+            | StoreError::Unsupported { .. }
+            | StoreError::Invalid(_) => FailureKind::Permanent,
+        }
+    }
+}
+
+/// A message copied out of a store into a file, in Unix (LF) line endings, ready to be delivered
+/// to the other store.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub source_id: MsgId,
+    pub path: PathBuf,
+    /// The file is a copy the receiving store may move away or delete; otherwise it is the
+    /// source store's own file and must be left where it is.
+    pub temporary: bool,
+    /// INTERNALDATE (IMAP) or file modification time (Maildir), in seconds since the epoch.
+    pub internal_date: Option<i64>,
+}
+
+/// Flags to add to and remove from one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagUpdate {
+    pub id: MsgId,
+    pub add: Flags,
+    pub remove: Flags,
+}
+
+/// One side of a sync: a set of folders holding messages.
+///
+/// Calls that name no folder act on the folder of the last [`Store::scan`].
+#[async_trait]
+pub trait Store: Send {
+    /// Where this store is, for logs and errors (never with a password).
+    fn describe(&self) -> String;
+
+    /// Every folder that can hold messages.
+    async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError>;
+
+    async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError>;
+
+    /// Opens `folder` and lists every message in it with its flags.
+    async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError>;
+
+    /// The directory a message bound for `folder` of this store should be staged in, so that
+    /// delivering it is a rename rather than a copy; `None` when any directory will do.
+    fn staging_dir(&self, folder: &FolderName) -> Option<PathBuf>;
+
+    /// Picks the id the next delivery will get, for stores that choose ids themselves (Maildir),
+    /// so the engine can record it durably before the message exists.
+    fn reserve_id(&mut self) -> Option<MsgId>;
+
+    /// Copies messages of the open folder to files in `staging`; memory use does not grow with
+    /// message size. Messages that vanished meanwhile are left out of the result.
+    async fn stage(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError>;
+
+    /// Stores a message in the open folder. Returns its id where the store reports it
+    /// (a reserved id, or APPENDUID); `None` means the copy exists but its id is unknown.
+    async fn deliver(
+        &mut self,
+        message: &Staged,
+        flags: Flags,
+        reserved: Option<&MsgId>,
+    ) -> Result<Option<MsgId>, StoreError>;
+
+    /// Makes every delivery since the last call durable.
+    async fn flush(&mut self) -> Result<(), StoreError>;
+
+    async fn set_flags(&mut self, updates: &[FlagUpdate]) -> Result<(), StoreError>;
+
+    /// Removes messages from the open folder for good (IMAP: \Deleted + UID EXPUNGE of exactly
+    /// these UIDs; never a plain EXPUNGE that would remove other clients' deleted messages).
+    async fn delete(&mut self, ids: &[MsgId]) -> Result<(), StoreError>;
+
+    /// Content fingerprints of messages in the open folder (see [`crate::message::fingerprint`]).
+    async fn fingerprints(
+        &mut self,
+        ids: &[MsgId],
+    ) -> Result<Vec<(MsgId, Fingerprint)>, StoreError>;
+
+    /// Ends the session politely; errors are of no interest any more.
+    async fn close(&mut self);
+}

@@ -335,7 +335,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 return Err(at(
                     kind.span(),
                     &key(k),
-                    format!("\"{}\" is not supported here; expected \"{expected}\"", kind.get_ref()),
+                    format!(
+                        "\"{}\" is not supported here; expected \"{expected}\"",
+                        kind.get_ref()
+                    ),
                 ));
             }
         }
@@ -363,7 +366,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 at(
                     fp.span(),
                     &key("remote.cert_fingerprint"),
-                    "expected \"sha256:\" followed by 64 hexadecimal digits (colons allowed)".into(),
+                    "expected \"sha256:\" followed by 64 hexadecimal digits (colons allowed)"
+                        .into(),
                 )
             })?),
             None => None,
@@ -593,7 +597,10 @@ path = "/tmp/iw-mail/personal"
     fn a_wrong_type_names_line_column_and_key() {
         let text = GOOD.replace("user = ", "port = \"x\"\nuser = ");
         let e = err(&text);
-        assert!(e.starts_with("/c.toml:8:8: accounts.personal.remote.port: "), "{e}");
+        assert!(
+            e.starts_with("/c.toml:8:8: accounts.personal.remote.port: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -102,7 +102,8 @@ impl HeaderScanner {
             return;
         }
         let room = Self::LIMIT.saturating_sub(self.header.len());
-        self.header.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        self.header
+            .extend_from_slice(&chunk[..chunk.len().min(room)]);
         if let Some(end) = find(&self.header, b"\r\n\r\n") {
             self.header.truncate(end + 2);
             self.done = true;
@@ -123,7 +124,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// The Message-ID of a header section (any line endings), unfolded and without whitespace.
 pub fn message_id(header: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(header);
-    let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r')).peekable();
+    let mut lines = text
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .peekable();
     while let Some(line) = lines.next() {
         if line.is_empty() {
             break;

@@ -1,1 +1,655 @@
-//! The Maildir store.
+//! The Maildir store: one Maildir (`cur/`, `new/`, `tmp/`) per folder under the account's path.
+//!
+//! Layouts: `nested` keeps `Archive/2019` in `<root>/Archive/2019` and INBOX in `<root>/INBOX`;
+//! `maildir++` keeps INBOX in `<root>` and `Archive/2019` in `<root>/.Archive.2019`.
+//!
+//! A message is known by the unique part of its file name (before `:2,`), which stays the same
+//! when a mail client renames the file to change its flags. Deliveries follow the Maildir
+//! protocol: write in `tmp/`, fsync, rename into `new/` or `cur/`, fsync the directory.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use super::{FlagUpdate, Staged, Store, StoreError};
+use crate::config::{MaildirConfig, MaildirLayout};
+use crate::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MessageMeta, MsgId};
+
+/// Files of ours in `tmp/` start with this; any left there belong to an interrupted run (only one
+/// run works on an account at a time) and are removed when the folder is next scanned.
+pub const TEMP_PREFIX: &str = ".idlewild-";
+
+const SUBDIRS: [&str; 3] = ["cur", "new", "tmp"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    New,
+    Cur,
+}
+
+impl Sub {
+    fn name(self) -> &'static str {
+        match self {
+            Sub::New => "new",
+            Sub::Cur => "cur",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Located {
+    sub: Sub,
+    file_name: String,
+}
+
+pub struct MaildirStore {
+    root: PathBuf,
+    layout: MaildirLayout,
+    open: Option<OpenFolder>,
+    /// Directories whose entries changed since the last flush.
+    dirty_dirs: Vec<PathBuf>,
+}
+
+struct OpenFolder {
+    dir: PathBuf,
+    index: HashMap<MsgId, Located>,
+}
+
+impl MaildirStore {
+    pub fn new(config: &MaildirConfig) -> Self {
+        Self {
+            root: config.path.clone(),
+            layout: config.layout,
+            open: None,
+            dirty_dirs: Vec::new(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether the account's directory exists at all. A missing root with a non-empty state means
+    /// an unmounted disk or a wrong path, never "the user deleted everything".
+    pub fn root_exists(&self) -> bool {
+        self.root.is_dir()
+    }
+
+    pub fn create_root(&self) -> Result<(), StoreError> {
+        fs::create_dir_all(&self.root).map_err(|e| StoreError::io(&self.root, e))
+    }
+
+    /// Whether the directory of `folder` exists (as a Maildir).
+    pub fn folder_exists(&self, folder: &FolderName) -> bool {
+        self.folder_dir(folder)
+            .map(|d| is_maildir(&d))
+            .unwrap_or(false)
+    }
+
+    fn folder_dir(&self, folder: &FolderName) -> Result<PathBuf, StoreError> {
+        match self.layout {
+            MaildirLayout::Nested => {
+                let mut dir = self.root.clone();
+                for c in folder.components() {
+                    if c.starts_with('.') {
+                        return Err(StoreError::Invalid(format!(
+                            "folder {folder} cannot be stored in a nested Maildir: a name part starts with '.'"
+                        )));
+                    }
+                    dir.push(c);
+                }
+                Ok(dir)
+            }
+            MaildirLayout::MaildirPlusPlus => {
+                if folder.as_str() == "INBOX" {
+                    return Ok(self.root.clone());
+                }
+                if folder.components().any(|c| c.contains('.')) {
+                    return Err(StoreError::Invalid(format!(
+                        "folder {folder} cannot be stored in a Maildir++ tree: a name part contains '.'"
+                    )));
+                }
+                let joined: Vec<&str> = folder.components().collect();
+                Ok(self.root.join(format!(".{}", joined.join("."))))
+            }
+        }
+    }
+
+    fn open_folder(&self) -> Result<&OpenFolder, StoreError> {
+        self.open
+            .as_ref()
+            .ok_or_else(|| StoreError::Invalid("no Maildir folder is open".into()))
+    }
+
+    fn path_of(&self, id: &MsgId) -> Result<Option<PathBuf>, StoreError> {
+        let open = self.open_folder()?;
+        Ok(open
+            .index
+            .get(id)
+            .map(|l| open.dir.join(l.sub.name()).join(&l.file_name)))
+    }
+
+    /// Finds a message again after the mail client renamed it behind our back.
+    fn relocate(&mut self, id: &MsgId) -> Result<Option<PathBuf>, StoreError> {
+        let dir = self.open_folder()?.dir.clone();
+        let mut found = None;
+        for sub in [Sub::Cur, Sub::New] {
+            let sub_dir = dir.join(sub.name());
+            let entries = fs::read_dir(&sub_dir).map_err(|e| StoreError::io(&sub_dir, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io(&sub_dir, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if unique_part(&name) == id.as_str() {
+                    found = Some(Located {
+                        sub,
+                        file_name: name,
+                    });
+                }
+            }
+        }
+        let Some(open) = self.open.as_mut() else {
+            return Ok(None);
+        };
+        match found {
+            Some(l) => {
+                let path = dir.join(l.sub.name()).join(&l.file_name);
+                open.index.insert(id.clone(), l);
+                Ok(Some(path))
+            }
+            None => {
+                open.index.remove(id);
+                Ok(None)
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, dir: PathBuf) {
+        if !self.dirty_dirs.contains(&dir) {
+            self.dirty_dirs.push(dir);
+        }
+    }
+
+    fn list_nested(&self, dir: &Path, prefix: &str, out: &mut Vec<FolderName>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if !kind.is_dir() {
+                continue;
+            }
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                tracing::warn!(dir = %dir.display(), "skipping a directory whose name is not UTF-8");
+                continue;
+            };
+            // Hidden directories belong to other programs (notmuch keeps `.notmuch` here).
+            if name.starts_with('.') {
+                continue;
+            }
+            if dir != self.root && SUBDIRS.contains(&name) {
+                continue;
+            }
+            let full = if prefix.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let path = entry.path();
+            if is_maildir(&path) {
+                if let Some(folder) = FolderName::new(&full) {
+                    out.push(folder);
+                }
+            }
+            self.list_nested(&path, &full, out);
+        }
+    }
+}
+
+fn is_maildir(dir: &Path) -> bool {
+    SUBDIRS.iter().all(|s| dir.join(s).is_dir())
+}
+
+/// The part of a Maildir file name that stays put when flags change.
+fn unique_part(file_name: &str) -> &str {
+    file_name.split(':').next().unwrap_or(file_name)
+}
+
+/// The info letters after `:2,`, if any.
+fn info_letters(file_name: &str) -> &str {
+    file_name
+        .split_once(":2,")
+        .map(|(_, info)| info)
+        .unwrap_or("")
+}
+
+/// The file name for `unique` with `flags`, keeping info letters that are not ours (keywords
+/// other programs store as lowercase letters).
+fn file_name_with(unique: &str, old_info: &str, flags: Flags) -> String {
+    let mut letters: Vec<char> = old_info
+        .chars()
+        .filter(|c| Flags::from_maildir_info(&c.to_string()).is_empty())
+        .collect();
+    letters.extend(flags.maildir_letters().chars());
+    letters.sort_unstable();
+    letters.dedup();
+    let info: String = letters.into_iter().collect();
+    format!("{unique}:2,{info}")
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+fn new_unique() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let host: String = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "{}.M{}P{}Q{}R{:016x}.{}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u64>(),
+        host
+    )
+}
+
+#[async_trait]
+impl Store for MaildirStore {
+    fn describe(&self) -> String {
+        format!("maildir:{}", self.root.display())
+    }
+
+    async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError> {
+        if !self.root_exists() {
+            return Err(StoreError::io(
+                &self.root,
+                io::Error::new(io::ErrorKind::NotFound, "the Maildir root does not exist"),
+            ));
+        }
+        let mut out = Vec::new();
+        match self.layout {
+            MaildirLayout::Nested => self.list_nested(&self.root.clone(), "", &mut out),
+            MaildirLayout::MaildirPlusPlus => {
+                if is_maildir(&self.root) {
+                    out.push(FolderName::inbox());
+                }
+                let entries =
+                    fs::read_dir(&self.root).map_err(|e| StoreError::io(&self.root, e))?;
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    let Some(name) = name.to_str() else { continue };
+                    let Some(rest) = name.strip_prefix('.') else {
+                        continue;
+                    };
+                    if rest.is_empty() || !is_maildir(&entry.path()) {
+                        continue;
+                    }
+                    if let Some(folder) = FolderName::new(&rest.replace('.', "/")) {
+                        out.push(folder);
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
+        let dir = self.folder_dir(folder)?;
+        for sub in SUBDIRS {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(|e| StoreError::io(&path, e))?;
+        }
+        if let Some(parent) = dir.parent() {
+            fsync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError> {
+        self.open = None;
+        let dir = self.folder_dir(folder)?;
+        if !is_maildir(&dir) {
+            return Err(StoreError::NoSuchFolder(folder.clone()));
+        }
+        remove_leftovers(&dir.join("tmp"));
+        let mut index = HashMap::new();
+        let mut messages = Vec::new();
+        for sub in [Sub::New, Sub::Cur] {
+            let sub_dir = dir.join(sub.name());
+            let entries = fs::read_dir(&sub_dir).map_err(|e| StoreError::io(&sub_dir, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io(&sub_dir, e))?;
+                let Ok(file_name) = entry.file_name().into_string() else {
+                    tracing::warn!(dir = %sub_dir.display(), "skipping a file whose name is not UTF-8");
+                    continue;
+                };
+                if file_name.starts_with('.') {
+                    continue;
+                }
+                let Some(id) = MsgId::new(unique_part(&file_name)) else {
+                    tracing::warn!(file = %file_name, "skipping a file whose name is not a Maildir name idlewild can track");
+                    continue;
+                };
+                if index.contains_key(&id) {
+                    // A client moving new/ -> cur/ while we read both: keep one, it is one message.
+                    continue;
+                }
+                let flags = Flags::from_maildir_info(info_letters(&file_name));
+                messages.push(MessageMeta {
+                    id: id.clone(),
+                    flags,
+                });
+                index.insert(id, Located { sub, file_name });
+            }
+        }
+        self.open = Some(OpenFolder { dir, index });
+        Ok(FolderSnapshot {
+            uid_validity: None,
+            uid_next: None,
+            highest_modseq: None,
+            messages,
+        })
+    }
+
+    fn staging_dir(&self, folder: &FolderName) -> Option<PathBuf> {
+        self.folder_dir(folder).ok().map(|d| d.join("tmp"))
+    }
+
+    fn reserve_id(&mut self) -> Option<MsgId> {
+        MsgId::new(new_unique())
+    }
+
+    async fn stage(&mut self, ids: &[MsgId], _staging: &Path) -> Result<Vec<Staged>, StoreError> {
+        let tmp = self.open_folder()?.dir.join("tmp");
+        let mut staged = Vec::new();
+        for id in ids {
+            // A hard link in tmp/ keeps the content reachable while the mail client renames or
+            // deletes the original; the receiving store removes it when done.
+            let link = tmp.join(format!("{TEMP_PREFIX}up-{}", new_unique()));
+            let mut linked = false;
+            for _ in 0..2 {
+                let Some(path) = self.path_of(id)? else { break };
+                match fs::hard_link(&path, &link) {
+                    Ok(()) => {
+                        linked = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.relocate(id)?;
+                    }
+                    // Filesystems without hard links: copy instead.
+                    Err(_) => {
+                        match fs::copy(&path, &link) {
+                            Ok(_) => linked = true,
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                self.relocate(id)?;
+                                continue;
+                            }
+                            Err(e) => return Err(StoreError::io(&path, e)),
+                        }
+                        break;
+                    }
+                }
+            }
+            if !linked {
+                continue;
+            }
+            let internal_date = fs::metadata(&link)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64);
+            staged.push(Staged {
+                source_id: id.clone(),
+                path: link,
+                temporary: true,
+                internal_date,
+            });
+        }
+        Ok(staged)
+    }
+
+    async fn deliver(
+        &mut self,
+        message: &Staged,
+        flags: Flags,
+        reserved: Option<&MsgId>,
+    ) -> Result<Option<MsgId>, StoreError> {
+        let dir = self.open_folder()?.dir.clone();
+        let id = match reserved {
+            Some(id) => id.clone(),
+            None => MsgId::new(new_unique())
+                .ok_or_else(|| StoreError::Invalid("cannot make a Maildir file name".into()))?,
+        };
+        let tmp_dir = dir.join("tmp");
+        let tmp_path = if message.temporary && message.path.parent() == Some(tmp_dir.as_path()) {
+            message.path.clone()
+        } else {
+            let path = tmp_dir.join(format!("{TEMP_PREFIX}in-{id}"));
+            copy_into(&message.path, &path)?;
+            path
+        };
+        let file = File::options()
+            .write(true)
+            .open(&tmp_path)
+            .map_err(|e| StoreError::io(&tmp_path, e))?;
+        if let Some(secs) = message.internal_date.filter(|s| *s >= 0) {
+            // The file time is what mail clients and mbsync take as the date of arrival.
+            let _ = file.set_modified(UNIX_EPOCH + Duration::from_secs(secs as u64));
+        }
+        file.sync_all().map_err(|e| StoreError::io(&tmp_path, e))?;
+        drop(file);
+        let (sub, file_name) = if flags.is_empty() {
+            (Sub::New, id.as_str().to_owned())
+        } else {
+            (Sub::Cur, file_name_with(id.as_str(), "", flags))
+        };
+        let target_dir = dir.join(sub.name());
+        let target = target_dir.join(&file_name);
+        if target.exists() {
+            return Err(StoreError::Invalid(format!(
+                "{} already exists; refusing to overwrite it",
+                target.display()
+            )));
+        }
+        fs::rename(&tmp_path, &target).map_err(|e| StoreError::io(&target, e))?;
+        self.mark_dirty(target_dir);
+        if let Some(open) = self.open.as_mut() {
+            open.index.insert(id.clone(), Located { sub, file_name });
+        }
+        Ok(Some(id))
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        for dir in std::mem::take(&mut self.dirty_dirs) {
+            fsync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    async fn set_flags(&mut self, updates: &[FlagUpdate]) -> Result<(), StoreError> {
+        let dir = self.open_folder()?.dir.clone();
+        for update in updates {
+            for attempt in 0..2 {
+                let Some(path) = (if attempt == 0 {
+                    self.path_of(&update.id)?
+                } else {
+                    self.relocate(&update.id)?
+                }) else {
+                    break;
+                };
+                let old_name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                let old_flags = Flags::from_maildir_info(info_letters(&old_name));
+                let new_flags = old_flags.union(update.add).minus(update.remove);
+                let new_name =
+                    file_name_with(update.id.as_str(), info_letters(&old_name), new_flags);
+                let target = dir.join("cur").join(&new_name);
+                if target == path {
+                    break;
+                }
+                match fs::rename(&path, &target) {
+                    Ok(()) => {
+                        if let Some(parent) = path.parent() {
+                            self.mark_dirty(parent.to_owned());
+                        }
+                        self.mark_dirty(dir.join("cur"));
+                        if let Some(open) = self.open.as_mut() {
+                            open.index.insert(
+                                update.id.clone(),
+                                Located {
+                                    sub: Sub::Cur,
+                                    file_name: new_name,
+                                },
+                            );
+                        }
+                        break;
+                    }
+                    // The mail client renamed or deleted it meanwhile: look again.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StoreError::io(&path, e)),
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    async fn delete(&mut self, ids: &[MsgId]) -> Result<(), StoreError> {
+        for id in ids {
+            for attempt in 0..2 {
+                let Some(path) = (if attempt == 0 {
+                    self.path_of(id)?
+                } else {
+                    self.relocate(id)?
+                }) else {
+                    break;
+                };
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        if let Some(parent) = path.parent() {
+                            self.mark_dirty(parent.to_owned());
+                        }
+                        if let Some(open) = self.open.as_mut() {
+                            open.index.remove(id);
+                        }
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StoreError::io(&path, e)),
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    async fn fingerprints(
+        &mut self,
+        ids: &[MsgId],
+    ) -> Result<Vec<(MsgId, Fingerprint)>, StoreError> {
+        let mut out = Vec::new();
+        for id in ids {
+            for attempt in 0..2 {
+                let Some(path) = (if attempt == 0 {
+                    self.path_of(id)?
+                } else {
+                    self.relocate(id)?
+                }) else {
+                    break;
+                };
+                match File::open(&path) {
+                    Ok(file) => {
+                        let fp = crate::message::fingerprint(io::BufReader::new(file))
+                            .map_err(|e| StoreError::io(&path, e))?;
+                        out.push((id.clone(), fp));
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StoreError::io(&path, e)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn close(&mut self) {
+        self.open = None;
+    }
+}
+
+fn copy_into(from: &Path, to: &Path) -> Result<(), StoreError> {
+    let mut src = File::open(from).map_err(|e| StoreError::io(from, e))?;
+    let mut dst = File::options()
+        .write(true)
+        .create_new(true)
+        .open(to)
+        .map_err(|e| StoreError::io(to, e))?;
+    let result = io::copy(&mut src, &mut dst).and_then(|_| dst.flush());
+    if let Err(e) = result {
+        let _ = fs::remove_file(to);
+        return Err(StoreError::io(to, e));
+    }
+    Ok(())
+}
+
+fn remove_leftovers(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_keep_foreign_info_letters() {
+        assert_eq!(file_name_with("abc", "Sa", Flags::FLAGGED), "abc:2,Fa");
+        assert_eq!(file_name_with("abc", "", Flags::empty()), "abc:2,");
+        assert_eq!(unique_part("abc:2,S"), "abc");
+        assert_eq!(info_letters("abc:2,RS"), "RS");
+        assert_eq!(info_letters("abc"), "");
+    }
+
+    #[test]
+    fn unique_names_are_valid_ids_and_differ() {
+        let a = new_unique();
+        let b = new_unique();
+        assert_ne!(a, b);
+        assert!(MsgId::new(a).is_some());
+    }
+}

@@ -4,6 +4,7 @@
 //! a [`Store`] of folders holding messages identified by a [`MsgId`].
 
 pub mod maildir;
+pub mod memory;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,746 @@
+//! The executor: gathers both sides' listings, asks the planner what to do, and carries the plan
+//! out in an order that a crash at any point can recover from.
+//!
+//! The rule for every effect: record the intent durably, make the effect, then confirm it.
+//! - Copy to the Maildir: commit a `download` intent with the Maildir id reserved for the file,
+//!   write and fsync the file, rename it in, fsync the directory, confirm. After a crash the
+//!   reserved id tells whether the file made it.
+//! - Copy to the server: commit an `upload` intent with the server's UIDNEXT and the content's
+//!   size and SHA-256, APPEND, confirm with the APPENDUID. After a crash (or without APPENDUID)
+//!   the copy is found among the new server messages by content instead of being sent twice.
+//! - Flags and deletions: make the effect first, then update the state. Replaying them is
+//!   harmless, and forgetting a pair before its deletion is done would make the survivor look new
+//!   and copy it back.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use crate::config::MassDeleteGuard;
+use crate::model::{Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid};
+use crate::plan::{self, Action, FolderAction, Plan, Record, RecordId, Side};
+use crate::recover::{self, Known};
+use crate::state::{FolderState, Pending, StateDb, StateError};
+use crate::store::{FailureKind, FlagUpdate, Store, StoreError};
+
+/// How many messages are copied between two state commits.
+const BATCH: usize = 64;
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Only these folders (all when empty).
+    pub folders: Vec<FolderName>,
+    /// Plan and report, change nothing on either side nor in the state.
+    pub dry_run: bool,
+    /// Let the deletions the safety valve would stop go through.
+    pub allow_mass_delete: bool,
+    pub guard: MassDeleteGuard,
+    /// Where stores that do not care stage messages.
+    pub scratch_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{side}: {source}")]
+    Store {
+        side: Side,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl SyncError {
+    fn remote(source: StoreError) -> Self {
+        SyncError::Store {
+            side: Side::Remote,
+            source,
+        }
+    }
+    fn local(source: StoreError) -> Self {
+        SyncError::Store {
+            side: Side::Local,
+            source,
+        }
+    }
+    /// Whether the rest of the account can still be synced after this error.
+    pub fn ends_account(&self) -> bool {
+        match self {
+            SyncError::Store {
+                side: Side::Remote,
+                source,
+            } => !matches!(
+                source,
+                StoreError::Refused { .. } | StoreError::NoSuchFolder(_) | StoreError::Invalid(_)
+            ),
+            SyncError::Store {
+                side: Side::Local,
+                source,
+            } => source.kind() == FailureKind::Permanent,
+            SyncError::State(_) => true,
+        }
+    }
+}
+
+/// What happened to one folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FolderReport {
+    pub folder: String,
+    pub downloaded: usize,
+    pub uploaded: usize,
+    pub flags_remote: usize,
+    pub flags_local: usize,
+    pub deleted_remote: usize,
+    pub deleted_local: usize,
+    /// Created on this side before syncing.
+    pub created: Option<String>,
+    /// Left alone by the safety valve, with the reason.
+    pub refused: Option<String>,
+    pub error: Option<String>,
+    /// In a dry run: what would have been done.
+    pub planned: Vec<String>,
+    /// Copies recovered from an interrupted run.
+    pub recovered: usize,
+}
+
+impl FolderReport {
+    fn new(folder: &FolderName) -> Self {
+        Self {
+            folder: folder.to_string(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Receives progress as the executor works, for progress bars and logs.
+pub trait Observer: Send {
+    fn folder_planned(&mut self, _folder: &FolderName, _actions: usize) {}
+    fn advanced(&mut self, _count: usize) {}
+    fn folder_done(&mut self, _report: &FolderReport) {}
+}
+
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// Syncs the folders of one account. Errors that end the account (a lost connection, the state
+/// database failing) stop it; a folder's own failure is recorded in its report and the next
+/// folder is tried.
+pub async fn sync_folders(
+    remote: &mut dyn Store,
+    local: &mut dyn Store,
+    state: &mut StateDb,
+    options: &SyncOptions,
+    observer: &mut dyn Observer,
+) -> Result<Vec<FolderReport>, SyncError> {
+    let remote_folders: HashSet<FolderName> = remote
+        .list_folders()
+        .await
+        .map_err(SyncError::remote)?
+        .into_iter()
+        .collect();
+    let local_folders: HashSet<FolderName> = local
+        .list_folders()
+        .await
+        .map_err(SyncError::local)?
+        .into_iter()
+        .collect();
+    let known: HashMap<FolderName, FolderState> = state
+        .folders()?
+        .into_iter()
+        .map(|f| (f.name.clone(), f))
+        .collect();
+
+    let mut names: Vec<FolderName> = remote_folders
+        .iter()
+        .chain(local_folders.iter())
+        .chain(known.keys())
+        .cloned()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .filter(|n| options.folders.is_empty() || options.folders.contains(n))
+        .collect();
+    names.sort();
+
+    let mut reports = Vec::new();
+    for name in names {
+        let _span = tracing::info_span!("folder", folder = %name).entered();
+        let known_count = match known.get(&name) {
+            Some(f) => Some(state.count(f.id)?),
+            None => None,
+        };
+        let action = plan::decide_folder(
+            known_count,
+            remote_folders.contains(&name),
+            local_folders.contains(&name),
+            options.allow_mass_delete,
+        );
+        let mut report = FolderReport::new(&name);
+        let result = match action {
+            FolderAction::Nothing => continue,
+            FolderAction::Forget => {
+                if !options.dry_run {
+                    if let Some(f) = known.get(&name) {
+                        state.forget_folder(f.id)?;
+                    }
+                }
+                continue;
+            }
+            FolderAction::Vanished { from, known } => {
+                report.refused = Some(format!(
+                    "the folder is gone from the {from} side but held {known} messages at the last sync; nothing was changed on either side (an unmounted disk or a wrong path looks the same). If you deleted it on purpose, run again with --allow-mass-delete to delete it on the {} side too",
+                    from.other()
+                ));
+                tracing::warn!(folder = %name, "{}", report.refused.as_deref().unwrap_or(""));
+                Ok(())
+            }
+            FolderAction::CreateThenSync { on } => {
+                report.created = Some(on.to_string());
+                if options.dry_run {
+                    report
+                        .planned
+                        .push(format!("create folder on the {on} side"));
+                    Ok(())
+                } else {
+                    let created = match on {
+                        Side::Remote => {
+                            remote.create_folder(&name).await.map_err(SyncError::remote)
+                        }
+                        Side::Local => local.create_folder(&name).await.map_err(SyncError::local),
+                    };
+                    match created {
+                        Ok(()) => {
+                            sync_folder(remote, local, state, &name, options, observer, &mut report)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+            FolderAction::Sync => {
+                sync_folder(remote, local, state, &name, options, observer, &mut report).await
+            }
+        };
+        if let Err(e) = result {
+            let ends = e.ends_account();
+            tracing::error!(folder = %name, error = %e, "folder sync failed");
+            report.error = Some(e.to_string());
+            observer.folder_done(&report);
+            reports.push(report);
+            if ends {
+                return Err(e);
+            }
+            continue;
+        }
+        observer.folder_done(&report);
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+async fn sync_folder(
+    remote: &mut dyn Store,
+    local: &mut dyn Store,
+    state: &mut StateDb,
+    name: &FolderName,
+    options: &SyncOptions,
+    observer: &mut dyn Observer,
+    report: &mut FolderReport,
+) -> Result<(), SyncError> {
+    let remote_snap = remote.scan(name).await.map_err(SyncError::remote)?;
+    let local_snap = local.scan(name).await.map_err(SyncError::local)?;
+    let folder = if options.dry_run {
+        match state.folder(name)? {
+            Some(f) => f,
+            None => FolderState {
+                id: -1,
+                name: name.clone(),
+                uid_validity: None,
+                uid_next: None,
+                highest_modseq: None,
+            },
+        }
+    } else {
+        state.ensure_folder(name)?
+    };
+
+    let validity_changed = matches!(
+        (folder.uid_validity, remote_snap.uid_validity),
+        (Some(old), Some(new)) if old != new
+    );
+    if validity_changed {
+        tracing::warn!(
+            folder = %name,
+            old = ?folder.uid_validity.map(|v| v.get()),
+            new = ?remote_snap.uid_validity.map(|v| v.get()),
+            "the server renumbered this folder (UIDVALIDITY changed); re-matching messages by content"
+        );
+    }
+
+    if !options.dry_run {
+        report.recovered += recover_pending(
+            remote,
+            local,
+            state,
+            folder.id,
+            &remote_snap,
+            &local_snap,
+            validity_changed,
+        )
+        .await?;
+    }
+
+    let mut records = if folder.id >= 0 {
+        state.records(folder.id)?
+    } else {
+        Vec::new()
+    };
+    let first_with_mail_on_both =
+        records.is_empty() && !remote_snap.messages.is_empty() && !local_snap.messages.is_empty();
+    if validity_changed || first_with_mail_on_both {
+        let pairs = rematch(remote, local, &records, &remote_snap, &local_snap).await?;
+        if options.dry_run {
+            report.planned.push(format!(
+                "re-match {} messages by content",
+                pairs.iter().filter(|p| p.0.is_some()).count()
+            ));
+            records = pairs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (r, l, flags))| Record {
+                    id: RecordId(-(i as i64) - 1),
+                    remote: r,
+                    local: l,
+                    flags,
+                })
+                .collect();
+        } else {
+            state.replace_folder_pairs(folder.id, remote_snap.uid_validity, &pairs)?;
+            records = state.records(folder.id)?;
+        }
+    } else if folder.uid_validity.is_none() && !options.dry_run {
+        // Bind the state to this UIDVALIDITY before the first pair is recorded, so a crash
+        // cannot leave pairs whose numbering is unknown.
+        state.set_folder_status(
+            folder.id,
+            remote_snap.uid_validity,
+            folder.uid_next,
+            folder.highest_modseq,
+        )?;
+    }
+
+    let plan = plan::plan_folder(
+        &records,
+        &remote_snap.messages,
+        &local_snap.messages,
+        options.guard,
+        options.allow_mass_delete,
+    );
+    let actions = match plan {
+        Plan::Refused(refusal) => {
+            tracing::warn!(folder = %name, "{refusal}");
+            report.refused = Some(refusal.to_string());
+            return Ok(());
+        }
+        Plan::Actions(actions) => actions,
+    };
+    observer.folder_planned(name, actions.len());
+    if options.dry_run {
+        report
+            .planned
+            .extend(actions.iter().map(ToString::to_string));
+        return Ok(());
+    }
+    if !actions.is_empty() {
+        tracing::info!(folder = %name, actions = actions.len(), "applying plan");
+    }
+
+    execute(
+        remote,
+        local,
+        state,
+        folder.id,
+        name,
+        &remote_snap,
+        actions,
+        options,
+        observer,
+        report,
+    )
+    .await?;
+
+    state.set_folder_status(
+        folder.id,
+        remote_snap.uid_validity,
+        remote_snap.uid_next,
+        remote_snap.highest_modseq,
+    )?;
+    Ok(())
+}
+
+/// Settles the copies an earlier run started but did not confirm.
+async fn recover_pending(
+    remote: &mut dyn Store,
+    local: &mut dyn Store,
+    state: &mut StateDb,
+    folder: i64,
+    remote_snap: &FolderSnapshot,
+    local_snap: &FolderSnapshot,
+    validity_changed: bool,
+) -> Result<usize, SyncError> {
+    let pending = state.pending(folder)?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let local_ids: HashSet<&MsgId> = local_snap.messages.iter().map(|m| &m.id).collect();
+    let mut recovered = 0;
+    let mut confirmed_downloads = Vec::new();
+    let mut abandoned = Vec::new();
+    let mut uploads = Vec::new();
+    for p in &pending {
+        match p {
+            // The reserved file name is there: the copy completed before the interruption.
+            Pending::Download {
+                record,
+                remote: r,
+                local: l,
+                ..
+            } => {
+                if local_ids.contains(l) && !validity_changed {
+                    confirmed_downloads.push(r.clone());
+                } else if local_ids.contains(l) {
+                    // The server renumbered meanwhile: keep the file; re-matching pairs it.
+                    confirmed_downloads.push(r.clone());
+                } else {
+                    abandoned.push(*record);
+                }
+            }
+            Pending::Upload {
+                record,
+                uid_next,
+                size,
+                sha256,
+                ..
+            } => uploads.push((*record, *uid_next, *size, *sha256)),
+        }
+    }
+    recovered += confirmed_downloads.len();
+    state.confirm_downloads(folder, &confirmed_downloads)?;
+
+    if !uploads.is_empty() {
+        // Candidates: server messages no pair claims, that arrived since the earliest upload
+        // started (any of them after a renumbering).
+        let claimed: HashSet<MsgId> = state
+            .records(folder)?
+            .into_iter()
+            .filter_map(|r| r.remote)
+            .collect();
+        let floor = uploads.iter().map(|u| u.1).min().unwrap_or(0);
+        let candidates: Vec<MsgId> = remote_snap
+            .messages
+            .iter()
+            .filter(|m| !claimed.contains(&m.id))
+            .filter(|m| validity_changed || m.id.uid().map(Uid::get).unwrap_or(0) >= floor)
+            .map(|m| m.id.clone())
+            .collect();
+        let fingerprints = if candidates.is_empty() {
+            Vec::new()
+        } else {
+            remote
+                .fingerprints(&candidates)
+                .await
+                .map_err(SyncError::remote)?
+        };
+        let wanted: Vec<(RecordId, u64, [u8; 32])> =
+            uploads.iter().map(|u| (u.0, u.2, u.3)).collect();
+        let mut confirmed = Vec::new();
+        for (record, found) in recover::match_uploads(&wanted, &fingerprints) {
+            let Some(Pending::Upload {
+                local: l, flags, ..
+            }) = pending
+                .iter()
+                .find(|p| matches!(p, Pending::Upload { record: r, .. } if *r == record))
+            else {
+                continue;
+            };
+            match found {
+                Some(remote_id) => {
+                    tracing::info!(local = %l, remote = %remote_id, "found the server copy of an interrupted upload");
+                    confirmed.push((record, remote_id, l.clone(), *flags));
+                }
+                None => abandoned.push(record),
+            }
+        }
+        recovered += confirmed.len();
+        state.confirm(&confirmed)?;
+    }
+    // Abandoned intents are dropped; the planner then sees the source message as new and copies
+    // it again. Leftover staging files are cleaned by the stores.
+    state.remove(&abandoned)?;
+    let _ = local;
+    Ok(recovered)
+}
+
+async fn rematch(
+    remote: &mut dyn Store,
+    local: &mut dyn Store,
+    records: &[Record],
+    remote_snap: &FolderSnapshot,
+    local_snap: &FolderSnapshot,
+) -> Result<Vec<(Option<MsgId>, Option<MsgId>, Flags)>, SyncError> {
+    let with_fingerprints =
+        |metas: &[MessageMeta], fps: Vec<(MsgId, crate::model::Fingerprint)>| {
+            let flags: HashMap<&MsgId, Flags> = metas.iter().map(|m| (&m.id, m.flags)).collect();
+            fps.into_iter()
+                .filter_map(|(id, fingerprint)| {
+                    flags.get(&id).map(|f| Known {
+                        flags: *f,
+                        id,
+                        fingerprint,
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+    let remote_ids: Vec<MsgId> = remote_snap.messages.iter().map(|m| m.id.clone()).collect();
+    let local_ids: Vec<MsgId> = local_snap.messages.iter().map(|m| m.id.clone()).collect();
+    let remote_fps = remote
+        .fingerprints(&remote_ids)
+        .await
+        .map_err(SyncError::remote)?;
+    let local_fps = local
+        .fingerprints(&local_ids)
+        .await
+        .map_err(SyncError::local)?;
+    Ok(recover::rematch(
+        records,
+        &with_fingerprints(&remote_snap.messages, remote_fps),
+        &with_fingerprints(&local_snap.messages, local_fps),
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    remote: &mut dyn Store,
+    local: &mut dyn Store,
+    state: &mut StateDb,
+    folder: i64,
+    name: &FolderName,
+    remote_snap: &FolderSnapshot,
+    actions: Vec<Action>,
+    options: &SyncOptions,
+    observer: &mut dyn Observer,
+    report: &mut FolderReport,
+) -> Result<(), SyncError> {
+    let mut forget = Vec::new();
+    let mut flag_actions = Vec::new();
+    let mut delete_remote = Vec::new();
+    let mut delete_local = Vec::new();
+    let mut downloads = Vec::new();
+    let mut uploads = Vec::new();
+    for action in actions {
+        match action {
+            Action::Forget { record } => forget.push(record),
+            Action::Flags { .. } => flag_actions.push(action),
+            Action::Delete {
+                record,
+                on: Side::Remote,
+                id,
+            } => delete_remote.push((record, id)),
+            Action::Delete {
+                record,
+                on: Side::Local,
+                id,
+            } => delete_local.push((record, id)),
+            Action::Copy {
+                from: Side::Remote,
+                id,
+                flags,
+            } => downloads.push((id, flags)),
+            Action::Copy {
+                from: Side::Local,
+                id,
+                flags,
+            } => uploads.push((id, flags)),
+        }
+    }
+
+    if !forget.is_empty() {
+        state.remove(&forget)?;
+        observer.advanced(forget.len());
+    }
+
+    // Flags: both sides first, then the new base.
+    if !flag_actions.is_empty() {
+        let mut remote_updates = Vec::new();
+        let mut local_updates = Vec::new();
+        let mut bases = Vec::new();
+        for a in &flag_actions {
+            if let Action::Flags {
+                record,
+                remote: r,
+                local: l,
+                remote_change,
+                local_change,
+                merged,
+            } = a
+            {
+                if let Some(c) = remote_change {
+                    remote_updates.push(FlagUpdate {
+                        id: r.clone(),
+                        add: c.add,
+                        remove: c.remove,
+                    });
+                }
+                if let Some(c) = local_change {
+                    local_updates.push(FlagUpdate {
+                        id: l.clone(),
+                        add: c.add,
+                        remove: c.remove,
+                    });
+                }
+                bases.push((*record, *merged));
+            }
+        }
+        if !remote_updates.is_empty() {
+            remote
+                .set_flags(&remote_updates)
+                .await
+                .map_err(SyncError::remote)?;
+        }
+        if !local_updates.is_empty() {
+            local
+                .set_flags(&local_updates)
+                .await
+                .map_err(SyncError::local)?;
+        }
+        state.set_flags(&bases)?;
+        report.flags_remote += remote_updates.len();
+        report.flags_local += local_updates.len();
+        observer.advanced(flag_actions.len());
+    }
+
+    // Deletions: the effect, then the state.
+    if !delete_remote.is_empty() {
+        let ids: Vec<MsgId> = delete_remote.iter().map(|(_, id)| id.clone()).collect();
+        remote.delete(&ids).await.map_err(SyncError::remote)?;
+        state.remove(&delete_remote.iter().map(|(r, _)| *r).collect::<Vec<_>>())?;
+        report.deleted_remote += ids.len();
+        observer.advanced(ids.len());
+    }
+    if !delete_local.is_empty() {
+        let ids: Vec<MsgId> = delete_local.iter().map(|(_, id)| id.clone()).collect();
+        local.delete(&ids).await.map_err(SyncError::local)?;
+        state.remove(&delete_local.iter().map(|(r, _)| *r).collect::<Vec<_>>())?;
+        report.deleted_local += ids.len();
+        observer.advanced(ids.len());
+    }
+
+    // Server -> Maildir.
+    let staging = local
+        .staging_dir(name)
+        .unwrap_or_else(|| options.scratch_dir.clone());
+    for batch in downloads.chunks(BATCH) {
+        let mut intents = Vec::new();
+        for (id, flags) in batch {
+            let reserved = local.reserve_id().ok_or_else(|| {
+                SyncError::local(StoreError::Invalid(
+                    "the local store cannot reserve message ids".into(),
+                ))
+            })?;
+            intents.push((id.clone(), reserved, *flags));
+        }
+        state.begin_downloads(folder, &intents)?;
+        let ids: Vec<MsgId> = batch.iter().map(|(id, _)| id.clone()).collect();
+        let staged = remote
+            .stage(&ids, &staging)
+            .await
+            .map_err(SyncError::remote)?;
+        let mut delivered = Vec::new();
+        let mut result = Ok(());
+        for s in &staged {
+            let Some((_, reserved, flags)) = intents.iter().find(|(r, _, _)| *r == s.source_id)
+            else {
+                continue;
+            };
+            match local.deliver(s, *flags, Some(reserved)).await {
+                Ok(_) => delivered.push(s.source_id.clone()),
+                Err(e) => {
+                    result = Err(SyncError::local(e));
+                    break;
+                }
+            }
+        }
+        if result.is_err() {
+            // Staged files not delivered are removed by the local store's next scan.
+            for s in &staged {
+                if s.temporary && !delivered.contains(&s.source_id) {
+                    let _ = std::fs::remove_file(&s.path);
+                }
+            }
+        }
+        local.flush().await.map_err(SyncError::local)?;
+        state.confirm_downloads(folder, &delivered)?;
+        let vanished: Vec<RecordId> = Vec::new();
+        let _ = vanished;
+        report.downloaded += delivered.len();
+        observer.advanced(delivered.len());
+        result?;
+        // Messages expunged on the server between listing and fetching stay as intents without
+        // a file; the next run drops them (recovery) and the planner sees they are gone.
+    }
+
+    // Maildir -> server.
+    let uid_next = remote_snap.uid_next.unwrap_or_else(|| {
+        remote_snap
+            .messages
+            .iter()
+            .filter_map(|m| m.id.uid())
+            .map(|u| u.get().saturating_add(1))
+            .max()
+            .unwrap_or(1)
+    });
+    for batch in uploads.chunks(BATCH) {
+        let ids: Vec<MsgId> = batch.iter().map(|(id, _)| id.clone()).collect();
+        let fingerprints = local.fingerprints(&ids).await.map_err(SyncError::local)?;
+        let intents: Vec<_> = fingerprints
+            .into_iter()
+            .filter_map(|(id, fp)| {
+                batch
+                    .iter()
+                    .find(|(b, _)| *b == id)
+                    .map(|(_, flags)| (id, *flags, fp))
+            })
+            .collect();
+        state.begin_uploads(folder, uid_next, &intents)?;
+        let present: Vec<MsgId> = intents.iter().map(|(id, _, _)| id.clone()).collect();
+        let staged = local
+            .stage(&present, &options.scratch_dir)
+            .await
+            .map_err(SyncError::local)?;
+        let mut confirmed = Vec::new();
+        let mut result = Ok(());
+        for s in &staged {
+            let Some((_, flags, _)) = intents.iter().find(|(id, _, _)| *id == s.source_id) else {
+                continue;
+            };
+            match remote.deliver(s, *flags, None).await {
+                Ok(Some(uid)) => confirmed.push((s.source_id.clone(), uid, *flags)),
+                // No APPENDUID: the intent stays; the next run finds the copy by content.
+                Ok(None) => {}
+                Err(e) => {
+                    result = Err(SyncError::remote(e));
+                    break;
+                }
+            }
+        }
+        for s in &staged {
+            if s.temporary {
+                let _ = std::fs::remove_file(&s.path);
+            }
+        }
+        state.confirm_uploads(folder, &confirmed)?;
+        report.uploaded += confirmed.len();
+        observer.advanced(batch.len());
+        result?;
+    }
+    Ok(())
+}

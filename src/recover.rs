@@ -1,0 +1,163 @@
+//! Pure decisions for finding copies again: after a crash interrupted an upload, after a
+//! UIDVALIDITY change, and when a folder is synced for the first time with mail on both sides.
+//! Messages are matched by content (size and SHA-256 of the canonical form), never by position.
+
+use std::collections::HashMap;
+
+use crate::model::{Fingerprint, Flags, MsgId};
+use crate::plan::{Record, RecordId};
+
+type ContentKey = (u64, [u8; 32]);
+
+fn key(fp: &Fingerprint) -> ContentKey {
+    (fp.size, fp.sha256)
+}
+
+/// Pairs each interrupted upload with at most one unclaimed server message of the same content.
+/// Returns, per pending upload, the server copy found, if any.
+pub fn match_uploads(
+    pending: &[(RecordId, u64, [u8; 32])],
+    candidates: &[(MsgId, Fingerprint)],
+) -> Vec<(RecordId, Option<MsgId>)> {
+    let mut pool: HashMap<ContentKey, Vec<&MsgId>> = HashMap::new();
+    for (id, fp) in candidates.iter().rev() {
+        pool.entry(key(fp)).or_default().push(id);
+    }
+    pending
+        .iter()
+        .map(|(record, size, sha)| {
+            let found = pool.get_mut(&(*size, *sha)).and_then(|ids| ids.pop());
+            (*record, found.cloned())
+        })
+        .collect()
+}
+
+/// A message as listed with its content fingerprint.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub id: MsgId,
+    pub flags: Flags,
+    pub fingerprint: Fingerprint,
+}
+
+/// Rebuilds a folder's message pairs by content. Used when the server's UIDVALIDITY changed (the
+/// old UIDs mean nothing now) and when a folder without state has mail on both sides (so the
+/// first sync does not duplicate everything).
+///
+/// Nothing is ever deleted through this: a local message the state knew but whose server copy is
+/// not found becomes a pair without a server id, which the planner uploads; server messages not
+/// matched stay unpaired, which the planner downloads.
+pub fn rematch(
+    records: &[Record],
+    remote: &[Known],
+    local: &[Known],
+) -> Vec<(Option<MsgId>, Option<MsgId>, Flags)> {
+    let base_by_local: HashMap<&MsgId, Flags> = records
+        .iter()
+        .filter_map(|r| r.local.as_ref().map(|l| (l, r.flags)))
+        .collect();
+    let mut pool: HashMap<ContentKey, Vec<&Known>> = HashMap::new();
+    for m in remote.iter().rev() {
+        pool.entry(key(&m.fingerprint)).or_default().push(m);
+    }
+    let mut pairs = Vec::new();
+    for l in local {
+        let base = base_by_local.get(&l.id).copied();
+        match pool.get_mut(&key(&l.fingerprint)).and_then(|v| v.pop()) {
+            // With no history, a flag set on either side counts as set: the base is what both
+            // agree on, so the merge keeps the union.
+            Some(r) => pairs.push((
+                Some(r.id.clone()),
+                Some(l.id.clone()),
+                base.unwrap_or_else(|| r.flags.intersect(l.flags)),
+            )),
+            None => {
+                if let Some(base) = base {
+                    pairs.push((None, Some(l.id.clone()), base));
+                }
+            }
+        }
+    }
+    pairs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(n: u8) -> Fingerprint {
+        Fingerprint {
+            size: n as u64,
+            sha256: [n; 32],
+            message_id: None,
+        }
+    }
+    fn id(s: &str) -> MsgId {
+        MsgId::new(s).unwrap()
+    }
+    fn known(s: &str, flags: Flags, n: u8) -> Known {
+        Known {
+            id: id(s),
+            flags,
+            fingerprint: fp(n),
+        }
+    }
+
+    #[test]
+    fn each_server_copy_confirms_one_upload_only() {
+        let pending = [
+            (RecordId(1), 1, [1; 32]),
+            (RecordId(2), 1, [1; 32]),
+            (RecordId(3), 2, [2; 32]),
+        ];
+        let candidates = [(id("10"), fp(1))];
+        assert_eq!(
+            match_uploads(&pending, &candidates),
+            vec![
+                (RecordId(1), Some(id("10"))),
+                (RecordId(2), None),
+                (RecordId(3), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn rematch_pairs_by_content_and_deletes_nothing() {
+        let records = vec![
+            Record {
+                id: RecordId(1),
+                remote: Some(id("1")),
+                local: Some(id("a")),
+                flags: Flags::SEEN,
+            },
+            Record {
+                id: RecordId(2),
+                remote: Some(id("2")),
+                local: Some(id("b")),
+                flags: Flags::SEEN,
+            },
+        ];
+        // The server renumbered: "a" is now UID 7; "b" is gone from the server; "c" is new locally.
+        let remote = vec![known("7", Flags::SEEN, 1), known("8", Flags::empty(), 9)];
+        let local = vec![
+            known("a", Flags::SEEN, 1),
+            known("b", Flags::SEEN, 2),
+            known("c", Flags::FLAGGED, 3),
+        ];
+        assert_eq!(
+            rematch(&records, &remote, &local),
+            vec![
+                (Some(id("7")), Some(id("a")), Flags::SEEN),
+                (None, Some(id("b")), Flags::SEEN),
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicates_pair_one_to_one() {
+        let remote = vec![known("1", Flags::SEEN, 1), known("2", Flags::empty(), 1)];
+        let local = vec![known("a", Flags::FLAGGED, 1)];
+        let pairs = rematch(&[], &remote, &local);
+        assert_eq!(pairs, vec![(Some(id("1")), Some(id("a")), Flags::empty())]);
+    }
+}

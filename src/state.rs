@@ -1,0 +1,634 @@
+//! The state database: one SQLite file per account remembering, per folder pair, the server's
+//! UIDVALIDITY and, per message pair, the server UID, the Maildir id and the flags both had when
+//! they were last in step. All SQL of the program lives here.
+//!
+//! Crash safety rests on the order of writes, made by the engine: an intent row is committed
+//! before each copy (`pending` set), the copy is made, then the row is confirmed. Every write
+//! method is one transaction.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::model::{Fingerprint, Flags, FolderName, MsgId, UidValidity};
+use crate::plan::{Record, RecordId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state database {path} holds a value idlewild cannot read ({detail}); it may come from a newer version"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+/// The schema, one entry per version; applied in order inside a transaction, so a crash during
+/// a migration leaves the previous version intact.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE folders (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    uid_validity INTEGER,
+    uid_next INTEGER,
+    highest_modseq INTEGER
+) STRICT;
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    folder INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+    remote TEXT,
+    local TEXT,
+    flags INTEGER NOT NULL DEFAULT 0,
+    -- NULL once both copies exist; 'download' or 'upload' while a copy is in flight.
+    pending TEXT CHECK (pending IN ('download', 'upload')),
+    -- For pending uploads: the server's UIDNEXT before the APPEND, and the content's identity,
+    -- to find the copy again after a crash without uploading it twice.
+    upload_uid_next INTEGER,
+    upload_size INTEGER,
+    upload_sha256 BLOB
+) STRICT;
+CREATE UNIQUE INDEX messages_remote ON messages(folder, remote) WHERE remote IS NOT NULL;
+CREATE UNIQUE INDEX messages_local ON messages(folder, local) WHERE local IS NOT NULL;
+"#];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderState {
+    pub id: i64,
+    pub name: FolderName,
+    pub uid_validity: Option<UidValidity>,
+    pub uid_next: Option<u32>,
+    pub highest_modseq: Option<u64>,
+}
+
+/// A copy that was started but not confirmed when the last run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    Download {
+        record: RecordId,
+        remote: MsgId,
+        local: MsgId,
+        flags: Flags,
+    },
+    Upload {
+        record: RecordId,
+        local: MsgId,
+        flags: Flags,
+        uid_next: u32,
+        size: u64,
+        sha256: [u8; 32],
+    },
+}
+
+pub struct StateDb {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl StateDb {
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let err = |source| StateError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StateError::Sqlite {
+                path: path.to_owned(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        }
+        let mut conn = Connection::open(path).map_err(err)?;
+        // WAL with FULL sync: each commit is durable before the next effect is made.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        let version: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if version > MIGRATIONS.len() {
+            return Err(StateError::Corrupt {
+                path: path.to_owned(),
+                detail: format!("schema version {version}"),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(None, "user_version", i + 1).map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StateError {
+        StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, detail: impl Into<String>) -> StateError {
+        StateError::Corrupt {
+            path: self.path.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn folders(&self) -> Result<Vec<FolderState>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name, uid_validity, uid_next, highest_modseq FROM folders ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, uv, next, modseq) = row.map_err(|e| self.err(e))?;
+            let name = FolderName::new(&name)
+                .ok_or_else(|| self.corrupt(format!("folder name {name:?}")))?;
+            out.push(FolderState {
+                id,
+                name,
+                uid_validity: uv
+                    .and_then(|v| u32::try_from(v).ok())
+                    .and_then(UidValidity::new),
+                uid_next: next.and_then(|v| u32::try_from(v).ok()),
+                highest_modseq: modseq.and_then(|v| u64::try_from(v).ok()),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn folder(&self, name: &FolderName) -> Result<Option<FolderState>, StateError> {
+        Ok(self.folders()?.into_iter().find(|f| &f.name == name))
+    }
+
+    pub fn ensure_folder(&mut self, name: &FolderName) -> Result<FolderState, StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO folders (name) VALUES (?1) ON CONFLICT(name) DO NOTHING",
+                params![name.as_str()],
+            )
+            .map_err(|e| self.err(e))?;
+        self.folder(name)?
+            .ok_or_else(|| self.corrupt(format!("folder {name} vanished after insert")))
+    }
+
+    pub fn set_folder_status(
+        &mut self,
+        folder: i64,
+        uid_validity: Option<UidValidity>,
+        uid_next: Option<u32>,
+        highest_modseq: Option<u64>,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE folders SET uid_validity = ?2, uid_next = ?3, highest_modseq = ?4 WHERE id = ?1",
+                params![
+                    folder,
+                    uid_validity.map(|v| v.get()),
+                    uid_next,
+                    highest_modseq.and_then(|m| i64::try_from(m).ok())
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn forget_folder(&mut self, folder: i64) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM folders WHERE id = ?1", params![folder])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// How many message pairs the state knows in a folder, pending ones included.
+    pub fn count(&self, folder: i64) -> Result<usize, StateError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM messages WHERE folder = ?1",
+                params![folder],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The confirmed message pairs of a folder.
+    pub fn records(&self, folder: i64) -> Result<Vec<Record>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, remote, local, flags FROM messages WHERE folder = ?1 AND pending IS NULL ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![folder], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, remote, local, flags) = row.map_err(|e| self.err(e))?;
+            out.push(Record {
+                id: RecordId(id),
+                remote: self.msg_id(remote)?,
+                local: self.msg_id(local)?,
+                flags: self.flags(flags)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn msg_id(&self, raw: Option<String>) -> Result<Option<MsgId>, StateError> {
+        raw.map(|s| MsgId::new(s.clone()).ok_or_else(|| self.corrupt(format!("message id {s:?}"))))
+            .transpose()
+    }
+
+    fn flags(&self, raw: i64) -> Result<Flags, StateError> {
+        u8::try_from(raw)
+            .ok()
+            .and_then(Flags::from_bits)
+            .ok_or_else(|| self.corrupt(format!("flags {raw}")))
+    }
+
+    pub fn pending(&self, folder: i64) -> Result<Vec<Pending>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, pending, remote, local, flags, upload_uid_next, upload_size, upload_sha256
+                 FROM messages WHERE folder = ?1 AND pending IS NOT NULL ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        type Row = (
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            i64,
+            Option<i64>,
+            Option<i64>,
+            Option<Vec<u8>>,
+        );
+        let rows: Vec<Row> = stmt
+            .query_map(params![folder], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for (id, kind, remote, local, flags, uid_next, size, sha) in rows {
+            let record = RecordId(id);
+            let flags = self.flags(flags)?;
+            let bad = || self.corrupt(format!("pending row {id}"));
+            out.push(match kind.as_str() {
+                "download" => Pending::Download {
+                    record,
+                    remote: self.msg_id(remote)?.ok_or_else(bad)?,
+                    local: self.msg_id(local)?.ok_or_else(bad)?,
+                    flags,
+                },
+                "upload" => Pending::Upload {
+                    record,
+                    local: self.msg_id(local)?.ok_or_else(bad)?,
+                    flags,
+                    uid_next: uid_next
+                        .and_then(|v| u32::try_from(v).ok())
+                        .ok_or_else(bad)?,
+                    size: size.and_then(|v| u64::try_from(v).ok()).ok_or_else(bad)?,
+                    sha256: sha.and_then(|v| v.try_into().ok()).ok_or_else(bad)?,
+                },
+                _ => return Err(bad()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records the intent to copy server messages into the Maildir under reserved ids.
+    pub fn begin_downloads(
+        &mut self,
+        folder: i64,
+        copies: &[(MsgId, MsgId, Flags)],
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare("INSERT INTO messages (folder, remote, local, flags, pending) VALUES (?1, ?2, ?3, ?4, 'download')")
+                .map_err(err)?;
+            for (remote, local, flags) in copies {
+                stmt.execute(params![
+                    folder,
+                    remote.as_str(),
+                    local.as_str(),
+                    flags.bits()
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Records the intent to upload Maildir messages, with what finds the copy again.
+    pub fn begin_uploads(
+        &mut self,
+        folder: i64,
+        uid_next: u32,
+        uploads: &[(MsgId, Flags, Fingerprint)],
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT INTO messages (folder, local, flags, pending, upload_uid_next, upload_size, upload_sha256)
+                     VALUES (?1, ?2, ?3, 'upload', ?4, ?5, ?6)",
+                )
+                .map_err(err)?;
+            for (local, flags, fp) in uploads {
+                stmt.execute(params![
+                    folder,
+                    local.as_str(),
+                    flags.bits(),
+                    uid_next,
+                    i64::try_from(fp.size).unwrap_or(i64::MAX),
+                    &fp.sha256[..]
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Marks copies as complete: both ids are known and the flags are those both sides have.
+    pub fn confirm(
+        &mut self,
+        confirmed: &[(RecordId, MsgId, MsgId, Flags)],
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "UPDATE messages SET remote = ?2, local = ?3, flags = ?4, pending = NULL,
+                     upload_uid_next = NULL, upload_size = NULL, upload_sha256 = NULL WHERE id = ?1",
+                )
+                .map_err(err)?;
+            for (id, remote, local, flags) in confirmed {
+                stmt.execute(params![id.0, remote.as_str(), local.as_str(), flags.bits()])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Confirms uploads by the local id they were recorded under.
+    pub fn confirm_uploads(
+        &mut self,
+        folder: i64,
+        confirmed: &[(MsgId, MsgId, Flags)],
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "UPDATE messages SET remote = ?3, flags = ?4, pending = NULL,
+                     upload_uid_next = NULL, upload_size = NULL, upload_sha256 = NULL
+                     WHERE folder = ?1 AND local = ?2 AND pending = 'upload'",
+                )
+                .map_err(err)?;
+            for (local, remote, flags) in confirmed {
+                stmt.execute(params![
+                    folder,
+                    local.as_str(),
+                    remote.as_str(),
+                    flags.bits()
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Confirms downloads by the server id they were recorded under.
+    pub fn confirm_downloads(&mut self, folder: i64, remotes: &[MsgId]) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare("UPDATE messages SET pending = NULL WHERE folder = ?1 AND remote = ?2 AND pending = 'download'")
+                .map_err(err)?;
+            for remote in remotes {
+                stmt.execute(params![folder, remote.as_str()])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    pub fn set_flags(&mut self, updates: &[(RecordId, Flags)]) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare("UPDATE messages SET flags = ?2 WHERE id = ?1")
+                .map_err(err)?;
+            for (id, flags) in updates {
+                stmt.execute(params![id.0, flags.bits()]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    pub fn remove(&mut self, records: &[RecordId]) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare("DELETE FROM messages WHERE id = ?1")
+                .map_err(err)?;
+            for id in records {
+                stmt.execute(params![id.0]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Replaces every message pair of a folder at once (after re-matching the messages of a
+    /// folder whose UIDVALIDITY changed): one transaction, so a crash keeps the old pairs.
+    pub fn replace_folder_pairs(
+        &mut self,
+        folder: i64,
+        uid_validity: Option<UidValidity>,
+        pairs: &[(Option<MsgId>, Option<MsgId>, Flags)],
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("DELETE FROM messages WHERE folder = ?1", params![folder])
+            .map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT INTO messages (folder, remote, local, flags) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err)?;
+            for (remote, local, flags) in pairs {
+                stmt.execute(params![
+                    folder,
+                    remote.as_ref().map(MsgId::as_str),
+                    local.as_ref().map(MsgId::as_str),
+                    flags.bits()
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.execute(
+            "UPDATE folders SET uid_validity = ?2, uid_next = NULL, highest_modseq = NULL WHERE id = ?1",
+            params![folder, uid_validity.map(|v| v.get())],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Whether any message of this id is known, pending or not (used by tests and checks).
+    pub fn has_local(&self, folder: i64, local: &MsgId) -> Result<bool, StateError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM messages WHERE folder = ?1 AND local = ?2",
+                params![folder, local.as_str()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> MsgId {
+        MsgId::new(s).unwrap()
+    }
+
+    #[test]
+    fn intents_become_records_when_confirmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(&dir.path().join("a.sqlite")).unwrap();
+        let f = db.ensure_folder(&FolderName::inbox()).unwrap();
+        assert_eq!(db.ensure_folder(&FolderName::inbox()).unwrap().id, f.id);
+        db.begin_downloads(f.id, &[(id("1"), id("x"), Flags::SEEN)])
+            .unwrap();
+        let fp = Fingerprint {
+            size: 3,
+            sha256: [7; 32],
+            message_id: None,
+        };
+        db.begin_uploads(f.id, 5, &[(id("y"), Flags::empty(), fp)])
+            .unwrap();
+        assert!(db.records(f.id).unwrap().is_empty());
+        let pending = db.pending(f.id).unwrap();
+        assert_eq!(pending.len(), 2);
+        assert!(matches!(
+            &pending[1],
+            Pending::Upload {
+                uid_next: 5,
+                size: 3,
+                ..
+            }
+        ));
+        db.confirm_downloads(f.id, &[id("1")]).unwrap();
+        db.confirm_uploads(f.id, &[(id("y"), id("5"), Flags::empty())])
+            .unwrap();
+        let records = db.records(f.id).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].remote, Some(id("5")));
+        assert!(db.pending(f.id).unwrap().is_empty());
+        drop(db);
+        // Reopening keeps everything and does not re-run migrations.
+        let db = StateDb::open(&dir.path().join("a.sqlite")).unwrap();
+        assert_eq!(db.count(f.id).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_local_id_is_unique_per_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(&dir.path().join("a.sqlite")).unwrap();
+        let f = db.ensure_folder(&FolderName::inbox()).unwrap();
+        db.begin_downloads(f.id, &[(id("1"), id("x"), Flags::SEEN)])
+            .unwrap();
+        assert!(
+            db.begin_downloads(f.id, &[(id("2"), id("x"), Flags::SEEN)])
+                .is_err()
+        );
+        // The failed transaction left nothing behind.
+        assert_eq!(db.count(f.id).unwrap(), 1);
+    }
+}

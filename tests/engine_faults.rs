@@ -1,0 +1,386 @@
+//! The engine interrupted at every effect: for each N, a run whose N-th effect fails (before or
+//! after it takes place, as a crash would leave it), then a clean run, must end in exactly the
+//! state an uninterrupted run reaches — no message lost, none duplicated.
+//!
+//! The server side is the in-memory IMAP-like store, because no real server can be made to fail
+//! at an exact effect; the Maildir side is real files. The real-server version of this test is
+//! `kill9.rs`, which kills the real binary syncing against a real Dovecot.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use idlewild::config::{MaildirConfig, MaildirLayout, MassDeleteGuard};
+use idlewild::engine::{NoObserver, SyncOptions, sync_folders};
+use idlewild::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MsgId};
+use idlewild::state::StateDb;
+use idlewild::store::maildir::MaildirStore;
+use idlewild::store::memory::{MemoryServer, MemoryStore};
+use idlewild::store::{FlagUpdate, Staged, Store, StoreError};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum When {
+    Before,
+    After,
+}
+
+/// Counts effects across both sides and fails the `fail_at`-th.
+struct Faulty<S> {
+    inner: S,
+    counter: Arc<AtomicUsize>,
+    fail_at: usize,
+    when: When,
+}
+
+impl<S> Faulty<S> {
+    fn tick(&self) -> bool {
+        self.counter.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at
+    }
+}
+
+fn injected() -> StoreError {
+    StoreError::ConnectionLost {
+        host: "fault".into(),
+        detail: "injected".into(),
+    }
+}
+
+macro_rules! effect {
+    ($self:ident, $call:expr) => {{
+        let fail = $self.tick();
+        if fail && $self.when == When::Before {
+            return Err(injected());
+        }
+        let result = $call;
+        if fail {
+            return Err(injected());
+        }
+        result
+    }};
+}
+
+#[async_trait]
+impl<S: Store> Store for Faulty<S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError> {
+        self.inner.list_folders().await
+    }
+    async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
+        effect!(self, self.inner.create_folder(folder).await)
+    }
+    async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError> {
+        self.inner.scan(folder).await
+    }
+    fn staging_dir(&self, folder: &FolderName) -> Option<std::path::PathBuf> {
+        self.inner.staging_dir(folder)
+    }
+    fn reserve_id(&mut self) -> Option<MsgId> {
+        self.inner.reserve_id()
+    }
+    async fn stage(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError> {
+        self.inner.stage(ids, staging).await
+    }
+    async fn deliver(
+        &mut self,
+        message: &Staged,
+        flags: Flags,
+        reserved: Option<&MsgId>,
+    ) -> Result<Option<MsgId>, StoreError> {
+        effect!(self, self.inner.deliver(message, flags, reserved).await)
+    }
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        self.inner.flush().await
+    }
+    async fn set_flags(&mut self, updates: &[FlagUpdate]) -> Result<(), StoreError> {
+        effect!(self, self.inner.set_flags(updates).await)
+    }
+    async fn delete(&mut self, ids: &[MsgId]) -> Result<(), StoreError> {
+        effect!(self, self.inner.delete(ids).await)
+    }
+    async fn fingerprints(
+        &mut self,
+        ids: &[MsgId],
+    ) -> Result<Vec<(MsgId, Fingerprint)>, StoreError> {
+        self.inner.fingerprints(ids).await
+    }
+    async fn close(&mut self) {}
+}
+
+fn message(n: usize) -> Vec<u8> {
+    format!(
+        "From: a{n}@example.org\nTo: b@example.org\nMessage-ID: <m{n}@example.org>\nSubject: message {n}\n\nbody {n}\n{}\n",
+        "x".repeat(n * 7)
+    )
+    .into_bytes()
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    server: Arc<Mutex<MemoryServer>>,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("mail")).expect("mail dir");
+        let server = Arc::new(Mutex::new(MemoryServer::default()));
+        {
+            let mut s = server.lock().unwrap();
+            let inbox = s.folder("INBOX");
+            for n in 0..6 {
+                let flags = if n % 2 == 0 {
+                    Flags::SEEN
+                } else {
+                    Flags::empty()
+                };
+                inbox.append(message(n), flags);
+            }
+            let archive = s.folder("Archive/2019");
+            for n in 6..9 {
+                archive.append(message(n), Flags::SEEN.union(Flags::FLAGGED));
+            }
+        }
+        World { dir, server }
+    }
+
+    fn maildir(&self) -> MaildirConfig {
+        MaildirConfig {
+            path: self.dir.path().join("mail"),
+            layout: MaildirLayout::Nested,
+        }
+    }
+
+    fn copy(&self) -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        copy_tree(self.dir.path(), dir.path());
+        let src = self.server.lock().unwrap();
+        let server = MemoryServer {
+            folders: src.folders.clone(),
+            no_appenduid: src.no_appenduid,
+        };
+        World {
+            dir,
+            server: Arc::new(Mutex::new(server)),
+        }
+    }
+
+    /// Runs one sync; `fail_at` 0 means no fault. Returns whether the fault was reached.
+    fn sync(&self, fail_at: usize, when: When) -> bool {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let counter = Arc::new(AtomicUsize::new(0));
+            let mut remote = Faulty {
+                inner: MemoryStore::new(self.server.clone()),
+                counter: counter.clone(),
+                fail_at,
+                when,
+            };
+            let mut local = Faulty {
+                inner: MaildirStore::new(&self.maildir()),
+                counter: counter.clone(),
+                fail_at,
+                when,
+            };
+            let mut state = StateDb::open(&self.dir.path().join("state.sqlite")).expect("state");
+            let options = SyncOptions {
+                guard: MassDeleteGuard::default(),
+                scratch_dir: self.dir.path().join("scratch"),
+                ..SyncOptions::default()
+            };
+            let result = sync_folders(
+                &mut remote,
+                &mut local,
+                &mut state,
+                &options,
+                &mut NoObserver,
+            )
+            .await;
+            let reached = fail_at > 0 && counter.load(Ordering::SeqCst) >= fail_at;
+            if !reached {
+                let reports = result.expect("a run without a fault succeeds");
+                for r in reports {
+                    assert!(r.error.is_none() && r.refused.is_none(), "{r:?}");
+                }
+            }
+            reached
+        })
+    }
+
+    /// Changes on both sides after a first sync.
+    fn change_both_sides(&self) {
+        {
+            let mut s = self.server.lock().unwrap();
+            let inbox = s.folder("INBOX");
+            inbox.append(message(20), Flags::empty());
+            inbox.append(message(21), Flags::FLAGGED);
+            if let Some(m) = inbox.messages.get_mut(&2) {
+                m.flags = Flags::SEEN.union(Flags::ANSWERED);
+            }
+            inbox.messages.remove(&3);
+            s.folder("Server-new").append(message(22), Flags::SEEN);
+        }
+        let inbox = self.dir.path().join("mail/INBOX");
+        write_local(&inbox.join("new/local-30"), &message(30));
+        write_local(&inbox.join("cur/local-31:2,S"), &message(31));
+        // The mail client flags one message and deletes another.
+        let mut files: Vec<_> = std::fs::read_dir(inbox.join("cur"))
+            .unwrap()
+            .chain(std::fs::read_dir(inbox.join("new")).unwrap())
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                !p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("local-")
+            })
+            .collect();
+        files.sort();
+        let first = files[0].clone();
+        let name = first.file_name().unwrap().to_string_lossy().into_owned();
+        let unique = name.split(':').next().unwrap();
+        std::fs::rename(&first, inbox.join("cur").join(format!("{unique}:2,FS"))).unwrap();
+        std::fs::remove_file(&files[1]).unwrap();
+        let local_new = self.dir.path().join("mail/Local-new");
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(local_new.join(sub)).unwrap();
+        }
+        write_local(&local_new.join("new/local-32"), &message(32));
+    }
+
+    /// Both sides as content -> flags multisets, per folder.
+    fn contents(&self) -> (Contents, Contents) {
+        let mut remote = Contents::new();
+        for (name, f) in &self.server.lock().unwrap().folders {
+            let entry = remote.entry(name.to_string()).or_default();
+            for m in f.messages.values() {
+                entry.push((m.content.clone(), m.flags.bits()));
+            }
+            entry.sort();
+        }
+        let mut local = Contents::new();
+        let root = self.dir.path().join("mail");
+        collect_maildirs(&root, &root, &mut local);
+        (remote, local)
+    }
+}
+
+type Contents = BTreeMap<String, Vec<(Vec<u8>, u8)>>;
+
+fn collect_maildirs(root: &Path, dir: &Path, out: &mut Contents) {
+    if dir.join("cur").is_dir() {
+        let name = dir
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let entry = out.entry(name).or_default();
+        for sub in ["cur", "new"] {
+            for e in std::fs::read_dir(dir.join(sub)).unwrap() {
+                let p = e.unwrap().path();
+                let file = p.file_name().unwrap().to_string_lossy().into_owned();
+                let info = file.split_once(":2,").map(|(_, i)| i).unwrap_or("");
+                entry.push((
+                    std::fs::read(&p).unwrap(),
+                    Flags::from_maildir_info(info).bits(),
+                ));
+            }
+        }
+        entry.sort();
+    }
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let n = p.file_name().unwrap().to_string_lossy().into_owned();
+        if p.is_dir() && !["cur", "new", "tmp"].contains(&n.as_str()) {
+            collect_maildirs(root, &p, out);
+        }
+    }
+}
+
+fn write_local(path: &Path, content: &[u8]) {
+    std::fs::write(path, content).unwrap();
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+fn assert_interrupt_at_every_effect(start: &World) -> usize {
+    let reference = start.copy();
+    assert!(!reference.sync(0, When::Before));
+    let (want_remote, want_local) = reference.contents();
+    assert_eq!(
+        want_remote.values().map(Vec::len).sum::<usize>(),
+        want_local.values().map(Vec::len).sum::<usize>()
+    );
+    let mut runs = 0;
+    for when in [When::Before, When::After] {
+        for n in 1.. {
+            let world = start.copy();
+            let reached = world.sync(n, when);
+            // A second interrupted run on top of the first, then a clean one.
+            world.sync(n / 2 + 1, when);
+            assert!(!world.sync(0, when));
+            runs += 1;
+            let (remote, local) = world.contents();
+            assert_eq!(
+                remote, want_remote,
+                "server differs after a fault at effect {n} ({when:?})"
+            );
+            assert_eq!(
+                local, want_local,
+                "Maildir differs after a fault at effect {n} ({when:?})"
+            );
+            // And a further run has nothing left to do.
+            assert!(!world.sync(0, when));
+            assert_eq!(world.contents(), (want_remote.clone(), want_local.clone()));
+            if !reached {
+                break;
+            }
+        }
+    }
+    runs
+}
+
+#[test]
+fn initial_sync_interrupted_at_every_effect_converges() {
+    let world = World::new();
+    let runs = assert_interrupt_at_every_effect(&world);
+    assert!(
+        runs > 10,
+        "only {runs} runs: the scenario has too few effects"
+    );
+}
+
+#[test]
+fn incremental_sync_interrupted_at_every_effect_converges() {
+    let world = World::new();
+    assert!(!world.sync(0, When::Before));
+    world.change_both_sides();
+    let runs = assert_interrupt_at_every_effect(&world);
+    assert!(runs > 10, "only {runs} runs");
+}
+
+#[test]
+fn uploads_without_appenduid_are_found_again_not_duplicated() {
+    let world = World::new();
+    world.server.lock().unwrap().no_appenduid = true;
+    assert!(!world.sync(0, When::Before));
+    world.change_both_sides();
+    let runs = assert_interrupt_at_every_effect(&world);
+    assert!(runs > 10);
+}

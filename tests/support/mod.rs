@@ -1,0 +1,10 @@
+//! Support code shared by the integration tests: a private Dovecot server,
+//! an independent IMAP client to drive it, and a message corpus.
+//!
+//! Use with `mod support;` in a test crate, or include single files with
+//! `#[path = "support/dovecot.rs"] mod dovecot;` (imapctl.rs also needs
+//! dovecot.rs as a sibling module named `dovecot`).
+
+pub mod corpus;
+pub mod dovecot;
+pub mod imapctl;

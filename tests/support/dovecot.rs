@@ -382,6 +382,13 @@ impl Dovecot {
             signal(*d, libc::SIGKILL);
         }
         let result = child.wait().map(drop);
+        // Login processes hold the listening sockets too; the port only goes
+        // dark once they are really gone. They are no longer our children,
+        // so they cannot be waited for, only watched.
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while descendants.iter().any(|&d| alive(d)) && Instant::now() < deadline {
+            sleep(Duration::from_millis(5));
+        }
         let _ = fs::remove_file(self.pid_file());
         result
     }
@@ -971,6 +978,15 @@ fn descendants_of(pid: u32) -> Vec<u32> {
     }
     found.remove(0);
     found
+}
+
+/// Whether `pid` still runs; a zombie counts as gone (its files are closed).
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 fn signal(pid: u32, sig: libc::c_int) {

@@ -3,6 +3,7 @@
 //! The engine never sees protocol or filesystem types: an IMAP server and a Maildir tree are both
 //! a [`Store`] of folders holding messages identified by a [`MsgId`].
 
+pub mod imap;
 pub mod maildir;
 pub mod memory;
 

@@ -1,0 +1,122 @@
+//! APPEND of a staged file, streamed from disk as an IMAP literal.
+//!
+//! Written by hand rather than with async-imap's `append`, which waits for a continuation even
+//! with LITERAL+, needs the whole message in memory, and throws away the APPENDUID code
+//! (RFC 4315) that tells the new message's UID.
+
+use std::io::SeekFrom;
+use std::path::Path;
+
+use tokio::fs::File;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::message::LfToCrlf;
+use crate::model::Flags;
+use crate::store::{Staged, StoreError};
+
+use super::date;
+use super::session::{Done, Reply, Session};
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Appends `message` to the mailbox `quoted_mailbox` (already quoted) and returns the
+/// completion (NO and BAD as errors).
+pub async fn append(
+    session: &mut Session,
+    quoted_mailbox: &str,
+    message: &Staged,
+    flags: Flags,
+) -> Result<Done, StoreError> {
+    let path = message.path.as_path();
+    let mut file = File::open(path)
+        .await
+        .map_err(|e| StoreError::io(path, e))?;
+    // The literal's length is that of the CRLF form, so it takes a first pass over the file.
+    let length = crlf_length(&mut file, path).await?;
+    file.seek(SeekFrom::Start(0))
+        .await
+        .map_err(|e| StoreError::io(path, e))?;
+
+    let mut line = format!("APPEND {quoted_mailbox}");
+    if !flags.is_empty() {
+        line.push_str(&format!(" ({})", flags.imap_list()));
+    }
+    if let Some(date) = message.internal_date.and_then(date::format) {
+        line.push_str(&format!(" \"{date}\""));
+    }
+    line.push(' ');
+
+    let tag = session.begin(&format!("{line}{{{length}}}")).await?;
+    session.write(line.as_bytes()).await?;
+    session.literal_header(&tag, "APPEND", length).await?;
+    send_body(session, &mut file, path, length).await?;
+    session.end().await?;
+
+    loop {
+        if let Reply::Done(done) = session.recv_for(&tag).await? {
+            return session.check(done, "APPEND");
+        }
+    }
+}
+
+async fn crlf_length(file: &mut File, path: &Path) -> Result<u64, StoreError> {
+    let mut converter = LfToCrlf::default();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut out = Vec::with_capacity(READ_CHUNK * 2);
+    let mut length = 0u64;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| StoreError::io(path, e))?;
+        if n == 0 {
+            return Ok(length);
+        }
+        out.clear();
+        converter.push(&buf[..n], &mut out);
+        length += out.len() as u64;
+    }
+}
+
+/// Streams the file as exactly `length` octets of CRLF text. If that cannot be done (a read
+/// error, or the file changed since it was measured), the connection is dropped in the middle
+/// of the literal: the server then never sees a complete APPEND and stores nothing, where
+/// padding or cutting would store a damaged message.
+async fn send_body(
+    session: &mut Session,
+    file: &mut File,
+    path: &Path,
+    length: u64,
+) -> Result<(), StoreError> {
+    let mut converter = LfToCrlf::default();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut out = Vec::with_capacity(READ_CHUNK * 2);
+    let mut sent = 0u64;
+    loop {
+        let n = match file.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                session.poison("a staged message could not be read while it was being sent");
+                return Err(StoreError::io(path, e));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        out.clear();
+        converter.push(&buf[..n], &mut out);
+        sent += out.len() as u64;
+        if sent > length {
+            break;
+        }
+        session.write(&out).await?;
+    }
+    if sent != length {
+        session.poison("a staged message changed while it was being sent");
+        return Err(StoreError::io(
+            path,
+            std::io::Error::other("the file changed while it was being uploaded"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! Getting from a configuration to a logged-in session: TCP, TLS or STARTTLS, the greeting,
+//! login, and what the server offers.
+
+use std::io;
+
+use async_imap::imap_proto::{self, MailboxDatum, Response, ResponseCode};
+use tokio::net::TcpStream;
+
+use crate::config::{ImapConfig, TlsMode};
+use crate::store::StoreError;
+
+use super::capabilities::Capabilities;
+use super::session::{Command, Done, Reply, Session, Status};
+use super::tls;
+use super::transport::Transport;
+
+/// A session ready for work, with what the server told about itself.
+pub struct Connected {
+    pub session: Session,
+    pub capabilities: Capabilities,
+    /// The hierarchy delimiter (`None`: a flat server).
+    pub delimiter: Option<char>,
+}
+
+/// The host without the brackets an IPv6 address may be written with.
+pub fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// `host:port`, bracketing IPv6 addresses.
+pub fn address(host: &str, port: u16) -> String {
+    let host = bare_host(host);
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+pub async fn connect(config: &ImapConfig) -> Result<Connected, StoreError> {
+    let host = bare_host(&config.host);
+    // Checked before any network traffic: nothing to log in with.
+    let Some(password) = &config.password else {
+        return Err(StoreError::Invalid(format!(
+            "no password configured for {} on {}",
+            config.user, config.host
+        )));
+    };
+
+    let tcp = connect_tcp(config).await?;
+    let (mut session, greeting) = match config.tls {
+        TlsMode::Implicit => {
+            let tls = tls::handshake(tcp, config, host, config.timeout).await?;
+            let mut session = Session::new(Transport::Tls(Box::new(tls)), host, config.timeout);
+            let greeting = read_greeting(&mut session).await?;
+            (session, greeting)
+        }
+        TlsMode::None => {
+            let mut session = Session::new(Transport::Plain(tcp), host, config.timeout);
+            let greeting = read_greeting(&mut session).await?;
+            (session, greeting)
+        }
+        TlsMode::Starttls => starttls(tcp, config, host).await?,
+    };
+
+    if !greeting.preauth {
+        let capabilities = match greeting.capabilities {
+            Some(caps) => caps,
+            None => capability(&mut session).await?,
+        };
+        session.set_literal_mode(capabilities.literal_mode());
+        login(&mut session, &capabilities, config, password.expose()).await?;
+    }
+
+    // Always asked again after login: servers announce more (or other) capabilities once the
+    // user is known, and the login completion's CAPABILITY code is optional.
+    let capabilities = capability(&mut session).await?;
+    session.set_literal_mode(capabilities.literal_mode());
+    tracing::debug!(host, "imap capabilities: {capabilities}");
+    let delimiter = delimiter(&mut session).await?;
+    Ok(Connected {
+        session,
+        capabilities,
+        delimiter,
+    })
+}
+
+async fn connect_tcp(config: &ImapConfig) -> Result<TcpStream, StoreError> {
+    let address = address(&config.host, config.port);
+    let connect_error = |source: io::Error| StoreError::Connect {
+        address: address.clone(),
+        source,
+    };
+    let attempt = TcpStream::connect((bare_host(&config.host), config.port));
+    let tcp = match tokio::time::timeout(config.timeout, attempt).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(connect_error(e)),
+        Err(_) => {
+            return Err(connect_error(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {} s", config.timeout.as_secs()),
+            )));
+        }
+    };
+    // Commands are small and each waits for its answer: don't let Nagle hold them back.
+    tcp.set_nodelay(true).map_err(connect_error)?;
+    Ok(tcp)
+}
+
+struct Greeting {
+    preauth: bool,
+    capabilities: Option<Capabilities>,
+}
+
+/// Reads the server's greeting (RFC 3501 §7.1); async-imap's `Client::new` does not.
+async fn read_greeting(session: &mut Session) -> Result<Greeting, StoreError> {
+    let host = session.host().to_owned();
+    let reply = session.recv().await?;
+    let Reply::Data(response) = reply else {
+        return Err(session.poison("the server's first line is a tagged response"));
+    };
+    let greeting = match response.parsed() {
+        Response::Data { status, outcome } => {
+            let capabilities = match &outcome.code {
+                Some(ResponseCode::Capabilities(caps)) => Some(Capabilities::from_proto(caps)),
+                _ => None,
+            };
+            match status {
+                imap_proto::Status::Ok => Some(Greeting {
+                    preauth: false,
+                    capabilities,
+                }),
+                imap_proto::Status::PreAuth => Some(Greeting {
+                    preauth: true,
+                    capabilities,
+                }),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    match greeting {
+        Some(greeting) => Ok(greeting),
+        None => {
+            let detail = format!("unexpected greeting {:?}", response.parsed());
+            Err(StoreError::Protocol {
+                host,
+                command: "greeting".to_owned(),
+                detail,
+            })
+        }
+    }
+}
+
+/// STARTTLS (RFC 3501 §6.2.1): greeting in clear text, STARTTLS, TLS handshake, and a new
+/// parser on the TLS stream with no second greeting.
+async fn starttls(
+    tcp: TcpStream,
+    config: &ImapConfig,
+    host: &str,
+) -> Result<(Session, Greeting), StoreError> {
+    let mut plain = Session::new(Transport::Plain(tcp), host, config.timeout);
+    let greeting = read_greeting(&mut plain).await?;
+    if greeting.preauth {
+        // An authenticated state can't be upgraded (STARTTLS is only valid before login), and
+        // going on in clear text is what a STARTTLS-stripping attacker would want.
+        return Err(StoreError::Tls {
+            host: host.to_owned(),
+            detail: "the server greeted with PREAUTH, so STARTTLS is impossible; refusing to continue without TLS".to_owned(),
+        });
+    }
+    let capabilities = match greeting.capabilities {
+        Some(caps) => caps,
+        None => capability(&mut plain).await?,
+    };
+    if !capabilities.has("STARTTLS") {
+        return Err(StoreError::Unsupported {
+            host: host.to_owned(),
+            what: "STARTTLS (set tls = \"implicit\" if the server listens for TLS on another port)"
+                .to_owned(),
+        });
+    }
+    plain.run(&Command::new("STARTTLS")).await?;
+    let Some(Transport::Plain(tcp)) = plain.into_transport() else {
+        return Err(StoreError::ConnectionLost {
+            host: host.to_owned(),
+            detail: "the connection was lost during STARTTLS".to_owned(),
+        });
+    };
+    let tls = tls::handshake(tcp, config, host, config.timeout).await?;
+    let session = Session::new(Transport::Tls(Box::new(tls)), host, config.timeout);
+    // Capabilities seen before TLS must be forgotten (RFC 3501 §6.2.1): ask again.
+    Ok((
+        session,
+        Greeting {
+            preauth: false,
+            capabilities: None,
+        },
+    ))
+}
+
+async fn capability(session: &mut Session) -> Result<Capabilities, StoreError> {
+    let tag = session.send(&Command::new("CAPABILITY")).await?;
+    let mut found = None;
+    loop {
+        match session.recv_for(&tag).await? {
+            Reply::Data(response) => {
+                if let Response::Capabilities(caps) = response.parsed() {
+                    found = Some(Capabilities::from_proto(caps));
+                }
+            }
+            Reply::Done(done) => {
+                session.check(done, "CAPABILITY")?;
+                break;
+            }
+        }
+    }
+    found.ok_or_else(|| StoreError::Protocol {
+        host: session.host().to_owned(),
+        command: "CAPABILITY".to_owned(),
+        detail: "no capability list in the answer".to_owned(),
+    })
+}
+
+async fn login(
+    session: &mut Session,
+    capabilities: &Capabilities,
+    config: &ImapConfig,
+    password: &str,
+) -> Result<(), StoreError> {
+    let host = session.host().to_owned();
+    let done = if !capabilities.has("LOGINDISABLED") {
+        let command = Command::new("LOGIN")
+            .text(" ")
+            .string(&config.user)
+            .text(" ")
+            .string(password)
+            .shown_as("LOGIN <credentials>");
+        session.run_unchecked(&command).await?
+    } else if capabilities.has("AUTH=PLAIN") {
+        // RFC 4616: authorization id empty, then user and password, NUL-separated.
+        let token = base64(format!("\0{}\0{}", config.user, password).as_bytes());
+        authenticate_plain(session, capabilities, &token).await?
+    } else {
+        return Err(StoreError::Unsupported {
+            host,
+            what: "a login method idlewild knows (LOGIN is disabled and AUTHENTICATE PLAIN is not offered)".to_owned(),
+        });
+    };
+    match done.status {
+        Status::Ok => Ok(()),
+        Status::No | Status::Bad | Status::Other => Err(StoreError::Auth {
+            host,
+            user: config.user.clone(),
+            detail: done.detail(),
+        }),
+    }
+}
+
+/// AUTHENTICATE PLAIN (RFC 4616), for servers that disable LOGIN; returns the completion.
+async fn authenticate_plain(
+    session: &mut Session,
+    capabilities: &Capabilities,
+    token: &str,
+) -> Result<Done, StoreError> {
+    let tag = if capabilities.has("SASL-IR") {
+        // RFC 4959: the initial response rides on the command line.
+        let tag = session.begin("AUTHENTICATE PLAIN <credentials>").await?;
+        session
+            .write(format!("AUTHENTICATE PLAIN {token}").as_bytes())
+            .await?;
+        session.end().await?;
+        tag
+    } else {
+        let tag = session.begin("AUTHENTICATE PLAIN").await?;
+        session.write(b"AUTHENTICATE PLAIN\r\n").await?;
+        session.flush().await?;
+        if let Some(done) = session.wait_continuation(&tag).await? {
+            return Ok(done);
+        }
+        session.write(token.as_bytes()).await?;
+        session.end().await?;
+        tag
+    };
+    loop {
+        if let Reply::Done(done) = session.recv_for(&tag).await? {
+            return Ok(done);
+        }
+    }
+}
+
+/// The hierarchy delimiter from `LIST "" ""` (RFC 3501 §6.3.8), which needs no NAMESPACE
+/// (a response async-imap's parser cannot read).
+async fn delimiter(session: &mut Session) -> Result<Option<char>, StoreError> {
+    let tag = session
+        .send(&Command::new("LIST").text(" \"\" \"\""))
+        .await?;
+    let mut delimiter = None;
+    loop {
+        match session.recv_for(&tag).await? {
+            Reply::Data(response) => {
+                if let Response::MailboxData(MailboxDatum::List(list)) = response.parsed() {
+                    delimiter = list.delimiter.as_deref().and_then(|d| d.chars().next());
+                }
+            }
+            Reply::Done(done) => {
+                session.check(done, "LIST")?;
+                return Ok(delimiter);
+            }
+        }
+    }
+}
+
+/// Standard BASE64 with padding (RFC 4648 §4), for SASL.
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for group in input.chunks(3) {
+        let b = [
+            group[0],
+            group.get(1).copied().unwrap_or(0),
+            group.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 0x3f) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_bracket_ipv6() {
+        assert_eq!(address("imap.example.org", 993), "imap.example.org:993");
+        assert_eq!(address("::1", 143), "[::1]:143");
+        assert_eq!(address("[::1]", 143), "[::1]:143");
+        assert_eq!(bare_host("[::1]"), "::1");
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (input, output) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), output);
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! Message bodies from the server into staging files or fingerprints, with memory bounded by
+//! the chunk size whatever the message size.
+//!
+//! async-imap buffers each response whole, literal included, so the only way to bound memory
+//! is to bound responses: messages up to [`CHUNK`] come whole, several per `UID FETCH`; bigger
+//! ones come in partial fetches of [`CHUNK`] octets (RFC 3501 §6.4.5 `BODY[]<origin.length>`),
+//! a few in flight at once so the link stays busy.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use async_imap::imap_proto::{AttributeValue, Response};
+use tokio::fs::{self, File, OpenOptions};
+use tokio::io::AsyncWriteExt;
+
+use crate::message::CrlfToLf;
+use crate::model::{Fingerprint, MsgId, Uid};
+use crate::store::{Staged, StoreError};
+
+use super::date;
+use super::digest::StreamingFingerprint;
+use super::session::{Command, Reply, ResponseData, Session};
+use super::uidset::{self, MAX_SET_LEN};
+
+/// Largest response asked for: whole messages up to this size, partial fetches of this size.
+pub const CHUNK: u32 = 1024 * 1024;
+
+/// Partial fetches of one message in flight at once. Responses of pipelined commands may come
+/// out of order (Dovecot runs some commands in parallel), so up to WINDOW - 1 chunks may wait in
+/// memory for an earlier one.
+const WINDOW: usize = 3;
+
+/// What the first, body-less fetch tells about a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// RFC822.SIZE: the size of the CRLF form.
+    pub size: u32,
+    pub internal_date: Option<i64>,
+}
+
+/// Size and INTERNALDATE of those of `uids` that still exist.
+pub async fn fetch_meta(
+    session: &mut Session,
+    uids: &[Uid],
+) -> Result<BTreeMap<Uid, Meta>, StoreError> {
+    let mut metas = BTreeMap::new();
+    for (set, members) in uidset::batches(uids, MAX_SET_LEN) {
+        let wanted: BTreeSet<Uid> = members.into_iter().collect();
+        let command =
+            Command::new("UID FETCH").text(format!(" {set} (UID RFC822.SIZE INTERNALDATE)"));
+        let tag = session.send(&command).await?;
+        loop {
+            match session.recv_for(&tag).await? {
+                Reply::Data(response) => {
+                    let Response::Fetch(_, attributes) = response.parsed() else {
+                        continue;
+                    };
+                    let mut uid = None;
+                    let mut size = None;
+                    let mut internal_date = None;
+                    for attribute in attributes {
+                        match attribute {
+                            AttributeValue::Uid(u) => uid = Uid::new(*u),
+                            AttributeValue::Rfc822Size(s) => size = Some(*s),
+                            AttributeValue::InternalDate(d) => internal_date = parse_date(d),
+                            _ => {}
+                        }
+                    }
+                    if let (Some(uid), Some(size)) = (uid, size)
+                        && wanted.contains(&uid)
+                    {
+                        metas.insert(
+                            uid,
+                            Meta {
+                                size,
+                                internal_date,
+                            },
+                        );
+                    }
+                }
+                Reply::Done(done) => {
+                    session.check(done, "UID FETCH")?;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(metas)
+}
+
+fn parse_date(text: &str) -> Option<i64> {
+    let parsed = date::parse(text);
+    if parsed.is_none() {
+        tracing::warn!("cannot read the server's INTERNALDATE {text:?}; using none");
+    }
+    parsed
+}
+
+/// Where fetched bodies go.
+#[derive(Debug)]
+pub enum Collector<'a> {
+    /// Into fresh files in a directory, converted to LF.
+    Stage { dir: &'a Path, staged: Vec<Staged> },
+    /// Into content fingerprints.
+    Fingerprint { prints: Vec<(MsgId, Fingerprint)> },
+}
+
+/// One body being received.
+enum Body {
+    File {
+        file: File,
+        path: PathBuf,
+        to_lf: CrlfToLf,
+        buf: Vec<u8>,
+    },
+    Hash(Box<StreamingFingerprint>),
+}
+
+impl Collector<'_> {
+    async fn open(&mut self, uid: Uid) -> Result<Body, StoreError> {
+        match self {
+            Collector::Stage { dir, .. } => {
+                let path = dir.join(format!(
+                    ".idlewild-stage-{uid}-{:016x}",
+                    rand::random::<u64>()
+                ));
+                // Mail is private: readable by its owner only, as Maildir deliveries are.
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .await
+                    .map_err(|e| StoreError::io(&path, e))?;
+                Ok(Body::File {
+                    file,
+                    path,
+                    to_lf: CrlfToLf::default(),
+                    buf: Vec::new(),
+                })
+            }
+            Collector::Fingerprint { .. } => Ok(Body::Hash(Box::default())),
+        }
+    }
+
+    async fn finish(&mut self, uid: Uid, meta: Meta, body: Body) -> Result<(), StoreError> {
+        match (self, body) {
+            (
+                Collector::Stage { staged, .. },
+                Body::File {
+                    mut file,
+                    path,
+                    mut to_lf,
+                    mut buf,
+                },
+            ) => {
+                buf.clear();
+                to_lf.finish(&mut buf);
+                let written = async {
+                    file.write_all(&buf).await?;
+                    // tokio's File writes in the background; flush waits for the last write.
+                    // No fsync: the receiving store makes its copy durable.
+                    file.flush().await
+                }
+                .await;
+                if let Err(e) = written {
+                    drop(file);
+                    let _ = fs::remove_file(&path).await;
+                    return Err(StoreError::io(&path, e));
+                }
+                staged.push(Staged {
+                    source_id: MsgId::from_uid(uid),
+                    path,
+                    temporary: true,
+                    internal_date: meta.internal_date,
+                });
+                Ok(())
+            }
+            (Collector::Fingerprint { prints }, Body::Hash(hash)) => {
+                prints.push((MsgId::from_uid(uid), hash.finish()));
+                Ok(())
+            }
+            (_, body) => {
+                body.abandon().await;
+                Err(StoreError::Invalid(
+                    "internal error: a body reached the wrong collector".to_owned(),
+                ))
+            }
+        }
+    }
+
+    /// Removes the files staged so far (after a failure: the caller gets no list of them).
+    pub async fn discard(self) {
+        if let Collector::Stage { staged, .. } = self {
+            for s in staged {
+                let _ = fs::remove_file(&s.path).await;
+            }
+        }
+    }
+}
+
+impl Body {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Body::File {
+                file,
+                path,
+                to_lf,
+                buf,
+            } => {
+                buf.clear();
+                to_lf.push(chunk, buf);
+                file.write_all(buf)
+                    .await
+                    .map_err(|e| StoreError::io(path.as_path(), e))
+            }
+            Body::Hash(hash) => {
+                hash.push(chunk);
+                Ok(())
+            }
+        }
+    }
+
+    async fn abandon(self) {
+        if let Body::File { file, path, .. } = self {
+            drop(file);
+            let _ = fs::remove_file(&path).await;
+        }
+    }
+}
+
+/// Fetches the bodies of the messages in `metas` into `collector`. Messages the server no
+/// longer has are left out.
+pub async fn fetch_bodies(
+    session: &mut Session,
+    metas: &BTreeMap<Uid, Meta>,
+    collector: &mut Collector<'_>,
+) -> Result<(), StoreError> {
+    let (small, large): (Vec<Uid>, Vec<Uid>) = metas
+        .keys()
+        .partition(|uid| metas.get(uid).is_some_and(|meta| meta.size <= CHUNK));
+    for (set, members) in uidset::batches(&small, MAX_SET_LEN) {
+        fetch_whole(session, &set, &members, metas, collector).await?;
+    }
+    for (uid, meta) in large.iter().filter_map(|u| metas.get(u).map(|m| (*u, *m))) {
+        fetch_partial(session, uid, meta, collector).await?;
+    }
+    Ok(())
+}
+
+/// The interesting parts of a FETCH response.
+struct BodyPart<'r> {
+    uid: Uid,
+    /// `<origin>` of a partial fetch.
+    origin: Option<u32>,
+    data: &'r [u8],
+    internal_date: Option<&'r str>,
+}
+
+fn body_part(response: &ResponseData) -> Option<BodyPart<'_>> {
+    let Response::Fetch(_, attributes) = response.parsed() else {
+        return None;
+    };
+    let mut uid = None;
+    let mut body = None;
+    let mut internal_date = None;
+    for attribute in attributes {
+        match attribute {
+            AttributeValue::Uid(u) => uid = Uid::new(*u),
+            // `BODY[]` is the whole message: no section path.
+            AttributeValue::BodySection {
+                section: None,
+                index,
+                data,
+            } => body = Some((*index, data.as_deref().unwrap_or(&[]))),
+            AttributeValue::InternalDate(d) => internal_date = Some(d.as_ref()),
+            _ => {}
+        }
+    }
+    let (origin, data) = body?;
+    Some(BodyPart {
+        uid: uid?,
+        origin,
+        data,
+        internal_date,
+    })
+}
+
+/// One `UID FETCH` for whole messages. An unsolicited FETCH (say, a flag change by another
+/// client) carries no body and is skipped.
+async fn fetch_whole(
+    session: &mut Session,
+    set: &str,
+    members: &[Uid],
+    metas: &BTreeMap<Uid, Meta>,
+    collector: &mut Collector<'_>,
+) -> Result<(), StoreError> {
+    let mut wanted: BTreeSet<Uid> = members.iter().copied().collect();
+    let command = Command::new("UID FETCH")
+        .text(format!(" {set} (UID RFC822.SIZE INTERNALDATE BODY.PEEK[])"));
+    let tag = session.send(&command).await?;
+    // A disk error does not stop the reading: the command's responses are drained first so the
+    // session stays usable, then the error is returned.
+    let mut failure = None;
+    loop {
+        match session.recv_for(&tag).await? {
+            Reply::Data(response) => {
+                if failure.is_some() {
+                    continue;
+                }
+                let Some(part) = body_part(&response) else {
+                    continue;
+                };
+                if part.origin.is_some() || !wanted.remove(&part.uid) {
+                    continue;
+                }
+                let Some(mut meta) = metas.get(&part.uid).copied() else {
+                    continue;
+                };
+                if let Some(d) = part.internal_date.and_then(parse_date) {
+                    meta.internal_date = Some(d);
+                }
+                if let Err(e) = store_whole(collector, part.uid, meta, part.data).await {
+                    failure = Some(e);
+                }
+            }
+            Reply::Done(done) => {
+                session.check(done, "UID FETCH")?;
+                break;
+            }
+        }
+    }
+    if !wanted.is_empty() {
+        tracing::debug!(
+            "{} messages vanished before their bodies were fetched",
+            wanted.len()
+        );
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+async fn store_whole(
+    collector: &mut Collector<'_>,
+    uid: Uid,
+    meta: Meta,
+    data: &[u8],
+) -> Result<(), StoreError> {
+    let mut body = collector.open(uid).await?;
+    if let Err(e) = body.write(data).await {
+        body.abandon().await;
+        return Err(e);
+    }
+    collector.finish(uid, meta, body).await
+}
+
+async fn fetch_partial(
+    session: &mut Session,
+    uid: Uid,
+    meta: Meta,
+    collector: &mut Collector<'_>,
+) -> Result<(), StoreError> {
+    let mut body = collector.open(uid).await?;
+    match fetch_chunks(session, uid, meta.size, &mut body).await {
+        Ok(true) => collector.finish(uid, meta, body).await,
+        Ok(false) => {
+            tracing::debug!("message {uid} vanished while its body was fetched");
+            body.abandon().await;
+            Ok(())
+        }
+        Err(e) => {
+            body.abandon().await;
+            Err(e)
+        }
+    }
+}
+
+/// The body of one message in partial fetches, written in order. Returns `false` when the
+/// message vanished on the way.
+///
+/// The end is the first chunk shorter than [`CHUNK`] (RFC 3501 §6.4.5: a partial fetch past the
+/// end returns what there is), not RFC822.SIZE: some servers report sizes that are off, and
+/// trusting one that is too small would cut the message short. RFC822.SIZE only decides how
+/// many chunks to ask for ahead.
+async fn fetch_chunks(
+    session: &mut Session,
+    uid: Uid,
+    size: u32,
+    body: &mut Body,
+) -> Result<bool, StoreError> {
+    let mut in_flight: HashMap<String, u64> = HashMap::new();
+    let mut next_request: u64 = 0;
+    let mut written: u64 = 0;
+    let mut answered: HashSet<u64> = HashSet::new();
+    let mut waiting: BTreeMap<u64, ResponseData> = BTreeMap::new();
+    let mut complete = false;
+    let mut vanished = false;
+    let mut failure: Option<StoreError> = None;
+    loop {
+        while failure.is_none()
+            && !complete
+            && !vanished
+            && in_flight.len() < WINDOW
+            && (next_request < u64::from(size) || (in_flight.is_empty() && waiting.is_empty()))
+        {
+            let origin = u32::try_from(next_request).map_err(|_| StoreError::Protocol {
+                host: session.host().to_owned(),
+                command: "UID FETCH".to_owned(),
+                detail: format!("message {uid} is larger than IMAP can address"),
+            })?;
+            let command = Command::new("UID FETCH")
+                .text(format!(" {uid} (UID BODY.PEEK[]<{origin}.{CHUNK}>)"));
+            let tag = session.send(&command).await?;
+            in_flight.insert(tag, next_request);
+            next_request += u64::from(CHUNK);
+        }
+        if in_flight.is_empty() {
+            break;
+        }
+        match session.recv().await? {
+            Reply::Done(done) => {
+                let Some(origin) = in_flight.remove(&done.tag) else {
+                    session.stash(done);
+                    continue;
+                };
+                session.check(done, "UID FETCH")?;
+                if !answered.contains(&origin) && !complete {
+                    vanished = true;
+                }
+            }
+            Reply::Data(response) => {
+                if failure.is_some() || complete || vanished {
+                    continue;
+                }
+                let origin = match body_part(&response) {
+                    Some(BodyPart {
+                        uid: u,
+                        origin: Some(origin),
+                        ..
+                    }) if u == uid => u64::from(origin),
+                    _ => continue,
+                };
+                if !answered.insert(origin) {
+                    continue;
+                }
+                if origin != written {
+                    waiting.insert(origin, response);
+                    continue;
+                }
+                let mut next = Some(response);
+                while let Some(response) = next.take() {
+                    let data = body_part(&response).map_or(&[][..], |p| p.data);
+                    if let Err(e) = body.write(data).await {
+                        failure = Some(e);
+                        break;
+                    }
+                    written += data.len() as u64;
+                    if data.len() < CHUNK as usize {
+                        complete = true;
+                        break;
+                    }
+                    next = waiting.remove(&written);
+                }
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if complete {
+        if written != u64::from(size) {
+            tracing::debug!("message {uid}: RFC822.SIZE {size}, but the body has {written} octets");
+        }
+        return Ok(true);
+    }
+    if vanished {
+        return Ok(false);
+    }
+    Err(StoreError::Protocol {
+        host: session.host().to_owned(),
+        command: "UID FETCH".to_owned(),
+        detail: format!("the body of message {uid} came back with a gap"),
+    })
+}

@@ -260,10 +260,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     let mut config = parse(path, &text)?;
-    if config.accounts.iter().any(|a| a.remote.password.is_some()) {
-        if let Some(warning) = readable_by_others(path) {
-            config.warnings.push(warning);
-        }
+    if config.accounts.iter().any(|a| a.remote.password.is_some())
+        && let Some(warning) = readable_by_others(path)
+    {
+        config.warnings.push(warning);
     }
     Ok(config)
 }

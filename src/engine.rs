@@ -178,10 +178,10 @@ pub async fn sync_folders(
         let result = match action {
             FolderAction::Nothing => continue,
             FolderAction::Forget => {
-                if !options.dry_run {
-                    if let Some(f) = known.get(&name) {
-                        state.forget_folder(f.id)?;
-                    }
+                if !options.dry_run
+                    && let Some(f) = known.get(&name)
+                {
+                    state.forget_folder(f.id)?;
                 }
                 continue;
             }
@@ -199,7 +199,18 @@ pub async fn sync_folders(
                     report
                         .planned
                         .push(format!("create folder on the {on} side"));
-                    Ok(())
+                    let missing = Some(on);
+                    sync_folder(
+                        remote,
+                        local,
+                        state,
+                        &name,
+                        missing,
+                        options,
+                        observer,
+                        &mut report,
+                    )
+                    .await
                 } else {
                     let created = match on {
                         Side::Remote => {
@@ -209,15 +220,34 @@ pub async fn sync_folders(
                     };
                     match created {
                         Ok(()) => {
-                            sync_folder(remote, local, state, &name, options, observer, &mut report)
-                                .await
+                            sync_folder(
+                                remote,
+                                local,
+                                state,
+                                &name,
+                                None,
+                                options,
+                                observer,
+                                &mut report,
+                            )
+                            .await
                         }
                         Err(e) => Err(e),
                     }
                 }
             }
             FolderAction::Sync => {
-                sync_folder(remote, local, state, &name, options, observer, &mut report).await
+                sync_folder(
+                    remote,
+                    local,
+                    state,
+                    &name,
+                    None,
+                    options,
+                    observer,
+                    &mut report,
+                )
+                .await
             }
         };
         if let Err(e) = result {
@@ -237,17 +267,33 @@ pub async fn sync_folders(
     Ok(reports)
 }
 
+/// Syncs one folder pair. `missing` names a side where the folder does not exist yet (only in a
+/// dry run, which does not create it): that side is planned as empty.
+#[allow(clippy::too_many_arguments)]
 async fn sync_folder(
     remote: &mut dyn Store,
     local: &mut dyn Store,
     state: &mut StateDb,
     name: &FolderName,
+    missing: Option<Side>,
     options: &SyncOptions,
     observer: &mut dyn Observer,
     report: &mut FolderReport,
 ) -> Result<(), SyncError> {
-    let remote_snap = remote.scan(name).await.map_err(SyncError::remote)?;
-    let local_snap = local.scan(name).await.map_err(SyncError::local)?;
+    let empty = FolderSnapshot {
+        uid_validity: None,
+        uid_next: None,
+        highest_modseq: None,
+        messages: Vec::new(),
+    };
+    let remote_snap = match missing {
+        Some(Side::Remote) => empty.clone(),
+        _ => remote.scan(name).await.map_err(SyncError::remote)?,
+    };
+    let local_snap = match missing {
+        Some(Side::Local) => empty,
+        _ => local.scan(name).await.map_err(SyncError::local)?,
+    };
     let folder = if options.dry_run {
         match state.folder(name)? {
             Some(f) => f,

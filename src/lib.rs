@@ -2,11 +2,15 @@
 //!
 //! See ARCHITECTURE.md for the map of the crate.
 
+pub mod account;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod message;
 pub mod model;
 pub mod plan;
+pub mod progress;
 pub mod recover;
+pub mod report;
 pub mod state;
 pub mod store;

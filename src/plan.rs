@@ -372,13 +372,14 @@ mod tests {
         let r1 = meta("1", S);
         let la = meta("a", S);
         let both = rec(7, Some("1"), Some("a"), S);
-        let cases: Vec<(
-            &str,
+        type Row<'a> = (
+            &'a str,
             Option<Record>,
-            Option<&MessageMeta>,
-            Option<&MessageMeta>,
+            Option<&'a MessageMeta>,
+            Option<&'a MessageMeta>,
             Option<Action>,
-        )> = vec![
+        );
+        let cases: Vec<Row> = vec![
             ("nothing", None, None, None, None),
             (
                 "new on server",

@@ -131,6 +131,23 @@ impl StateDb {
         })
     }
 
+    /// A state that lives only as long as the process (dry runs without a state file).
+    pub fn open_in_memory() -> Result<Self, StateError> {
+        let path = PathBuf::from(":memory:");
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open_in_memory().map_err(err)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate() {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(None, "user_version", i + 1).map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(Self { conn, path })
+    }
+
     fn err(&self, source: rusqlite::Error) -> StateError {
         StateError::Sqlite {
             path: self.path.clone(),
@@ -350,10 +367,17 @@ impl StateDb {
         };
         let tx = self.conn.transaction().map_err(err)?;
         {
+            // A pair whose Maildir copy never existed (see the planner) gives way to the intent.
+            let mut clear = tx
+                .prepare("DELETE FROM messages WHERE folder = ?1 AND remote = ?2 AND local IS NULL AND pending IS NULL")
+                .map_err(err)?;
             let mut stmt = tx
                 .prepare("INSERT INTO messages (folder, remote, local, flags, pending) VALUES (?1, ?2, ?3, ?4, 'download')")
                 .map_err(err)?;
             for (remote, local, flags) in copies {
+                clear
+                    .execute(params![folder, remote.as_str()])
+                    .map_err(err)?;
                 stmt.execute(params![
                     folder,
                     remote.as_str(),
@@ -386,7 +410,14 @@ impl StateDb {
                      VALUES (?1, ?2, ?3, 'upload', ?4, ?5, ?6)",
                 )
                 .map_err(err)?;
+            // A pair whose server copy was lost (after a renumbering) gives way to the intent.
+            let mut clear = tx
+                .prepare("DELETE FROM messages WHERE folder = ?1 AND local = ?2 AND remote IS NULL AND pending IS NULL")
+                .map_err(err)?;
             for (local, flags, fp) in uploads {
+                clear
+                    .execute(params![folder, local.as_str()])
+                    .map_err(err)?;
                 stmt.execute(params![
                     folder,
                     local.as_str(),
@@ -615,6 +646,24 @@ mod tests {
         // Reopening keeps everything and does not re-run migrations.
         let db = StateDb::open(&dir.path().join("a.sqlite")).unwrap();
         assert_eq!(db.count(f.id).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_pair_without_a_server_copy_gives_way_to_a_new_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(&dir.path().join("a.sqlite")).unwrap();
+        let f = db.ensure_folder(&FolderName::inbox()).unwrap();
+        db.replace_folder_pairs(f.id, None, &[(None, Some(id("a")), Flags::SEEN)])
+            .unwrap();
+        let fp = Fingerprint {
+            size: 3,
+            sha256: [7; 32],
+            message_id: None,
+        };
+        db.begin_uploads(f.id, 1, &[(id("a"), Flags::SEEN, fp)])
+            .unwrap();
+        assert!(db.records(f.id).unwrap().is_empty());
+        assert_eq!(db.pending(f.id).unwrap().len(), 1);
     }
 
     #[test]

@@ -18,17 +18,17 @@ fn every_flag_and_command_is_in_idlewild_1() {
     let page = unroff(&read("man/idlewild.1"));
     let command = idlewild::cli::command();
     let mut missing = Vec::new();
-    let mut check_args = |cmd: &clap::Command, missing: &mut Vec<String>| {
+    let check_args = |cmd: &clap::Command, missing: &mut Vec<String>| {
         for arg in cmd.get_arguments() {
-            if let Some(long) = arg.get_long() {
-                if !page.contains(&format!("--{long}")) {
-                    missing.push(format!("{} --{long}", cmd.get_name()));
-                }
+            if let Some(long) = arg.get_long()
+                && !page.contains(&format!("--{long}"))
+            {
+                missing.push(format!("{} --{long}", cmd.get_name()));
             }
-            if let Some(short) = arg.get_short() {
-                if !page.contains(&format!("-{short}")) {
-                    missing.push(format!("{} -{short}", cmd.get_name()));
-                }
+            if let Some(short) = arg.get_short()
+                && !page.contains(&format!("-{short}"))
+            {
+                missing.push(format!("{} -{short}", cmd.get_name()));
             }
         }
     };
@@ -40,7 +40,10 @@ fn every_flag_and_command_is_in_idlewild_1() {
         check_args(sub, &mut missing);
     }
     assert!(page.contains("--help") && page.contains("--version"));
-    assert!(missing.is_empty(), "not documented in man/idlewild.1: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "not documented in man/idlewild.1: {missing:?}"
+    );
 }
 
 #[test]
@@ -60,7 +63,10 @@ fn every_config_key_is_in_idlewild_toml_5() {
             missing.push(key.to_string());
         }
     }
-    assert!(missing.is_empty(), "not documented in man/idlewild.toml.5: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "not documented in man/idlewild.toml.5: {missing:?}"
+    );
 }
 
 #[test]
@@ -87,5 +93,8 @@ fn the_readme_names_the_two_setup_commands() {
     assert!(readme.contains("scripts/try-it.sh"));
     assert!(readme.contains("scripts/test.sh"));
     let ci = read(".ci/run");
-    assert!(ci.contains("scripts/test.sh"), ".ci/run must run the README's test command");
+    assert!(
+        ci.contains("scripts/test.sh"),
+        ".ci/run must run the README's test command"
+    );
 }

@@ -253,6 +253,20 @@ impl World {
         write_local(&local_new.join("new/local-32"), &message(32));
     }
 
+    /// The server renumbers INBOX (a new UIDVALIDITY, new UIDs), as after a restore; one message
+    /// is lost on the server in the process and one arrives.
+    fn renumber_inbox(&self) {
+        let mut s = self.server.lock().unwrap();
+        let inbox = s.folder("INBOX");
+        let old: Vec<_> = std::mem::take(&mut inbox.messages).into_values().collect();
+        inbox.uid_validity += 1000;
+        inbox.uid_next = 50;
+        for m in old.into_iter().skip(1) {
+            inbox.append(m.content, m.flags);
+        }
+        inbox.append(message(40), Flags::SEEN);
+    }
+
     /// Both sides as content -> flags multisets, per folder.
     fn contents(&self) -> (Contents, Contents) {
         let mut remote = Contents::new();
@@ -383,4 +397,18 @@ fn uploads_without_appenduid_are_found_again_not_duplicated() {
     world.change_both_sides();
     let runs = assert_interrupt_at_every_effect(&world);
     assert!(runs > 10);
+}
+
+#[test]
+fn a_renumbered_server_folder_interrupted_at_every_effect_converges() {
+    let world = World::new();
+    assert!(!world.sync(0, When::Before));
+    world.renumber_inbox();
+    let runs = assert_interrupt_at_every_effect(&world);
+    assert!(runs > 2, "only {runs} runs");
+    // Nothing was deleted: the message the server lost is uploaded again from the Maildir.
+    let done = world.copy();
+    assert!(!done.sync(0, When::Before));
+    let (remote, _) = done.contents();
+    assert_eq!(remote["INBOX"].len(), 7);
 }

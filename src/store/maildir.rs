@@ -203,10 +203,10 @@ impl MaildirStore {
                 format!("{prefix}/{name}")
             };
             let path = entry.path();
-            if is_maildir(&path) {
-                if let Some(folder) = FolderName::new(&full) {
-                    out.push(folder);
-                }
+            if is_maildir(&path)
+                && let Some(folder) = FolderName::new(&full)
+            {
+                out.push(folder);
             }
             self.list_nested(&path, &full, out);
         }
@@ -286,11 +286,10 @@ impl Store for MaildirStore {
     }
 
     async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError> {
+        // A missing root lists no folders; the engine then refuses to treat known folders as
+        // deleted (they "vanished"), and the account refuses to start when the state is not empty.
         if !self.root_exists() {
-            return Err(StoreError::io(
-                &self.root,
-                io::Error::new(io::ErrorKind::NotFound, "the Maildir root does not exist"),
-            ));
+            return Ok(Vec::new());
         }
         let mut out = Vec::new();
         match self.layout {

@@ -1,0 +1,103 @@
+//! The command line, defined once for the program, the completions and the documentation test.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes, as documented in idlewild(1).
+pub mod exit {
+    /// Everything asked for was synced.
+    pub const OK: i32 = 0;
+    /// At least one account or folder failed (network, server, disk); the others were synced.
+    pub const FAILED: i32 = 1;
+    /// The command line or the configuration file is wrong; nothing was done.
+    pub const USAGE: i32 = 2;
+    /// The safety valve left at least one folder alone (a mass deletion); nothing was lost.
+    pub const REFUSED: i32 = 3;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "idlewild",
+    version,
+    about = "Two-way IMAP <-> Maildir mail synchronizer",
+    long_about = "Two-way IMAP <-> Maildir mail synchronizer.\n\nidlewild keeps a local Maildir and an IMAP server in step in both directions: new messages, flags and deletions, folder by folder, without ever losing or duplicating a message.",
+    after_help = "Exit status: 0 all synced, 1 an account or folder failed, 2 bad command line or configuration, 3 the safety valve refused a mass deletion.\nSee idlewild(1) and idlewild.toml(5)."
+)]
+pub struct Cli {
+    /// Configuration file [default: $XDG_CONFIG_HOME/idlewild/config.toml]
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "IDLEWILD_CONFIG"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// More log output (-v: info, -vv: debug, -vvv: trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sync accounts once and exit
+    Sync(SyncArgs),
+    /// Check the configuration file and print what it configures
+    CheckConfig(CheckConfigArgs),
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Accounts to sync [default: all]
+    #[arg(value_name = "ACCOUNT")]
+    pub accounts: Vec<String>,
+
+    /// Only this folder (as named on the server, with / between levels); repeatable
+    #[arg(short, long = "folder", value_name = "FOLDER")]
+    pub folders: Vec<String>,
+
+    /// Show what would be done; change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// Let deletions through that the safety valve would stop
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+
+    /// Print the result as JSON on standard output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// Print the result as JSON on standard output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The clap command, for completions and documentation checks.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}

@@ -1,0 +1,292 @@
+//! Helpers shared by the tests that run the real `idlewild` binary against a private Dovecot:
+//! writing a configuration, running syncs, and reading both sides independently of the code
+//! under test (the server through `imapctl.py`, the Maildir straight from the files).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use idlewild::model::Flags;
+
+use crate::support::dovecot::Dovecot;
+use crate::support::imapctl::ImapCtl;
+
+pub struct Env {
+    pub dovecot: Dovecot,
+    pub ctl: ImapCtl,
+    pub dir: tempfile::TempDir,
+}
+
+/// One message as found on one side: the SHA-256 of its CRLF form, its flags, its Message-ID.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seen {
+    pub sha256: String,
+    pub flags: u8,
+    pub message_id: Option<String>,
+}
+
+pub type Side = BTreeMap<String, Vec<Seen>>;
+
+impl Env {
+    pub fn new() -> Env {
+        let dovecot = Dovecot::start().expect("start a private Dovecot");
+        let ctl = ImapCtl::new(&dovecot);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env = Env { dovecot, ctl, dir };
+        env.write_config("");
+        env
+    }
+
+    pub fn maildir(&self) -> PathBuf {
+        self.dir.path().join("Mail/test")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Writes the account `test` with a plain loopback connection; `remote_extra` lines are
+    /// added to (and may override) the remote table.
+    pub fn write_config(&self, remote_extra: &str) {
+        let mut remote = format!(
+            "type = \"imap\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nuser = \"{}\"\npassword = \"{}\"\ntimeout = 20\n",
+            self.dovecot.port(),
+            self.dovecot.user(),
+            self.dovecot.password()
+        );
+        for line in remote_extra.lines() {
+            if let Some((key, _)) = line.split_once('=') {
+                let key = key.trim();
+                remote = remote
+                    .lines()
+                    .filter(|l| l.split('=').next().map(str::trim) != Some(key))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+            }
+            remote.push_str(line);
+            remote.push('\n');
+        }
+        let text = format!(
+            "[general]\nstate_dir = \"{}\"\n\n[accounts.test.remote]\n{remote}\n[accounts.test.local]\ntype = \"maildir\"\npath = \"{}\"\n",
+            self.state_dir().display(),
+            self.maildir().display()
+        );
+        std::fs::write(self.config_path(), text).expect("write config");
+        set_mode(&self.config_path(), 0o600);
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_idlewild"));
+        cmd.arg("--config").arg(self.config_path()).args(args);
+        cmd.env("IDLEWILD_LOG", "idlewild=debug");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run idlewild")
+    }
+
+    /// Runs `idlewild sync ARGS` and insists on exit status 0.
+    pub fn sync_ok(&self, args: &[&str]) -> Output {
+        let mut all = vec!["sync"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert!(
+            out.status.success(),
+            "idlewild sync failed ({:?})\n--- stdout\n{}\n--- stderr\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            tail(&String::from_utf8_lossy(&out.stderr), 60)
+        );
+        out
+    }
+
+    pub fn remote(&self) -> Side {
+        self.ctl
+            .dump_all()
+            .into_iter()
+            .map(|(folder, messages)| {
+                let mut seen: Vec<Seen> = messages
+                    .into_iter()
+                    .map(|m| Seen {
+                        sha256: m.sha256,
+                        flags: Flags::from_imap(m.flags.iter().map(String::as_str)).bits(),
+                        message_id: m.message_id,
+                    })
+                    .collect();
+                seen.sort();
+                (folder, seen)
+            })
+            .collect()
+    }
+
+    pub fn local(&self) -> Side {
+        let mut out = Side::new();
+        read_maildirs(&self.maildir(), &self.maildir(), &mut out);
+        out
+    }
+
+    /// Both sides hold the same messages with the same flags, folder by folder, and no
+    /// Message-ID appears twice in a folder on either side.
+    pub fn assert_in_step(&self) -> (Side, Side) {
+        let (remote, local) = (self.remote(), self.local());
+        for (side, name) in [(&remote, "server"), (&local, "Maildir")] {
+            for (folder, messages) in side {
+                let mut ids: Vec<&String> = messages
+                    .iter()
+                    .filter_map(|m| m.message_id.as_ref())
+                    .collect();
+                let before = ids.len();
+                ids.sort();
+                ids.dedup();
+                assert_eq!(
+                    before,
+                    ids.len(),
+                    "duplicate Message-ID in {name} folder {folder}"
+                );
+            }
+        }
+        let remote_names: Vec<&String> = remote.keys().collect();
+        let local_names: Vec<&String> = local.keys().collect();
+        assert_eq!(remote_names, local_names, "folder lists differ");
+        for (folder, messages) in &remote {
+            let here = &local[folder];
+            if messages != here {
+                panic!(
+                    "folder {folder} differs: server {} messages, Maildir {}\nonly on server: {:?}\nonly here: {:?}",
+                    messages.len(),
+                    here.len(),
+                    messages
+                        .iter()
+                        .filter(|m| !here.contains(m))
+                        .take(5)
+                        .collect::<Vec<_>>(),
+                    here.iter()
+                        .filter(|m| !messages.contains(m))
+                        .take(5)
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+        (remote, local)
+    }
+
+    /// Files of one local folder (cur and new), sorted.
+    pub fn local_files(&self, folder: &str) -> Vec<PathBuf> {
+        let dir = self.maildir().join(folder);
+        let mut files: Vec<PathBuf> = ["cur", "new"]
+            .iter()
+            .flat_map(|sub| std::fs::read_dir(dir.join(sub)).into_iter().flatten())
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Writes a new message into a local folder, as a mail client or MDA would.
+    pub fn deliver_locally(&self, folder: &str, name: &str, content: &[u8], info: Option<&str>) {
+        let dir = self.maildir().join(folder);
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("maildir");
+        }
+        let tmp = dir.join("tmp").join(name);
+        std::fs::write(&tmp, content).expect("write message");
+        let target = match info {
+            Some(info) => dir.join("cur").join(format!("{name}:2,{info}")),
+            None => dir.join("new").join(name),
+        };
+        std::fs::rename(tmp, target).expect("deliver");
+    }
+
+    pub fn count(&self, side: &Side) -> usize {
+        side.values().map(Vec::len).sum()
+    }
+}
+
+/// Renames a Maildir file to carry `info` flags, as a mail client does.
+pub fn set_local_flags(path: &Path, info: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("file name");
+    let unique = name.split(':').next().expect("unique part");
+    let cur = path
+        .parent()
+        .and_then(Path::parent)
+        .expect("folder")
+        .join("cur");
+    let target = cur.join(format!("{unique}:2,{info}"));
+    std::fs::rename(path, &target).expect("rename");
+    target
+}
+
+fn read_maildirs(root: &Path, dir: &Path, out: &mut Side) {
+    if dir.join("cur").is_dir() && dir.join("new").is_dir() {
+        let name = dir
+            .strip_prefix(root)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let entry = out.entry(name).or_default();
+        for sub in ["cur", "new"] {
+            for e in std::fs::read_dir(dir.join(sub))
+                .expect("read maildir")
+                .flatten()
+            {
+                let file = e.file_name().to_string_lossy().into_owned();
+                if file.starts_with('.') {
+                    continue;
+                }
+                let content = std::fs::read(e.path()).expect("read message");
+                let fp = idlewild::message::fingerprint(&content[..]).expect("fingerprint");
+                let info = file.split_once(":2,").map(|(_, i)| i).unwrap_or("");
+                entry.push(Seen {
+                    sha256: hex(&fp.sha256),
+                    flags: Flags::from_maildir_info(info).bits(),
+                    message_id: fp.message_id,
+                });
+            }
+        }
+        entry.sort();
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir()
+            && !["cur", "new", "tmp"].contains(&name.as_str())
+            && !name.starts_with('.')
+        {
+            read_maildirs(root, &e.path(), out);
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -171,7 +171,7 @@ mv "$f" "$WORK/Mail/demo/INBOX/cur/$unique:2,FS"
 "$BIN" sync
 echo "==> the server now reports (independent client):"
 printf '[{"op":"dump","folder":"INBOX"}]' | "${IMAPCTL[@]}" \
-    | python3 -c 'import json,sys; d=json.load(sys.stdin)["results"][0]; print(f"  INBOX: {len(d)} messages, {sum(1 for m in d if chr(92)+"Flagged" in m["flags"])} flagged")'
+    | python3 -c 'import json,sys; d=json.load(sys.stdin)["results"][0]; n=sum(1 for m in d if "\\Flagged" in m["flags"]); print("  INBOX:", len(d), "messages,", n, "flagged")'
 echo "==> a sync with nothing to do"
 "$BIN" sync
 echo "done: idlewild synced $(find "$WORK/Mail/demo" -type f -path '*/cur/*' -o -type f -path '*/new/*' | wc -l) messages both ways."

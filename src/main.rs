@@ -8,6 +8,7 @@ use idlewild::config::{self, Config};
 use idlewild::engine::{NoObserver, Observer};
 use idlewild::model::FolderName;
 use idlewild::progress::{BarObserver, BarWriter};
+use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -99,7 +100,8 @@ fn check_config(config: &Config, json: bool) -> i32 {
                 serde_json::json!({
                     "name": a.name,
                     "remote": format!("imap://{}@{}:{}", a.remote.user, a.remote.host, a.remote.port),
-                    "tls": format!("{:?}", a.remote.tls).to_lowercase(),
+                    "tls": tls_name(a.remote.tls),
+                    "layout": layout_name(a.local.layout),
                     "local": a.local.path,
                     "state": account::state_path(config, a),
                 })
@@ -122,14 +124,14 @@ fn check_config(config: &Config, json: bool) -> i32 {
     );
     for a in &config.accounts {
         println!(
-            "  {}: imap://{}@{}:{} ({:?} TLS) <-> {} ({:?})",
+            "  {}: imap://{}@{}:{} (tls {}) <-> maildir {} (layout {})",
             a.name,
             a.remote.user,
             a.remote.host,
             a.remote.port,
-            a.remote.tls,
+            tls_name(a.remote.tls),
             a.local.path.display(),
-            a.local.layout
+            layout_name(a.local.layout)
         );
     }
     exit::OK
@@ -188,9 +190,6 @@ fn sync(config: &Config, args: &SyncArgs, show_bars: bool) -> i32 {
         let tasks = selected.iter().map(|account| {
             let run = run.clone();
             async move {
-                let span = tracing::info_span!("account", account = %account.name);
-                let _enter = span.enter();
-                drop(_enter);
                 if show_bars {
                     let mut observer = BarObserver::new(&account.name);
                     let report = account::sync_account(config, account, &run, &mut observer).await;
@@ -201,6 +200,7 @@ fn sync(config: &Config, args: &SyncArgs, show_bars: bool) -> i32 {
                     account::sync_account(config, account, &run, observer.as_mut()).await
                 }
             }
+            .instrument(tracing::info_span!("account", account = %account.name))
         });
         futures_util::future::join_all(tasks).await
     });
@@ -239,5 +239,20 @@ fn print_reports(reports: &[AccountReport], args: &SyncArgs) {
                 eprintln!("idlewild: {}: {}: {why}", r.account, f.folder);
             }
         }
+    }
+}
+
+fn tls_name(tls: config::TlsMode) -> &'static str {
+    match tls {
+        config::TlsMode::Implicit => "implicit",
+        config::TlsMode::Starttls => "starttls",
+        config::TlsMode::None => "none",
+    }
+}
+
+fn layout_name(layout: config::MaildirLayout) -> &'static str {
+    match layout {
+        config::MaildirLayout::Nested => "nested",
+        config::MaildirLayout::MaildirPlusPlus => "maildir++",
     }
 }

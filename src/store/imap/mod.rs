@@ -73,8 +73,8 @@ impl ImapStore {
         tracing::info!(
             host = %config.host,
             user = %config.user,
-            "logged in to imap server (hierarchy delimiter {:?})",
-            connected.delimiter
+            delimiter = %connected.delimiter.map(String::from).unwrap_or_else(|| "none".into()),
+            "logged in"
         );
         Ok(ImapStore {
             session: connected.session,

@@ -189,6 +189,8 @@ pub struct Session {
     /// if a new command starts while it is set, the caller was cancelled mid-command and the
     /// server is waiting for the rest of a line we will never send.
     writing: bool,
+    /// LOGOUT was sent: the server's BYE and closing the stream are expected, not news.
+    logging_out: bool,
 }
 
 impl fmt::Debug for Session {
@@ -212,6 +214,7 @@ impl Session {
             stash: HashMap::new(),
             literal: LiteralMode::Synchronizing,
             writing: false,
+            logging_out: false,
         }
     }
 
@@ -235,7 +238,11 @@ impl Session {
 
     fn kill(&mut self, reason: String) {
         if self.conn.take().is_some() {
-            tracing::warn!(host = %self.host, "imap connection abandoned: {reason}");
+            if self.logging_out {
+                tracing::debug!(host = %self.host, "imap connection closed: {reason}");
+            } else {
+                tracing::warn!(host = %self.host, "imap connection abandoned: {reason}");
+            }
         }
         if self.lost.is_none() {
             self.lost = Some(reason);
@@ -490,6 +497,7 @@ impl Session {
     pub async fn logout(&mut self, limit: Duration) {
         let limit = limit.min(self.timeout);
         if self.conn.is_some() && !self.writing {
+            self.logging_out = true;
             let polite = async {
                 let tag = self.send(&Command::new("LOGOUT")).await?;
                 loop {

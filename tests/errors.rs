@@ -179,3 +179,17 @@ fn completions_are_generated_for_each_shell() {
         );
     }
 }
+
+#[test]
+fn the_password_never_reaches_the_log_even_at_trace_level() {
+    let (env, _) = filled();
+    let out = env
+        .command(&["-vvv", "sync"])
+        .env("IDLEWILD_LOG", "trace")
+        .output()
+        .expect("run idlewild");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all = format!("{}{}", stderr(&out), common::stdout(&out));
+    assert!(all.contains("LOGIN") || all.contains("logged in"), "trace logging is on");
+    assert!(!all.contains(env.dovecot.password()), "the password is in the log");
+}

@@ -55,6 +55,17 @@ CREATE UNIQUE INDEX messages_remote ON messages(folder, remote) WHERE remote IS 
 CREATE UNIQUE INDEX messages_local ON messages(folder, local) WHERE local IS NOT NULL;
 "#];
 
+/// Applies the migrations after `version`, each in its own transaction.
+fn migrate(conn: &mut Connection, version: usize) -> rusqlite::Result<()> {
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FolderState {
     pub id: i64,
@@ -119,12 +130,7 @@ impl StateDb {
                 detail: format!("schema version {version}"),
             });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = conn.transaction().map_err(err)?;
-            tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", i + 1).map_err(err)?;
-            tx.commit().map_err(err)?;
-        }
+        migrate(&mut conn, version).map_err(err)?;
         Ok(Self {
             conn,
             path: path.to_owned(),
@@ -139,12 +145,7 @@ impl StateDb {
             source,
         };
         let mut conn = Connection::open_in_memory().map_err(err)?;
-        for (i, sql) in MIGRATIONS.iter().enumerate() {
-            let tx = conn.transaction().map_err(err)?;
-            tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", i + 1).map_err(err)?;
-            tx.commit().map_err(err)?;
-        }
+        migrate(&mut conn, 0).map_err(err)?;
         Ok(Self { conn, path })
     }
 
@@ -354,40 +355,39 @@ impl StateDb {
         Ok(out)
     }
 
+    /// Runs `body` as one transaction: all of it is durable, or none of it.
+    fn in_transaction(
+        &mut self,
+        body: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let result = self
+            .conn
+            .transaction()
+            .and_then(|tx| body(&tx).and_then(|()| tx.commit()));
+        result.map_err(|source| StateError::Sqlite { path, source })
+    }
+
     /// Records the intent to copy server messages into the Maildir under reserved ids.
     pub fn begin_downloads(
         &mut self,
         folder: i64,
         copies: &[(MsgId, MsgId, Flags)],
     ) -> Result<(), StateError> {
-        let path = self.path.clone();
-        let err = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
+        self.in_transaction(|tx| {
             // A pair whose Maildir copy never existed (see the planner) gives way to the intent.
-            let mut clear = tx
-                .prepare("DELETE FROM messages WHERE folder = ?1 AND remote = ?2 AND local IS NULL AND pending IS NULL")
-                .map_err(err)?;
-            let mut stmt = tx
-                .prepare("INSERT INTO messages (folder, remote, local, flags, pending) VALUES (?1, ?2, ?3, ?4, 'download')")
-                .map_err(err)?;
+            let mut clear = tx.prepare(
+                "DELETE FROM messages WHERE folder = ?1 AND remote = ?2 AND local IS NULL AND pending IS NULL",
+            )?;
+            let mut insert = tx.prepare(
+                "INSERT INTO messages (folder, remote, local, flags, pending) VALUES (?1, ?2, ?3, ?4, 'download')",
+            )?;
             for (remote, local, flags) in copies {
-                clear
-                    .execute(params![folder, remote.as_str()])
-                    .map_err(err)?;
-                stmt.execute(params![
-                    folder,
-                    remote.as_str(),
-                    local.as_str(),
-                    flags.bits()
-                ])
-                .map_err(err)?;
+                clear.execute(params![folder, remote.as_str()])?;
+                insert.execute(params![folder, remote.as_str(), local.as_str(), flags.bits()])?;
             }
-        }
-        tx.commit().map_err(err)
+            Ok(())
+        })
     }
 
     /// Records the intent to upload Maildir messages, with what finds the copy again.
@@ -397,39 +397,28 @@ impl StateDb {
         uid_next: u32,
         uploads: &[(MsgId, Flags, Fingerprint)],
     ) -> Result<(), StateError> {
-        let path = self.path.clone();
-        let err = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO messages (folder, local, flags, pending, upload_uid_next, upload_size, upload_sha256)
-                     VALUES (?1, ?2, ?3, 'upload', ?4, ?5, ?6)",
-                )
-                .map_err(err)?;
+        self.in_transaction(|tx| {
             // A pair whose server copy was lost (after a renumbering) gives way to the intent.
-            let mut clear = tx
-                .prepare("DELETE FROM messages WHERE folder = ?1 AND local = ?2 AND remote IS NULL AND pending IS NULL")
-                .map_err(err)?;
+            let mut clear = tx.prepare(
+                "DELETE FROM messages WHERE folder = ?1 AND local = ?2 AND remote IS NULL AND pending IS NULL",
+            )?;
+            let mut insert = tx.prepare(
+                "INSERT INTO messages (folder, local, flags, pending, upload_uid_next, upload_size, upload_sha256)
+                 VALUES (?1, ?2, ?3, 'upload', ?4, ?5, ?6)",
+            )?;
             for (local, flags, fp) in uploads {
-                clear
-                    .execute(params![folder, local.as_str()])
-                    .map_err(err)?;
-                stmt.execute(params![
+                clear.execute(params![folder, local.as_str()])?;
+                insert.execute(params![
                     folder,
                     local.as_str(),
                     flags.bits(),
                     uid_next,
                     i64::try_from(fp.size).unwrap_or(i64::MAX),
                     &fp.sha256[..]
-                ])
-                .map_err(err)?;
+                ])?;
             }
-        }
-        tx.commit().map_err(err)
+            Ok(())
+        })
     }
 
     /// Marks copies as complete: both ids are known and the flags are those both sides have.
@@ -437,25 +426,16 @@ impl StateDb {
         &mut self,
         confirmed: &[(RecordId, MsgId, MsgId, Flags)],
     ) -> Result<(), StateError> {
-        let path = self.path.clone();
-        let err = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "UPDATE messages SET remote = ?2, local = ?3, flags = ?4, pending = NULL,
-                     upload_uid_next = NULL, upload_size = NULL, upload_sha256 = NULL WHERE id = ?1",
-                )
-                .map_err(err)?;
+        self.in_transaction(|tx| {
+            let mut update = tx.prepare(
+                "UPDATE messages SET remote = ?2, local = ?3, flags = ?4, pending = NULL,
+                 upload_uid_next = NULL, upload_size = NULL, upload_sha256 = NULL WHERE id = ?1",
+            )?;
             for (id, remote, local, flags) in confirmed {
-                stmt.execute(params![id.0, remote.as_str(), local.as_str(), flags.bits()])
-                    .map_err(err)?;
+                update.execute(params![id.0, remote.as_str(), local.as_str(), flags.bits()])?;
             }
-        }
-        tx.commit().map_err(err)
+            Ok(())
+        })
     }
 
     /// Confirms uploads by the local id they were recorded under.
@@ -464,87 +444,55 @@ impl StateDb {
         folder: i64,
         confirmed: &[(MsgId, MsgId, Flags)],
     ) -> Result<(), StateError> {
-        let path = self.path.clone();
-        let err = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "UPDATE messages SET remote = ?3, flags = ?4, pending = NULL,
-                     upload_uid_next = NULL, upload_size = NULL, upload_sha256 = NULL
-                     WHERE folder = ?1 AND local = ?2 AND pending = 'upload'",
-                )
-                .map_err(err)?;
+        self.in_transaction(|tx| {
+            let mut update = tx.prepare(
+                "UPDATE messages SET remote = ?3, flags = ?4, pending = NULL,
+                 upload_uid_next = NULL, upload_size = NULL, upload_sha256 = NULL
+                 WHERE folder = ?1 AND local = ?2 AND pending = 'upload'",
+            )?;
             for (local, remote, flags) in confirmed {
-                stmt.execute(params![
+                update.execute(params![
                     folder,
                     local.as_str(),
                     remote.as_str(),
                     flags.bits()
-                ])
-                .map_err(err)?;
+                ])?;
             }
-        }
-        tx.commit().map_err(err)
+            Ok(())
+        })
     }
 
     /// Confirms downloads by the server id they were recorded under.
     pub fn confirm_downloads(&mut self, folder: i64, remotes: &[MsgId]) -> Result<(), StateError> {
-        let path = self.path.clone();
-        let err = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut stmt = tx
-                .prepare("UPDATE messages SET pending = NULL WHERE folder = ?1 AND remote = ?2 AND pending = 'download'")
-                .map_err(err)?;
+        self.in_transaction(|tx| {
+            let mut update = tx.prepare(
+                "UPDATE messages SET pending = NULL WHERE folder = ?1 AND remote = ?2 AND pending = 'download'",
+            )?;
             for remote in remotes {
-                stmt.execute(params![folder, remote.as_str()])
-                    .map_err(err)?;
+                update.execute(params![folder, remote.as_str()])?;
             }
-        }
-        tx.commit().map_err(err)
+            Ok(())
+        })
     }
 
     pub fn set_flags(&mut self, updates: &[(RecordId, Flags)]) -> Result<(), StateError> {
-        let path = self.path.clone();
-        let err = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut stmt = tx
-                .prepare("UPDATE messages SET flags = ?2 WHERE id = ?1")
-                .map_err(err)?;
+        self.in_transaction(|tx| {
+            let mut update = tx.prepare("UPDATE messages SET flags = ?2 WHERE id = ?1")?;
             for (id, flags) in updates {
-                stmt.execute(params![id.0, flags.bits()]).map_err(err)?;
+                update.execute(params![id.0, flags.bits()])?;
             }
-        }
-        tx.commit().map_err(err)
+            Ok(())
+        })
     }
 
     pub fn remove(&mut self, records: &[RecordId]) -> Result<(), StateError> {
-        let path = self.path.clone();
-        let err = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut stmt = tx
-                .prepare("DELETE FROM messages WHERE id = ?1")
-                .map_err(err)?;
+        self.in_transaction(|tx| {
+            let mut delete = tx.prepare("DELETE FROM messages WHERE id = ?1")?;
             for id in records {
-                stmt.execute(params![id.0]).map_err(err)?;
+                delete.execute(params![id.0])?;
             }
-        }
-        tx.commit().map_err(err)
+            Ok(())
+        })
     }
 
     /// Replaces every message pair of a folder at once (after re-matching the messages of a
@@ -555,36 +503,25 @@ impl StateDb {
         uid_validity: Option<UidValidity>,
         pairs: &[(Option<MsgId>, Option<MsgId>, Flags)],
     ) -> Result<(), StateError> {
-        let path = self.path.clone();
-        let err = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        tx.execute("DELETE FROM messages WHERE folder = ?1", params![folder])
-            .map_err(err)?;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO messages (folder, remote, local, flags) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(err)?;
+        self.in_transaction(|tx| {
+            tx.execute("DELETE FROM messages WHERE folder = ?1", params![folder])?;
+            let mut insert = tx.prepare(
+                "INSERT INTO messages (folder, remote, local, flags) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for (remote, local, flags) in pairs {
-                stmt.execute(params![
+                insert.execute(params![
                     folder,
                     remote.as_ref().map(MsgId::as_str),
                     local.as_ref().map(MsgId::as_str),
                     flags.bits()
-                ])
-                .map_err(err)?;
+                ])?;
             }
-        }
-        tx.execute(
-            "UPDATE folders SET uid_validity = ?2, uid_next = NULL, highest_modseq = NULL WHERE id = ?1",
-            params![folder, uid_validity.map(|v| v.get())],
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)
+            tx.execute(
+                "UPDATE folders SET uid_validity = ?2, uid_next = NULL, highest_modseq = NULL WHERE id = ?1",
+                params![folder, uid_validity.map(|v| v.get())],
+            )?;
+            Ok(())
+        })
     }
 
     /// Whether any message of this id is known, pending or not (used by tests and checks).

@@ -190,6 +190,12 @@ fn the_password_never_reaches_the_log_even_at_trace_level() {
         .expect("run idlewild");
     assert!(out.status.success(), "{}", stderr(&out));
     let all = format!("{}{}", stderr(&out), common::stdout(&out));
-    assert!(all.contains("LOGIN") || all.contains("logged in"), "trace logging is on");
-    assert!(!all.contains(env.dovecot.password()), "the password is in the log");
+    assert!(
+        all.contains("LOGIN") || all.contains("logged in"),
+        "trace logging is on"
+    );
+    assert!(
+        !all.contains(env.dovecot.password()),
+        "the password is in the log"
+    );
 }

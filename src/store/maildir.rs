@@ -168,6 +168,31 @@ impl MaildirStore {
         }
     }
 
+    /// Runs `op` on the file of message `id`, looking for the file again once when the mail
+    /// client renamed it in the meantime. `None`: the message is gone (deleted meanwhile).
+    fn on_file<T>(
+        &mut self,
+        id: &MsgId,
+        mut op: impl FnMut(&Path) -> io::Result<T>,
+    ) -> Result<Option<(PathBuf, T)>, StoreError> {
+        for attempt in 0..2 {
+            let path = if attempt == 0 {
+                self.path_of(id)?
+            } else {
+                self.relocate(id)?
+            };
+            let Some(path) = path else {
+                return Ok(None);
+            };
+            match op(&path) {
+                Ok(value) => return Ok(Some((path, value))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(&path, e)),
+            }
+        }
+        Ok(None)
+    }
+
     fn mark_dirty(&mut self, dir: PathBuf) {
         if !self.dirty_dirs.contains(&dir) {
             self.dirty_dirs.push(dir);
@@ -390,34 +415,16 @@ impl Store for MaildirStore {
         let mut staged = Vec::new();
         for id in ids {
             // A hard link in tmp/ keeps the content reachable while the mail client renames or
-            // deletes the original; the receiving store removes it when done.
+            // deletes the original; the receiving store removes it when done. Filesystems
+            // without hard links get a copy.
             let link = tmp.join(format!("{TEMP_PREFIX}up-{}", new_unique()));
-            let mut linked = false;
-            for _ in 0..2 {
-                let Some(path) = self.path_of(id)? else { break };
-                match fs::hard_link(&path, &link) {
-                    Ok(()) => {
-                        linked = true;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        self.relocate(id)?;
-                    }
-                    // Filesystems without hard links: copy instead.
-                    Err(_) => {
-                        match fs::copy(&path, &link) {
-                            Ok(_) => linked = true,
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                                self.relocate(id)?;
-                                continue;
-                            }
-                            Err(e) => return Err(StoreError::io(&path, e)),
-                        }
-                        break;
-                    }
-                }
-            }
-            if !linked {
+            let linked = self.on_file(id, |path| {
+                fs::hard_link(path, &link).or_else(|e| match e.kind() {
+                    io::ErrorKind::NotFound => Err(e),
+                    _ => fs::copy(path, &link).map(|_| ()),
+                })
+            })?;
+            if linked.is_none() {
                 continue;
             }
             let internal_date = fs::metadata(&link)
@@ -496,47 +503,35 @@ impl Store for MaildirStore {
     async fn set_flags(&mut self, updates: &[FlagUpdate]) -> Result<(), StoreError> {
         let dir = self.open_folder()?.dir.clone();
         for update in updates {
-            for attempt in 0..2 {
-                let Some(path) = (if attempt == 0 {
-                    self.path_of(&update.id)?
-                } else {
-                    self.relocate(&update.id)?
-                }) else {
-                    break;
-                };
+            let cur = dir.join("cur");
+            let renamed = self.on_file(&update.id, |path| {
                 let old_name = path
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                let old_flags = Flags::from_maildir_info(info_letters(&old_name));
+                    .unwrap_or_default();
+                let old_flags = Flags::from_maildir_info(info_letters(old_name));
                 let new_flags = old_flags.union(update.add).minus(update.remove);
                 let new_name =
-                    file_name_with(update.id.as_str(), info_letters(&old_name), new_flags);
-                let target = dir.join("cur").join(&new_name);
-                if target == path {
-                    break;
+                    file_name_with(update.id.as_str(), info_letters(old_name), new_flags);
+                let target = cur.join(&new_name);
+                if target != path {
+                    fs::rename(path, &target)?;
                 }
-                match fs::rename(&path, &target) {
-                    Ok(()) => {
-                        if let Some(parent) = path.parent() {
-                            self.mark_dirty(parent.to_owned());
-                        }
-                        self.mark_dirty(dir.join("cur"));
-                        if let Some(open) = self.open.as_mut() {
-                            open.index.insert(
-                                update.id.clone(),
-                                Located {
-                                    sub: Sub::Cur,
-                                    file_name: new_name,
-                                },
-                            );
-                        }
-                        break;
-                    }
-                    // The mail client renamed or deleted it meanwhile: look again.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(StoreError::io(&path, e)),
+                Ok(new_name)
+            })?;
+            if let Some((old_path, new_name)) = renamed {
+                if let Some(parent) = old_path.parent() {
+                    self.mark_dirty(parent.to_owned());
+                }
+                self.mark_dirty(cur.clone());
+                if let Some(open) = self.open.as_mut() {
+                    open.index.insert(
+                        update.id.clone(),
+                        Located {
+                            sub: Sub::Cur,
+                            file_name: new_name,
+                        },
+                    );
                 }
             }
         }
@@ -545,26 +540,12 @@ impl Store for MaildirStore {
 
     async fn delete(&mut self, ids: &[MsgId]) -> Result<(), StoreError> {
         for id in ids {
-            for attempt in 0..2 {
-                let Some(path) = (if attempt == 0 {
-                    self.path_of(id)?
-                } else {
-                    self.relocate(id)?
-                }) else {
-                    break;
-                };
-                match fs::remove_file(&path) {
-                    Ok(()) => {
-                        if let Some(parent) = path.parent() {
-                            self.mark_dirty(parent.to_owned());
-                        }
-                        if let Some(open) = self.open.as_mut() {
-                            open.index.remove(id);
-                        }
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(StoreError::io(&path, e)),
+            if let Some((path, ())) = self.on_file(id, |path| fs::remove_file(path))? {
+                if let Some(parent) = path.parent() {
+                    self.mark_dirty(parent.to_owned());
+                }
+                if let Some(open) = self.open.as_mut() {
+                    open.index.remove(id);
                 }
             }
         }
@@ -577,24 +558,12 @@ impl Store for MaildirStore {
     ) -> Result<Vec<(MsgId, Fingerprint)>, StoreError> {
         let mut out = Vec::new();
         for id in ids {
-            for attempt in 0..2 {
-                let Some(path) = (if attempt == 0 {
-                    self.path_of(id)?
-                } else {
-                    self.relocate(id)?
-                }) else {
-                    break;
-                };
-                match File::open(&path) {
-                    Ok(file) => {
-                        let fp = crate::message::fingerprint(io::BufReader::new(file))
-                            .map_err(|e| StoreError::io(&path, e))?;
-                        out.push((id.clone(), fp));
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(StoreError::io(&path, e)),
-                }
+            let found = self.on_file(id, |path| {
+                File::open(path)
+                    .and_then(|file| crate::message::fingerprint(io::BufReader::new(file)))
+            })?;
+            if let Some((_, fp)) = found {
+                out.push((id.clone(), fp));
             }
         }
         Ok(out)

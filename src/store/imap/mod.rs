@@ -19,6 +19,7 @@ mod session;
 mod tls;
 mod transport;
 mod uidset;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ use crate::store::{FlagUpdate, Staged, Store, StoreError};
 
 pub use capabilities::{Capabilities, LiteralMode};
 pub use tls::format_fingerprint;
+pub use watch::{Wake, Watcher};
 
 use session::{Code, Command, Reply, Session, Status};
 

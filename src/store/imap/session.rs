@@ -393,16 +393,35 @@ impl Session {
         }
     }
 
-    async fn recv_one(&mut self) -> Result<Incoming, StoreError> {
+    /// The next response or continuation request, within the session's timeout.
+    pub async fn recv_one(&mut self) -> Result<Incoming, StoreError> {
+        self.recv_within(true).await
+    }
+
+    /// Like [`Session::recv_one`] but with no time limit, for IDLE (RFC 2177), where silence is
+    /// normal and the caller bounds the wait with its own timer. Cancel-safe: async-imap keeps
+    /// partly read responses in its buffer, so dropping the future loses nothing.
+    pub async fn recv_untimed(&mut self) -> Result<Incoming, StoreError> {
+        self.recv_within(false).await
+    }
+
+    async fn recv_within(&mut self, timed: bool) -> Result<Incoming, StoreError> {
         let timeout = self.timeout;
         let conn = self.conn()?;
-        let response = match tokio::time::timeout(timeout, conn.read_response()).await {
-            Err(_) => return Err(self.timed_out()),
-            Ok(Err(e)) => {
+        let read = if timed {
+            match tokio::time::timeout(timeout, conn.read_response()).await {
+                Err(_) => return Err(self.timed_out()),
+                Ok(read) => read,
+            }
+        } else {
+            conn.read_response().await
+        };
+        let response = match read {
+            Err(e) => {
                 return Err(self.poison(format!("reading failed: {}", shorten(&e.to_string()))));
             }
-            Ok(Ok(None)) => return Err(self.poison("the server closed the connection")),
-            Ok(Ok(Some(response))) => response,
+            Ok(None) => return Err(self.poison("the server closed the connection")),
+            Ok(Some(response)) => response,
         };
         let done = match response.parsed() {
             Response::Continue(_) => return Ok(Incoming::Continue),
@@ -524,7 +543,8 @@ fn lost_error(host: &str, lost: Option<&str>) -> StoreError {
     }
 }
 
-enum Incoming {
+pub enum Incoming {
+    /// A `+` continuation request (RFC 3501 §7.5).
     Continue,
     Reply(Reply),
 }

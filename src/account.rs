@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Account, Config};
 use crate::engine::{self, FolderReport, Observer, SyncError, SyncOptions};
+use crate::hooks::HookEvent;
 use crate::model::FolderName;
+use crate::plan::Side;
 use crate::state::StateDb;
 use crate::store::Store;
 use crate::store::imap::ImapStore;
@@ -101,64 +103,140 @@ pub async fn sync_account(
         account: account.name.clone(),
         ..AccountReport::default()
     };
-    match try_sync_account(config, account, run, observer, &mut report).await {
-        Ok(()) => {}
+    let result = async {
+        let mut session = AccountSession::open(config, account, run.dry_run)?;
+        let folders = session.sync(run, observer).await;
+        session.close().await;
+        folders
+    }
+    .await;
+    match result {
+        Ok(folders) => report.folders = folders,
         Err(e) => report.error = Some(e.to_string()),
     }
     report
 }
 
-async fn try_sync_account(
-    config: &Config,
-    account: &Account,
-    run: &RunOptions,
-    observer: &mut dyn Observer,
-    report: &mut AccountReport,
-) -> Result<(), AccountError> {
-    let _lock = lock_account(&config.state_dir, &account.name)?;
-    let state_file = state_path(config, account);
-    // A dry run writes nothing, not even a new state file.
-    let mut state = if run.dry_run && !state_file.exists() {
-        StateDb::open_in_memory()?
-    } else {
-        StateDb::open(&state_file)?
-    };
-    let mut local = MaildirStore::new(&account.local);
-    if !local.root_exists() && !state.folders()?.is_empty() {
-        return Err(AccountError::MaildirMissing {
-            path: account.local.path.clone(),
-            state: state_file,
-        });
+/// An account opened for syncing: its lock, state database and stores. The one-shot command
+/// syncs once and closes it; the daemon keeps it for its lifetime and syncs again and again over
+/// the same server connection, reconnecting when it was lost.
+pub struct AccountSession {
+    _lock: AccountLock,
+    account: Account,
+    state: StateDb,
+    state_file: PathBuf,
+    local: MaildirStore,
+    remote: Option<ImapStore>,
+    scratch_dir: PathBuf,
+}
+
+impl AccountSession {
+    /// Takes the account's lock and opens its state; does not connect yet.
+    pub fn open(config: &Config, account: &Account, dry_run: bool) -> Result<Self, AccountError> {
+        let lock = lock_account(&config.state_dir, &account.name)?;
+        let state_file = state_path(config, account);
+        // A dry run writes nothing, not even a new state file.
+        let state = if dry_run && !state_file.exists() {
+            StateDb::open_in_memory()?
+        } else {
+            StateDb::open(&state_file)?
+        };
+        Ok(Self {
+            _lock: lock,
+            account: account.clone(),
+            state,
+            state_file,
+            local: MaildirStore::new(&account.local),
+            remote: None,
+            scratch_dir: config.state_dir.join("tmp"),
+        })
     }
-    let mut remote = ImapStore::connect(&account.remote)
-        .await
-        .map_err(|e| SyncError::Store {
-            side: crate::plan::Side::Remote,
-            source: e,
-        })?;
-    // Only now that the server let us in: a wrong password leaves no trace locally.
-    if !local.root_exists() && !run.dry_run {
-        local.create_root().map_err(|e| SyncError::Store {
-            side: crate::plan::Side::Local,
-            source: e,
-        })?;
+
+    /// Whether the server connection is up (it is opened by the next sync when not).
+    pub fn connected(&self) -> bool {
+        self.remote.as_ref().is_some_and(ImapStore::is_alive)
     }
-    let scratch_dir = config.state_dir.join("tmp");
-    let options = SyncOptions {
-        folders: run.folders.clone(),
-        dry_run: run.dry_run,
-        allow_mass_delete: run.allow_mass_delete,
-        guard: account.mass_delete,
-        scratch_dir,
-    };
-    let result =
-        engine::sync_folders(&mut remote, &mut local, &mut state, &options, observer).await;
-    remote.close().await;
-    match result {
-        Ok(folders) => {
-            report.folders = folders;
-            Ok(())
+
+    /// Syncs the folders `run` names (all when none), connecting first if needed.
+    pub async fn sync(
+        &mut self,
+        run: &RunOptions,
+        observer: &mut dyn Observer,
+    ) -> Result<Vec<FolderReport>, AccountError> {
+        if !self.local.root_exists() && !self.state.folders()?.is_empty() {
+            return Err(AccountError::MaildirMissing {
+                path: self.account.local.path.clone(),
+                state: self.state_file.clone(),
+            });
         }
-        Err(e) => Err(e.into()),
+        if !run.dry_run {
+            run_hook(&self.account, HookEvent::Presync, None, 0).await;
+        }
+        let remote = match self.remote.take().filter(ImapStore::is_alive) {
+            Some(remote) => remote,
+            None => ImapStore::connect(&self.account.remote)
+                .await
+                .map_err(|e| SyncError::Store {
+                    side: Side::Remote,
+                    source: e,
+                })?,
+        };
+        let remote = self.remote.insert(remote);
+        // Only now that the server let us in: a wrong password leaves no trace locally.
+        if !self.local.root_exists() && !run.dry_run {
+            self.local.create_root().map_err(|e| SyncError::Store {
+                side: Side::Local,
+                source: e,
+            })?;
+        }
+        let options = SyncOptions {
+            folders: run.folders.clone(),
+            dry_run: run.dry_run,
+            allow_mass_delete: run.allow_mass_delete,
+            guard: self.account.mass_delete,
+            scratch_dir: self.scratch_dir.clone(),
+        };
+        let result =
+            engine::sync_folders(remote, &mut self.local, &mut self.state, &options, observer)
+                .await;
+        if result.is_err() && !remote.is_alive() {
+            self.remote = None;
+        }
+        if !run.dry_run
+            && let Ok(reports) = &result
+        {
+            for r in reports.iter().filter(|r| r.downloaded > 0) {
+                run_hook(
+                    &self.account,
+                    HookEvent::NewMail,
+                    Some(&r.folder),
+                    r.downloaded,
+                )
+                .await;
+            }
+            let total = reports.iter().map(|r| r.downloaded).sum();
+            run_hook(&self.account, HookEvent::Postsync, None, total).await;
+        }
+        Ok(result?)
     }
+
+    pub async fn close(&mut self) {
+        if let Some(mut remote) = self.remote.take() {
+            remote.close().await;
+        }
+    }
+}
+
+/// Runs the account's hook for `event`, if it has one; its failure is logged, never fatal.
+async fn run_hook(account: &Account, event: HookEvent, folder: Option<&str>, new_messages: usize) {
+    let Some(hook) = account.hooks.get(event) else {
+        return;
+    };
+    let env = [
+        ("IDLEWILD_ACCOUNT", account.name.clone()),
+        ("IDLEWILD_FOLDER", folder.unwrap_or("").to_owned()),
+        ("IDLEWILD_NEW_MESSAGES", new_messages.to_string()),
+        ("IDLEWILD_EVENT", event.as_str().to_owned()),
+    ];
+    crate::hooks::run_hook(event.as_str(), hook, &env).await;
 }

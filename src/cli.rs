@@ -51,6 +51,8 @@ pub struct Cli {
 pub enum Command {
     /// Sync accounts once and exit
     Sync(SyncArgs),
+    /// Keep every account in step in real time, until stopped (the systemd service runs this)
+    Daemon(DaemonArgs),
     /// Check the configuration file and print what it configures
     CheckConfig(CheckConfigArgs),
     /// Print a shell completion script
@@ -81,6 +83,20 @@ pub struct SyncArgs {
     /// Print the result as JSON on standard output
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Where log lines go: the journal when running under systemd (auto), or stderr
+    #[arg(long, value_enum, default_value_t = LogChoice::Auto)]
+    pub log: LogChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogChoice {
+    Auto,
+    Stderr,
+    Journald,
 }
 
 #[derive(Debug, Args)]

@@ -94,12 +94,52 @@ impl Default for MassDeleteGuard {
     }
 }
 
+/// How the daemon watches an account.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    /// Folders watched with IMAP IDLE, as glob patterns over folder names.
+    pub idle: Vec<String>,
+    /// Matches `idle`; built once at load.
+    pub idle_set: globset::GlobSet,
+    /// How often every folder is synced anyway (folders not watched, changes missed while a
+    /// connection was down).
+    pub interval: Duration,
+    /// Connections the daemon may hold to the server at once: one for syncing, the rest for
+    /// watching folders.
+    pub max_connections: u32,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        let idle = vec!["INBOX".to_owned()];
+        Self {
+            idle_set: glob_set(&idle).unwrap_or_else(|_| globset::GlobSet::empty()),
+            idle,
+            interval: Duration::from_secs(15 * 60),
+            max_connections: 5,
+        }
+    }
+}
+
+fn glob_set(patterns: &[String]) -> Result<globset::GlobSet, globset::Error> {
+    let mut builder = globset::GlobSetBuilder::new();
+    for p in patterns {
+        builder.add(globset::Glob::new(p)?);
+    }
+    builder.build()
+}
+
 #[derive(Debug, Clone)]
 pub struct Account {
     pub name: String,
     pub remote: ImapConfig,
     pub local: MaildirConfig,
     pub mass_delete: MassDeleteGuard,
+    pub watch: Watch,
+    pub hooks: crate::hooks::HooksConfig,
+    /// A digest of the account's table as written, so a reload can tell whether it changed
+    /// (a digest, not the text, which holds the password).
+    pub source: String,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +238,11 @@ struct FileAccount {
     local: FileMaildir,
     mass_delete_percent: Option<Spanned<u8>>,
     mass_delete_min_messages: Option<u32>,
+    idle: Option<Spanned<Vec<String>>>,
+    interval: Option<Spanned<u64>>,
+    max_connections: Option<Spanned<u32>>,
+    #[serde(default)]
+    hooks: crate::hooks::HooksConfig,
 }
 
 // The `type` keys are plain strings checked by hand: serde's internally tagged enums buffer their
@@ -238,6 +283,12 @@ pub const KEYS: &[&str] = &[
     "general.state_dir",
     "accounts.*.mass_delete_percent",
     "accounts.*.mass_delete_min_messages",
+    "accounts.*.idle",
+    "accounts.*.interval",
+    "accounts.*.max_connections",
+    "accounts.*.hooks.presync",
+    "accounts.*.hooks.postsync",
+    "accounts.*.hooks.new_mail",
     "accounts.*.remote.type",
     "accounts.*.remote.host",
     "accounts.*.remote.port",
@@ -310,6 +361,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         )
     })?;
 
+    let raw_accounts = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("accounts").and_then(|a| a.as_table()).cloned());
     let state_dir = match &file.general.state_dir {
         Some(dir) => absolute(dir, "general.state_dir", &at)?,
         None => default_state_dir(),
@@ -399,6 +454,45 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 .mass_delete_min_messages
                 .unwrap_or(MassDeleteGuard::default().min_messages),
         };
+        let mut watch = Watch::default();
+        if let Some(idle) = &account.idle {
+            watch.idle_set = glob_set(idle.get_ref()).map_err(|e| {
+                at(
+                    idle.span(),
+                    &key("idle"),
+                    format!("not a valid glob pattern: {e}"),
+                )
+            })?;
+            watch.idle = idle.get_ref().clone();
+        }
+        if let Some(interval) = &account.interval {
+            if *interval.get_ref() < 10 {
+                return Err(at(
+                    interval.span(),
+                    &key("interval"),
+                    "must be at least 10 (seconds)".into(),
+                ));
+            }
+            watch.interval = Duration::from_secs(*interval.get_ref());
+        }
+        if let Some(max) = &account.max_connections {
+            if *max.get_ref() < 1 {
+                return Err(at(
+                    max.span(),
+                    &key("max_connections"),
+                    "must be at least 1".into(),
+                ));
+            }
+            watch.max_connections = *max.get_ref();
+        }
+        let source = raw_accounts
+            .as_ref()
+            .and_then(|t| t.get(name.as_str()))
+            .map(|t| {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(t.to_string().as_bytes()))
+            })
+            .unwrap_or_default();
         accounts.push(Account {
             name: name.clone(),
             remote: ImapConfig {
@@ -416,6 +510,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 layout: maildir.layout,
             },
             mass_delete,
+            watch,
+            hooks: account.hooks.clone(),
+            source,
         });
     }
 

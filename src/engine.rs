@@ -15,6 +15,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
+use tracing::Instrument;
+
 use crate::config::MassDeleteGuard;
 use crate::model::{Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid};
 use crate::plan::{self, Action, FolderAction, Plan, Record, RecordId, Side};
@@ -163,7 +165,7 @@ pub async fn sync_folders(
 
     let mut reports = Vec::new();
     for name in names {
-        let _span = tracing::info_span!("folder", folder = %name).entered();
+        let span = tracing::info_span!("folder", folder = %name);
         let known_count = match known.get(&name) {
             Some(f) => Some(state.count(f.id)?),
             None => None,
@@ -210,6 +212,7 @@ pub async fn sync_folders(
                         observer,
                         &mut report,
                     )
+                    .instrument(span.clone())
                     .await
                 } else {
                     let created = match on {
@@ -230,6 +233,7 @@ pub async fn sync_folders(
                                 observer,
                                 &mut report,
                             )
+                            .instrument(span.clone())
                             .await
                         }
                         Err(e) => Err(e),
@@ -247,6 +251,7 @@ pub async fn sync_folders(
                     observer,
                     &mut report,
                 )
+                .instrument(span.clone())
                 .await
             }
         };

@@ -6,10 +6,10 @@ use idlewild::account::{self, AccountReport, RunOptions};
 use idlewild::cli::{self, Cli, Command, SyncArgs, exit};
 use idlewild::config::{self, Config};
 use idlewild::engine::{NoObserver, Observer};
+use idlewild::logging::{self, LogTargetChoice};
 use idlewild::model::FolderName;
-use idlewild::progress::{BarObserver, BarWriter};
+use idlewild::progress::BarObserver;
 use tracing::Instrument;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,6 +19,10 @@ fn main() -> ExitCode {
         Command::Completions { shell } => completions(*shell),
         Command::CheckConfig(args) => match load_config(&cli) {
             Ok(config) => check_config(&config, args.json),
+            Err(code) => code,
+        },
+        Command::Daemon(_) => match load_config(&cli) {
+            Ok(config) => daemon(&cli, config),
             Err(code) => code,
         },
         Command::Sync(args) => match load_config(&cli) {
@@ -33,20 +37,21 @@ fn init_logging(cli: &Cli, interactive: bool) {
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         // A terminal has the progress bar and the summary; logs only say what went wrong.
-        (false, 0) if interactive => "warn",
-        (false, 0) => "info",
-        (false, 1) => "info",
+        (false, 0) if interactive && !matches!(cli.command, Command::Daemon(_)) => "warn",
+        (false, 0) | (false, 1) => "info",
         (false, 2) => "debug",
         (false, _) => "trace",
     };
-    let filter = EnvFilter::try_from_env("IDLEWILD_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,idlewild={default}")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(BarWriter)
-        .with_ansi(interactive)
-        .with_target(false)
-        .init();
+    let target = match &cli.command {
+        Command::Daemon(args) => match args.log {
+            cli::LogChoice::Auto => LogTargetChoice::Auto,
+            cli::LogChoice::Stderr => LogTargetChoice::Stderr,
+            cli::LogChoice::Journald => LogTargetChoice::Journald,
+        },
+        // One-shot commands talk to the person who started them.
+        _ => LogTargetChoice::Stderr,
+    };
+    logging::init(default, target, interactive);
 }
 
 fn load_config(cli: &Cli) -> Result<Config, i32> {
@@ -61,6 +66,28 @@ fn load_config(cli: &Cli) -> Result<Config, i32> {
         Err(e) => {
             eprintln!("idlewild: {e}");
             Err(exit::USAGE)
+        }
+    }
+}
+
+fn daemon(cli: &Cli, config: Config) -> i32 {
+    let path = cli.config.clone().unwrap_or_else(config::default_path);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("idlewild: cannot start: {e}");
+            return exit::FAILED;
+        }
+    };
+    match runtime.block_on(idlewild::daemon::run(path, config)) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("idlewild: {e}");
+            exit::FAILED
         }
     }
 }

@@ -351,3 +351,51 @@ fn the_maildir_plus_plus_layout_round_trips() {
         stdout(&out)
     );
 }
+
+#[test]
+fn hooks_run_around_a_sync_with_the_documented_environment() {
+    let env = Env::new();
+    fill(&env, 14, 8);
+    let out_dir = env.dir.path().join("hooks");
+    std::fs::create_dir_all(&out_dir).expect("dir");
+    let text = std::fs::read_to_string(env.config_path()).expect("config");
+    let hook = |name: &str| {
+        format!(
+            "[\"sh\", \"-c\", \"echo $IDLEWILD_EVENT $IDLEWILD_ACCOUNT $IDLEWILD_FOLDER $IDLEWILD_NEW_MESSAGES >> {}/{name}\"]",
+            out_dir.display()
+        )
+    };
+    std::fs::write(
+        env.config_path(),
+        format!(
+            "{text}\n[accounts.test.hooks]\npresync = {}\npostsync = {}\nnew_mail = {}\n",
+            hook("pre"),
+            hook("post"),
+            hook("new")
+        ),
+    )
+    .expect("config");
+    env.sync_ok(&[]);
+    let read = |name: &str| std::fs::read_to_string(out_dir.join(name)).unwrap_or_default();
+    assert_eq!(read("pre"), "presync test 0\n");
+    assert_eq!(read("post"), "postsync test 8\n");
+    let mut new: Vec<String> = read("new").lines().map(str::to_owned).collect();
+    new.sort();
+    assert_eq!(
+        new,
+        vec![
+            "new_mail test Archive/2019 2",
+            "new_mail test Entwürfe 2",
+            "new_mail test INBOX 2",
+            "new_mail test Lists/rust 2"
+        ]
+    );
+    // A failing hook is logged, never fatal.
+    let text = std::fs::read_to_string(env.config_path()).expect("config");
+    std::fs::write(
+        env.config_path(),
+        text.replace("presync = [\"sh\"", "presync = [\"false\", \"sh\""),
+    )
+    .expect("config");
+    env.sync_ok(&[]);
+}

@@ -120,6 +120,32 @@ impl MaildirStore {
         }
     }
 
+    /// The folder a changed path belongs to, for the daemon's file watcher: a message file in
+    /// `cur/` or `new/` of a folder. Paths in `tmp/` (deliveries in progress), hidden files and
+    /// anything else give `None`.
+    pub fn folder_of_path(&self, path: &Path) -> Option<FolderName> {
+        let relative = path.strip_prefix(&self.root).ok()?;
+        let parts: Vec<&str> = relative.iter().map(|p| p.to_str()).collect::<Option<_>>()?;
+        let sub = parts.iter().rposition(|p| *p == "cur" || *p == "new")?;
+        if parts.len() > sub + 2 || parts.get(sub + 1).is_some_and(|f| f.starts_with('.')) {
+            return None;
+        }
+        let folder_parts = &parts[..sub];
+        match self.layout {
+            MaildirLayout::Nested => {
+                if folder_parts.iter().any(|p| p.starts_with('.')) {
+                    return None;
+                }
+                FolderName::new(&folder_parts.join("/"))
+            }
+            MaildirLayout::MaildirPlusPlus => match folder_parts {
+                [] => Some(FolderName::inbox()),
+                [dotted] => FolderName::new(&dotted.strip_prefix('.')?.replace('.', "/")),
+                _ => None,
+            },
+        }
+    }
+
     fn open_folder(&self) -> Result<&OpenFolder, StoreError> {
         self.open
             .as_ref()
@@ -611,6 +637,28 @@ mod tests {
         assert_eq!(unique_part("abc:2,S"), "abc");
         assert_eq!(info_letters("abc:2,RS"), "RS");
         assert_eq!(info_letters("abc"), "");
+    }
+
+    #[test]
+    fn changed_paths_map_to_their_folder() {
+        let nested = MaildirStore::new(&MaildirConfig {
+            path: PathBuf::from("/m"),
+            layout: MaildirLayout::Nested,
+        });
+        let f = |p: &str| nested.folder_of_path(Path::new(p)).map(|f| f.to_string());
+        assert_eq!(f("/m/INBOX/cur/123:2,S").as_deref(), Some("INBOX"));
+        assert_eq!(f("/m/Archive/2019/new/1").as_deref(), Some("Archive/2019"));
+        assert_eq!(f("/m/INBOX/cur").as_deref(), Some("INBOX"));
+        assert_eq!(f("/m/INBOX/tmp/x"), None);
+        assert_eq!(f("/m/.notmuch/xapian/cur/x"), None);
+        assert_eq!(f("/elsewhere/INBOX/cur/1"), None);
+        let plus = MaildirStore::new(&MaildirConfig {
+            path: PathBuf::from("/m"),
+            layout: MaildirLayout::MaildirPlusPlus,
+        });
+        let g = |p: &str| plus.folder_of_path(Path::new(p)).map(|f| f.to_string());
+        assert_eq!(g("/m/cur/1").as_deref(), Some("INBOX"));
+        assert_eq!(g("/m/.Lists.rust/new/1").as_deref(), Some("Lists/rust"));
     }
 
     #[test]

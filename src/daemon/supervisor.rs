@@ -1,0 +1,332 @@
+//! One account's life in the daemon: watch both sides, sync what changed, reconnect after
+//! failures. One closed event type drives the loop; this task owns the account's lock, state and
+//! sync connection, and starts one watcher task per IDLE folder.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::backoff::Backoff;
+use super::local::LocalWatcher;
+use super::{AccountState, Report, Wake};
+use crate::account::{AccountSession, RunOptions};
+use crate::config::{Account, Config};
+use crate::engine::NoObserver;
+use crate::model::FolderName;
+use crate::store::imap::watch::{Wake as ServerWake, Watcher};
+
+/// Local wake-ups closer together than this are one sync: a mail client changing flags renames
+/// files in bursts.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Server notifications come batched already (Dovecot waits about half a second), so they are
+/// only given a moment for the rest of their batch.
+const SERVER_DEBOUNCE: Duration = Duration::from_millis(5);
+/// A burst that keeps going is still synced at least this often.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
+/// How often the wall clock is compared with the monotonic clock to notice a suspend.
+const CLOCK_CHECK: Duration = Duration::from_secs(15);
+/// IDLE is re-issued well inside RFC 2177's 29 minutes.
+const IDLE_MAX: Duration = Duration::from_secs(25 * 60);
+
+pub async fn run(
+    config: Arc<Config>,
+    account: Account,
+    reports: mpsc::Sender<Report>,
+    cancel: CancellationToken,
+) {
+    let name = account.name.clone();
+    let report = |state: AccountState| {
+        let _ = reports.try_send(Report {
+            account: name.clone(),
+            state,
+        });
+    };
+    let (wake_tx, mut wake_rx) = mpsc::channel::<Wake>(1024);
+
+    // Start watching before the first full sync, so nothing that changes in between is missed.
+    // A Maildir that does not exist yet (the very first sync creates it) holds nothing to miss;
+    // it is watched as soon as it exists.
+    let mut local_watch = account
+        .local
+        .path
+        .is_dir()
+        .then(|| start_local_watch(&account, &wake_tx))
+        .flatten();
+    let watchers = TaskTracker::new();
+    let watchers_cancel = cancel.child_token();
+    let mut watched: BTreeSet<FolderName> = BTreeSet::new();
+
+    let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
+    let mut session = loop {
+        match AccountSession::open(&config, &account, false) {
+            Ok(s) => break s,
+            Err(e) => {
+                report(AccountState::Error(e.to_string()));
+                tracing::error!(error = %e, "cannot open the account");
+                let delay = backoff.next_delay(rand::random());
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    };
+    backoff.reset();
+
+    let mut pending: BTreeSet<FolderName> = BTreeSet::new();
+    let mut full_sync_due = Some(Instant::now());
+    let mut debounce_deadline: Option<Instant> = None;
+    let mut burst_started: Option<Instant> = None;
+    let mut next_interval = Instant::now() + account.watch.interval;
+    let mut clock = ClockWatch::new();
+    let mut first = true;
+
+    loop {
+        // What is due now: a full sync (start, interval, reconnect, suspend) or the folders of
+        // the debounced wake-ups.
+        let now = Instant::now();
+        let full_due = full_sync_due.is_some_and(|t| t <= now);
+        let folders_due = debounce_deadline.is_some_and(|t| t <= now) && !pending.is_empty();
+        if full_due || folders_due {
+            let folders: Vec<FolderName> = if full_due {
+                Vec::new()
+            } else {
+                std::mem::take(&mut pending).into_iter().collect()
+            };
+            if full_due {
+                pending.clear();
+            }
+            debounce_deadline = None;
+            burst_started = None;
+            report(AccountState::Syncing { first });
+            first = false;
+            let run = RunOptions {
+                folders: folders.clone(),
+                ..RunOptions::default()
+            };
+            let started = Instant::now();
+            match session.sync(&run, &mut NoObserver).await {
+                Ok(reports) => {
+                    backoff.reset();
+                    let new_mail: usize = reports.iter().map(|r| r.downloaded).sum();
+                    let failed = reports.iter().find_map(|r| r.error.clone());
+                    tracing::info!(
+                        folders = reports.len(),
+                        new_here = new_mail,
+                        ms = started.elapsed().as_millis() as u64,
+                        "synced"
+                    );
+                    if local_watch.is_none() && account.local.path.is_dir() {
+                        local_watch = start_local_watch(&account, &wake_tx);
+                        // Anything written between the sync and the watch start is caught here.
+                        full_sync_due = Some(Instant::now());
+                        continue;
+                    }
+                    if full_due {
+                        full_sync_due = None;
+                        next_interval = Instant::now() + account.watch.interval;
+                        // Watch the folders the configuration names, now that the folder list is known.
+                        let wanted = idle_folders(&account, &reports);
+                        for folder in wanted.difference(&watched) {
+                            let tx = wake_tx.clone();
+                            let remote = account.remote.clone();
+                            let folder = folder.clone();
+                            let stop = watchers_cancel.clone();
+                            watchers
+                                .spawn(async move { watch_folder(remote, folder, tx, stop).await });
+                        }
+                        watched.extend(wanted);
+                    }
+                    report(match failed {
+                        Some(e) => AccountState::Error(e),
+                        None => AccountState::Idle {
+                            last_sync: SystemTime::now(),
+                            new_mail,
+                        },
+                    });
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay(rand::random());
+                    tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "sync failed");
+                    report(if session.connected() {
+                        AccountState::Error(e.to_string())
+                    } else {
+                        AccountState::Offline(e.to_string())
+                    });
+                    // Whatever was asked is retried as a full sync after the delay.
+                    full_sync_due = Some(Instant::now() + delay);
+                }
+            }
+            continue;
+        }
+
+        let deadline = [full_sync_due, debounce_deadline, Some(next_interval)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + CLOCK_CHECK);
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            wake = wake_rx.recv() => {
+                let Some(wake) = wake else { break };
+                let quiet = match wake {
+                    Wake::ServerChanged(folder) => {
+                        pending.insert(folder);
+                        SERVER_DEBOUNCE
+                    }
+                    Wake::LocalChanged(folder) => {
+                        pending.insert(folder);
+                        DEBOUNCE
+                    }
+                    Wake::LocalRescan | Wake::Reconnected => {
+                        full_sync_due.get_or_insert(Instant::now() + DEBOUNCE);
+                        DEBOUNCE
+                    }
+                };
+                let now = Instant::now();
+                let started = *burst_started.get_or_insert(now);
+                let proposed = (now + quiet).min(started + DEBOUNCE_MAX);
+                // A later, longer quiet period never delays a sync already due sooner.
+                debounce_deadline = Some(debounce_deadline.map_or(proposed, |d| d.max(proposed).min(started + DEBOUNCE_MAX)));
+            }
+            _ = sleep_until(deadline) => {
+                if Instant::now() >= next_interval {
+                    full_sync_due.get_or_insert(Instant::now());
+                }
+            }
+            _ = tokio::time::sleep(CLOCK_CHECK) => {
+                if clock.jumped() {
+                    // After a suspend every connection is suspect: start over with a full sync
+                    // on a new connection; the watchers notice their own dead sockets.
+                    tracing::info!("the wall clock jumped (suspend or clock change): resyncing");
+                    session.close().await;
+                    full_sync_due = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    watchers_cancel.cancel();
+    watchers.close();
+    session.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), watchers.wait()).await;
+    report(AccountState::Stopped);
+}
+
+fn start_local_watch(account: &Account, wake: &mpsc::Sender<Wake>) -> Option<LocalWatcher> {
+    match LocalWatcher::start(&account.local, wake.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the Maildir for changes; local changes are picked up every interval");
+            None
+        }
+    }
+}
+
+/// The folders to keep an IDLE connection on: those the configuration names that exist, within
+/// the connection budget (one connection stays for syncing).
+fn idle_folders(
+    account: &Account,
+    reports: &[crate::engine::FolderReport],
+) -> BTreeSet<FolderName> {
+    let budget = account.watch.max_connections.saturating_sub(1) as usize;
+    reports
+        .iter()
+        .filter(|r| account.watch.idle_set.is_match(&r.folder))
+        .filter_map(|r| FolderName::new(&r.folder))
+        .take(budget)
+        .collect()
+}
+
+/// One IDLE connection on one folder, for as long as the account runs: every change it reports
+/// becomes a wake-up; a lost connection is re-made with backoff and followed by a resync of the
+/// folder, since changes may have been missed while it was down.
+async fn watch_folder(
+    remote: crate::config::ImapConfig,
+    folder: FolderName,
+    wake: mpsc::Sender<Wake>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+    let mut reconnecting = false;
+    loop {
+        let connected = tokio::select! {
+            _ = cancel.cancelled() => return,
+            c = Watcher::connect(&remote, &folder) => c,
+        };
+        let mut watcher = match connected {
+            Ok(w) => w,
+            Err(e) => {
+                let delay = backoff.next_delay(rand::random());
+                tracing::warn!(folder = %folder, error = %e, retry_in_s = delay.as_secs(), "cannot watch folder");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                reconnecting = true;
+                continue;
+            }
+        };
+        if std::mem::take(&mut reconnecting) {
+            tracing::info!(folder = %folder, "watching the folder again");
+            let _ = wake.send(Wake::Reconnected).await;
+        }
+        backoff.reset();
+        loop {
+            let result = tokio::select! {
+                _ = cancel.cancelled() => {
+                    watcher.close().await;
+                    return;
+                }
+                r = watcher.wait(IDLE_MAX) => r,
+            };
+            match result {
+                Ok(ServerWake::Changed) => {
+                    if wake
+                        .send(Wake::ServerChanged(folder.clone()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(ServerWake::Timeout) => {}
+                Err(e) => {
+                    tracing::warn!(folder = %folder, error = %e, "lost the watch connection; reconnecting");
+                    reconnecting = true;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Notices when the wall clock moved much more than the monotonic clock: the machine was
+/// suspended (CLOCK_MONOTONIC stops during suspend) or the clock was set.
+struct ClockWatch {
+    wall: SystemTime,
+    mono: std::time::Instant,
+}
+
+impl ClockWatch {
+    fn new() -> Self {
+        Self {
+            wall: SystemTime::now(),
+            mono: std::time::Instant::now(),
+        }
+    }
+
+    fn jumped(&mut self) -> bool {
+        let (wall, mono) = (SystemTime::now(), std::time::Instant::now());
+        let wall_elapsed = wall.duration_since(self.wall).unwrap_or(Duration::MAX);
+        let mono_elapsed = mono.duration_since(self.mono);
+        self.wall = wall;
+        self.mono = mono;
+        wall_elapsed.abs_diff(mono_elapsed) > Duration::from_secs(30)
+    }
+}

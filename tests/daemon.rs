@@ -1,0 +1,291 @@
+//! The push daemon as a real child process against a private Dovecot, with a notification
+//! socket the test binds in place of systemd's.
+
+mod common;
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Env, set_local_flags};
+use idlewild::model::Flags;
+use support::corpus;
+
+/// The daemon child; killed (SIGKILL, by PID) if the test ends without stopping it.
+struct Daemon {
+    child: Child,
+    notify: UnixDatagram,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(env: &Env, watchdog_usec: Option<u64>) -> Daemon {
+        let socket_path = env.dir.path().join("notify.sock");
+        let _ = std::fs::remove_file(&socket_path);
+        let notify = UnixDatagram::bind(&socket_path).expect("bind notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let log = env.dir.path().join("daemon.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = env.command(&["daemon", "--log", "stderr"]);
+        cmd.env("NOTIFY_SOCKET", &socket_path)
+            .env("IDLEWILD_LOG", "idlewild=debug")
+            .env_remove("WATCHDOG_PID")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        match watchdog_usec {
+            Some(usec) => cmd.env("WATCHDOG_USEC", usec.to_string()),
+            None => cmd.env_remove("WATCHDOG_USEC"),
+        };
+        let child = cmd.spawn().expect("spawn the daemon");
+        Daemon { child, notify, log }
+    }
+
+    /// Waits for a notification line starting with `prefix`; returns every message seen.
+    fn expect_notify(&self, prefix: &str, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let hit = msg.lines().any(|l| l.starts_with(prefix));
+                seen.push(msg);
+                if hit {
+                    return seen;
+                }
+            }
+        }
+        panic!(
+            "no {prefix} within {within:?}; got {seen:?}\n--- log\n{}",
+            self.log_tail()
+        );
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn log_tail(&self) -> String {
+        common::tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 40)
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `check` until it holds or `within` passes.
+fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("not within {within:?}: {what}");
+}
+
+fn local_count(env: &Env) -> usize {
+    env.count(&env.local())
+}
+
+#[test]
+fn mail_travels_both_ways_while_the_daemon_runs() {
+    let env = Env::new();
+    for i in 0..10 {
+        env.ctl.append("INBOX", &corpus::message(1, i), &[]);
+    }
+    let mut daemon = Daemon::start(&env, None);
+    daemon.expect_notify("READY=1", Duration::from_secs(20));
+    eventually(Duration::from_secs(10), "the first sync", || {
+        local_count(&env) == 10
+    });
+
+    // Server -> Maildir: new mail appears without asking.
+    env.ctl.append("INBOX", &corpus::message(1, 100), &[]);
+    eventually(Duration::from_secs(5), "server mail in the Maildir", || {
+        local_count(&env) == 11
+    });
+
+    // Maildir -> server: a flag change and a deletion by the mail client.
+    let files = env.local_files("INBOX");
+    set_local_flags(&files[0], "FS");
+    std::fs::remove_file(&files[1]).expect("delete");
+    eventually(
+        Duration::from_secs(5),
+        "local changes on the server",
+        || {
+            let inbox = env.ctl.dump("INBOX");
+            inbox.len() == 10
+                && inbox
+                    .iter()
+                    .any(|m| m.flags.iter().any(|f| f == "\\Flagged"))
+        },
+    );
+    // New local mail goes up too.
+    env.deliver_locally("INBOX", "local-new.host", &corpus::message(1, 200), None);
+    eventually(Duration::from_secs(5), "local mail on the server", || {
+        env.ctl.dump("INBOX").len() == 11
+    });
+
+    daemon.signal("-TERM");
+    daemon.expect_notify("STOPPING=1", Duration::from_secs(5));
+    assert!(daemon.wait_exit(Duration::from_secs(25)).success());
+    env.assert_in_step();
+}
+
+#[test]
+fn the_daemon_reconnects_after_a_server_restart_and_catches_up() {
+    let mut env = Env::new();
+    env.ctl.append("INBOX", &corpus::message(2, 1), &["\\Seen"]);
+    let _daemon = Daemon::start(&env, None);
+    _daemon.expect_notify("READY=1", Duration::from_secs(20));
+    eventually(Duration::from_secs(10), "the first sync", || {
+        local_count(&env) == 1
+    });
+
+    env.dovecot.stop().expect("stop dovecot");
+    // Mail delivered while IMAP is down, as an MDA would: straight into the server's Maildir.
+    use std::os::unix::fs::MetadataExt;
+    let server_new = env.dovecot.maildir("test").join("new");
+    let owner = std::fs::metadata(&server_new).expect("server Maildir");
+    let delivered = server_new.join("1700000000.offline.host");
+    std::fs::write(&delivered, corpus::message(2, 2)).expect("deliver");
+    std::os::unix::fs::chown(&delivered, Some(owner.uid()), Some(owner.gid())).expect("chown");
+    std::thread::sleep(Duration::from_secs(1));
+    env.dovecot.restart().expect("restart dovecot");
+    eventually(
+        Duration::from_secs(30),
+        "mail that arrived during the outage",
+        || local_count(&env) == 2,
+    );
+    // And the push path works again.
+    env.ctl.append("INBOX", &corpus::message(2, 3), &[]);
+    eventually(Duration::from_secs(10), "mail after the restart", || {
+        local_count(&env) == 3
+    });
+}
+
+#[test]
+fn readiness_watchdog_reload_and_stop_are_notified() {
+    let env = Env::new();
+    env.ctl.append("INBOX", &corpus::message(3, 1), &[]);
+    let mut daemon = Daemon::start(&env, Some(200_000));
+    let seen = daemon.expect_notify("READY=1", Duration::from_secs(20));
+    assert!(seen.iter().any(|m| m.contains("STATUS=")), "{seen:?}");
+    daemon.expect_notify("WATCHDOG=1", Duration::from_secs(2));
+    daemon.expect_notify("WATCHDOG=1", Duration::from_secs(2));
+    daemon.signal("-HUP");
+    let seen = daemon.expect_notify("RELOADING=1", Duration::from_secs(5));
+    assert!(
+        seen.last().is_some_and(|m| m.contains("MONOTONIC_USEC=")),
+        "{seen:?}"
+    );
+    daemon.expect_notify("READY=1", Duration::from_secs(5));
+    daemon.signal("-TERM");
+    daemon.expect_notify("STOPPING=1", Duration::from_secs(5));
+    assert!(daemon.wait_exit(Duration::from_secs(25)).success());
+}
+
+#[test]
+fn sighup_starts_an_added_account_without_touching_the_other() {
+    let mut env = Env::new();
+    env.dovecot
+        .add_user("second", "second-password")
+        .expect("add user");
+    env.ctl.append("INBOX", &corpus::message(4, 1), &[]);
+    let daemon = Daemon::start(&env, None);
+    daemon.expect_notify("READY=1", Duration::from_secs(20));
+    eventually(Duration::from_secs(10), "the first account", || {
+        local_count(&env) == 1
+    });
+
+    let second = support::imapctl::ImapCtl::for_user(&env.dovecot, "second", "second-password");
+    second.append("INBOX", &corpus::message(4, 2), &[]);
+    let second_mail = env.dir.path().join("Mail/second");
+    let text = std::fs::read_to_string(env.config_path()).expect("config");
+    let added = format!(
+        "{text}\n[accounts.second.remote]\ntype = \"imap\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nuser = \"second\"\npassword = \"second-password\"\n\n[accounts.second.local]\ntype = \"maildir\"\npath = \"{}\"\n",
+        env.dovecot.port(),
+        second_mail.display()
+    );
+    std::fs::write(env.config_path(), added).expect("write config");
+    daemon.signal("-HUP");
+    daemon.expect_notify("READY=1", Duration::from_secs(10));
+    eventually(Duration::from_secs(15), "the added account's mail", || {
+        second_mail
+            .join("INBOX/new")
+            .read_dir()
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 1
+    });
+    let log = std::fs::read_to_string(&daemon.log).expect("log");
+    assert!(
+        log.contains("starting account") && log.contains("second"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("stopping account"),
+        "the first account was restarted:\n{log}"
+    );
+    // The first account still pushes.
+    env.ctl.append("INBOX", &corpus::message(4, 3), &[]);
+    eventually(Duration::from_secs(5), "first account still live", || {
+        local_count(&env) == 2
+    });
+}
+
+#[test]
+fn sigterm_during_the_first_sync_loses_nothing() {
+    let env = Env::new();
+    let mut ops = Vec::new();
+    for i in 0..400 {
+        ops.push(serde_json::json!({"op": "append", "folder": "INBOX",
+            "message": String::from_utf8_lossy(&corpus::message(5, i)), "flags": ["\\Seen"]}));
+    }
+    env.ctl.run(serde_json::Value::Array(ops));
+    let mut daemon = Daemon::start(&env, None);
+    std::thread::sleep(Duration::from_millis(150));
+    daemon.signal("-TERM");
+    assert!(
+        daemon.wait_exit(Duration::from_secs(25)).success(),
+        "{}",
+        daemon.log_tail()
+    );
+    // A one-shot sync finishes the job: every message once, on both sides.
+    env.sync_ok(&[]);
+    let (remote, local) = env.assert_in_step();
+    assert_eq!(env.count(&remote), 400);
+    assert_eq!(env.count(&local), 400);
+    assert!(local["INBOX"].iter().all(|m| m.flags == Flags::SEEN.bits()));
+}

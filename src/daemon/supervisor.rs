@@ -84,6 +84,10 @@ pub async fn run(
     let mut burst_started: Option<Instant> = None;
     let mut next_interval = Instant::now() + account.watch.interval;
     let mut clock = ClockWatch::new();
+    // An interval, not a sleep re-made every turn: a steady stream of wake-ups must not keep
+    // postponing the check.
+    let mut clock_tick = tokio::time::interval(CLOCK_CHECK);
+    clock_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
 
     loop {
@@ -199,7 +203,7 @@ pub async fn run(
                     full_sync_due.get_or_insert(Instant::now());
                 }
             }
-            _ = tokio::time::sleep(CLOCK_CHECK) => {
+            _ = clock_tick.tick() => {
                 if clock.jumped() {
                     // After a suspend every connection is suspect: start over with a full sync
                     // on a new connection; the watchers notice their own dead sockets.

@@ -70,18 +70,23 @@ fn load_config(cli: &Cli) -> Result<Config, i32> {
     }
 }
 
-fn daemon(cli: &Cli, config: Config) -> i32 {
-    let path = cli.config.clone().unwrap_or_else(config::default_path);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// Two workers: the work is I/O-bound, and the machines this runs on are laptops.
+fn runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("idlewild: cannot start: {e}");
-            return exit::FAILED;
-        }
+            exit::FAILED
+        })
+}
+
+fn daemon(cli: &Cli, config: Config) -> i32 {
+    let path = cli.config.clone().unwrap_or_else(config::default_path);
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
     };
     match runtime.block_on(idlewild::daemon::run(path, config)) {
         Ok(()) => exit::OK,
@@ -202,16 +207,9 @@ fn sync(config: &Config, args: &SyncArgs, show_bars: bool) -> i32 {
         dry_run: args.dry_run,
         allow_mass_delete: args.allow_mass_delete,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("idlewild: cannot start: {e}");
-            return exit::FAILED;
-        }
+        Err(code) => return code,
     };
     let reports: Vec<AccountReport> = runtime.block_on(async {
         let tasks = selected.iter().map(|account| {

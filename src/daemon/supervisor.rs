@@ -1,6 +1,7 @@
 //! One account's life in the daemon: watch both sides, sync what changed, reconnect after
 //! failures. One closed event type drives the loop; this task owns the account's lock, state and
-//! sync connection, and starts one watcher task per IDLE folder.
+//! sync connection, and starts one NOTIFY watcher task for all folders where the server offers
+//! NOTIFY (RFC 5465), else one IDLE watcher task per IDLE folder.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use crate::account::{AccountSession, RunOptions};
 use crate::config::{Account, Config};
 use crate::engine::NoObserver;
 use crate::model::FolderName;
+use crate::store::StoreError;
+use crate::store::imap::NotifyWatcher;
 use crate::store::imap::watch::{Wake as ServerWake, Watcher};
 
 /// Local wake-ups closer together than this are one sync: a mail client changing flags renames
@@ -60,6 +63,9 @@ pub async fn run(
     let watchers = TaskTracker::new();
     let watchers_cancel = cancel.child_token();
     let mut watched: BTreeSet<FolderName> = BTreeSet::new();
+    // NOTIFY (RFC 5465): one connection watches every folder, where the server offers it.
+    let mut notify_offered = true;
+    let mut notify_task: Option<(BTreeSet<FolderName>, CancellationToken)> = None;
 
     let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
     let mut session = loop {
@@ -134,8 +140,61 @@ pub async fn run(
                     if full_due {
                         full_sync_due = None;
                         next_interval = Instant::now() + account.watch.interval;
+                        // --- NOTIFY: one task for all folders, restarted when the list changes.
+                        let all: BTreeSet<FolderName> = reports
+                            .iter()
+                            .filter_map(|r| FolderName::new(&r.folder))
+                            .collect();
+                        // A task stopped along with the other watchers is restarted too.
+                        let stale = notify_task
+                            .as_ref()
+                            .is_none_or(|(f, stop)| *f != all || stop.is_cancelled());
+                        if notify_offered && stale {
+                            let folders: Vec<FolderName> = all.iter().cloned().collect();
+                            let connected = tokio::select! {
+                                _ = cancel.cancelled() => break,
+                                c = NotifyWatcher::connect(&account.remote, &folders) => c,
+                            };
+                            let first = match connected {
+                                Err(StoreError::Unsupported { what, .. }) => {
+                                    tracing::info!(
+                                        "the server lacks {what}: watching folders with IDLE each"
+                                    );
+                                    notify_offered = false;
+                                    None
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot watch the folders with NOTIFY yet");
+                                    Some(None)
+                                }
+                                Ok(w) => {
+                                    tracing::info!(
+                                        folders = folders.len(),
+                                        "watching the folders with NOTIFY"
+                                    );
+                                    Some(Some(w))
+                                }
+                            };
+                            if let Some(first) = first {
+                                let stop = watchers_cancel.child_token();
+                                let (tx, remote, task_stop) =
+                                    (wake_tx.clone(), account.remote.clone(), stop.clone());
+                                watchers.spawn(async move {
+                                    watch_notify(remote, folders, first, tx, task_stop).await
+                                });
+                                // The new one is watching before the old one stops: nothing falls in between.
+                                if let Some((_, old)) = notify_task.replace((all, stop)) {
+                                    old.cancel();
+                                }
+                            }
+                        }
+                        // --- end NOTIFY
                         // Watch the folders the configuration names, now that the folder list is known.
-                        let wanted = idle_folders(&account, &reports);
+                        let wanted = if notify_offered {
+                            BTreeSet::new()
+                        } else {
+                            idle_folders(&account, &reports)
+                        };
                         for folder in wanted.difference(&watched) {
                             let tx = wake_tx.clone();
                             let remote = account.remote.clone();
@@ -302,6 +361,73 @@ async fn watch_folder(
                 Ok(ServerWake::Timeout) => {}
                 Err(e) => {
                     tracing::warn!(folder = %folder, error = %e, "lost the watch connection; reconnecting");
+                    reconnecting = true;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One NOTIFY connection on all `folders`, for as long as the account runs (or until the folder
+/// list changes): like [`watch_folder`], every reported folder becomes a wake-up, and a lost
+/// connection is re-made with backoff and followed by a resync.
+async fn watch_notify(
+    remote: crate::config::ImapConfig,
+    folders: Vec<FolderName>,
+    mut first: Option<NotifyWatcher>,
+    wake: mpsc::Sender<Wake>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+    // Without a first watcher the connection failed already: changes may be missed until it works.
+    let mut reconnecting = first.is_none();
+    loop {
+        let mut watcher = match first.take() {
+            Some(w) => w,
+            None => {
+                let connected = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    c = NotifyWatcher::connect(&remote, &folders) => c,
+                };
+                match connected {
+                    Ok(w) => w,
+                    Err(e) => {
+                        let delay = backoff.next_delay(rand::random());
+                        tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot watch the folders with NOTIFY");
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        reconnecting = true;
+                        continue;
+                    }
+                }
+            }
+        };
+        if std::mem::take(&mut reconnecting) {
+            tracing::info!("watching the folders with NOTIFY again");
+            let _ = wake.send(Wake::Reconnected).await;
+        }
+        backoff.reset();
+        loop {
+            let result = tokio::select! {
+                _ = cancel.cancelled() => {
+                    watcher.close().await;
+                    return;
+                }
+                r = watcher.wait(IDLE_MAX) => r,
+            };
+            match result {
+                Ok(changed) => {
+                    for folder in changed {
+                        if wake.send(Wake::ServerChanged(folder)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the NOTIFY connection; reconnecting");
                     reconnecting = true;
                     break;
                 }

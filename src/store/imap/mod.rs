@@ -15,6 +15,7 @@ mod digest;
 mod fetch;
 mod mutf7;
 mod names;
+pub mod notify_watch;
 mod session;
 mod tls;
 mod transport;
@@ -36,6 +37,7 @@ use crate::model::{
 use crate::store::{FlagUpdate, Staged, Store, StoreError};
 
 pub use capabilities::{Capabilities, LiteralMode};
+pub use notify_watch::NotifyWatcher;
 pub use tls::format_fingerprint;
 pub use watch::{Wake, Watcher};
 

@@ -1,0 +1,487 @@
+//! Watching all of an account's folders on one connection with IMAP NOTIFY (RFC 5465), for the
+//! push daemon: where the server offers it, one connection replaces one IDLE connection per
+//! folder (`watch`).
+//!
+//! `NOTIFY SET (personal ...)` asks for `MessageNew`, `MessageExpunge` and `FlagChange` in
+//! every personal folder; events in folders not watched are skipped here. No folder is
+//! selected, so every event comes as `* STATUS "<mailbox>" (...)` (RFC 5465),
+//! which says which folder changed. Like [`super::watch::Watcher`], the watcher only
+//! says *which* folders may have changed, never what; the daemon syncs them on its own
+//! connection.
+//!
+//! Events are read during IDLE (RFC 5465 lets the server send them at any time, so during IDLE
+//! too), written by hand on the guarded session exactly as the single-folder watcher does: IDLE needs
+//! no polling to learn of changes, its renewal every 25 minutes is a round trip that proves the
+//! connection alive, and Dovecot sends its `* OK Still here` keepalives only during IDLE. A
+//! NOOP before each IDLE collects what the server queued since the last wait.
+//!
+//! `* OK [NOTIFICATIONOVERFLOW]` (RFC 5465) means the server dropped events and turned
+//! notifications off: the watcher fails, so the daemon reconnects and resyncs everything.
+//!
+//! # Cancellation
+//!
+//! As for the single-folder watcher: [`NotifyWatcher::wait`] may be dropped at any await point
+//! and the next call carries on from the recorded phase; changes read but not yet returned are
+//! kept. A future dropped while a command line was only partly written kills the watcher.
+//! After any error the watcher is dead for good; connect a new one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_imap::imap_proto::{self, MailboxDatum, Response};
+use tokio::time::Instant;
+
+use crate::config::ImapConfig;
+use crate::model::FolderName;
+use crate::store::StoreError;
+
+use super::capabilities::Capabilities;
+use super::session::{Command, Done, Incoming, Reply, ResponseData, Session};
+use super::watch::IDLE_RENEW;
+use super::{LOGOUT_LIMIT, connect, names};
+
+/// The events asked for. RFC 5465: FlagChange requires MessageNew and MessageExpunge.
+const EVENTS: &str = "(MessageNew MessageExpunge FlagChange)";
+
+/// Where the conversation with the server stands between two awaits (see `watch::Phase`).
+#[derive(Debug)]
+enum Phase {
+    Ready,
+    Writing,
+    Polling { tag: String },
+    Starting { tag: String, since: Instant },
+    Idling { tag: String, since: Instant },
+    Ending { tag: String },
+    Dead,
+}
+
+/// One connection that watches several folders with NOTIFY (see the module documentation).
+#[derive(Debug)]
+pub struct NotifyWatcher {
+    session: Session,
+    capabilities: Capabilities,
+    delimiter: Option<char>,
+    /// The watched folders by the server's spelling of their names.
+    folders: BTreeMap<String, FolderName>,
+    timeout: Duration,
+    phase: Phase,
+    /// Folders the server reported as changed that no `wait` has returned yet.
+    pending: BTreeSet<FolderName>,
+}
+
+impl NotifyWatcher {
+    /// Connects and logs in as `config` says (a connection of its own), and asks for
+    /// notifications about `folders`. [`StoreError::Unsupported`] if the server lacks NOTIFY or
+    /// IDLE: the caller then watches folder by folder.
+    pub async fn connect(
+        config: &ImapConfig,
+        folders: &[FolderName],
+    ) -> Result<NotifyWatcher, StoreError> {
+        let connected = connect::connect(config).await?;
+        let mut watcher = NotifyWatcher {
+            session: connected.session,
+            capabilities: connected.capabilities,
+            delimiter: connected.delimiter,
+            folders: BTreeMap::new(),
+            timeout: config.timeout,
+            phase: Phase::Ready,
+            pending: BTreeSet::new(),
+        };
+        if let Err(e) = watcher.set_up(folders).await {
+            watcher.session.logout(LOGOUT_LIMIT).await;
+            return Err(e);
+        }
+        tracing::debug!(
+            host = %watcher.session.host(),
+            folders = watcher.folders.len(),
+            "watching the folders with NOTIFY"
+        );
+        Ok(watcher)
+    }
+
+    /// What the server announced after login.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// The folders being watched.
+    pub fn folders(&self) -> impl Iterator<Item = &FolderName> {
+        self.folders.values()
+    }
+
+    /// Whether the watcher can still be used; once `false`, [`NotifyWatcher::wait`] fails.
+    pub fn is_alive(&self) -> bool {
+        !matches!(self.phase, Phase::Dead | Phase::Writing) && self.session.is_alive()
+    }
+
+    /// Waits until the server reports changes in watched folders, or `max` has passed, and
+    /// returns the folders that changed (empty: the time ran out).
+    ///
+    /// Changes made before the call are returned at once (a NOOP collects them first). EOF, BYE,
+    /// a response that cannot be parsed, a server that does not answer within the configured
+    /// timeout, a refused command or a notification overflow end the watcher with an error.
+    /// Cancel-safe: see the module documentation.
+    pub async fn wait(&mut self, max: Duration) -> Result<Vec<FolderName>, StoreError> {
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(max)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        let result = self.idle(deadline).await;
+        if let Err(e) = &result {
+            self.phase = Phase::Dead;
+            if self.session.is_alive() {
+                self.session.poison(format!("the watcher stopped: {e}"));
+            }
+        }
+        result
+    }
+
+    /// Ends IDLE if it is running and logs out, all within a few seconds; errors are ignored.
+    pub async fn close(mut self) {
+        let polite = async {
+            match self.phase {
+                Phase::Writing | Phase::Dead => return,
+                Phase::Starting { .. } | Phase::Idling { .. } => {
+                    tracing::debug!(host = %self.session.host(), "imap > DONE");
+                    if self.session.write(b"DONE\r\n").await.is_err()
+                        || self.session.flush().await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Phase::Ready | Phase::Polling { .. } | Phase::Ending { .. } => {}
+            }
+            self.session.logout(LOGOUT_LIMIT).await;
+        };
+        let _ = tokio::time::timeout(LOGOUT_LIMIT, polite).await;
+    }
+
+    /// Checks what the server offers and sends `NOTIFY SET`. Folders that cannot be named on
+    /// this server are skipped with a warning.
+    async fn set_up(&mut self, folders: &[FolderName]) -> Result<(), StoreError> {
+        for needed in ["NOTIFY", "IDLE"] {
+            if !self.capabilities.has(needed) {
+                return Err(StoreError::Unsupported {
+                    host: self.session.host().to_owned(),
+                    what: needed.to_owned(),
+                });
+            }
+        }
+        for folder in folders {
+            match names::to_server_name(folder, self.delimiter) {
+                Ok(server) => {
+                    self.folders.insert(server, folder.clone());
+                }
+                // The sync reports such a folder itself; it has nothing to watch here.
+                Err(why) => tracing::warn!(%folder, "not watching the folder: {why}"),
+            }
+        }
+        if self.capabilities.condstore() && self.capabilities.enable() {
+            // With CONDSTORE on, a flag change in a folder that is not selected is reported as
+            // a STATUS with a new HIGHESTMODSEQ (RFC 5465); without it, maybe not at all.
+            self.session
+                .run(&Command::new("ENABLE").text(" CONDSTORE"))
+                .await?;
+        }
+        // All personal folders, filtered here, rather than `(mailboxes ...)`: Dovecot 2.3
+        // never reported events in a folder named there with a non-ASCII (modified UTF-7)
+        // name. Events in the other folders cost a line each and are skipped.
+        let command = Command::new("NOTIFY").text(format!(" SET (personal {EVENTS})"));
+        let tag = self.session.send(&command).await?;
+        let done = tokio::time::timeout(self.timeout, self.read_to_completion(&tag)).await;
+        let done = self.in_time(done, "NOTIFY")?;
+        self.session.check(done, "NOTIFY")?;
+        Ok(())
+    }
+
+    /// The IDLE loop of the single-folder watcher, returning folders instead of a flag.
+    async fn idle(&mut self, deadline: Instant) -> Result<Vec<FolderName>, StoreError> {
+        let mut synced = false;
+        loop {
+            match &self.phase {
+                Phase::Dead => return Err(self.session.poison("the watcher stopped earlier")),
+                Phase::Writing => return Err(self.interrupted()),
+                Phase::Polling { tag } => {
+                    let tag = tag.clone();
+                    self.finish(&tag, "NOOP").await?;
+                    synced = true;
+                }
+                Phase::Ending { tag } => {
+                    let tag = tag.clone();
+                    self.finish(&tag, "IDLE").await?;
+                    synced = true;
+                }
+                Phase::Ready => {
+                    if !self.pending.is_empty() {
+                        return Ok(std::mem::take(&mut self.pending).into_iter().collect());
+                    }
+                    if !synced {
+                        self.phase = Phase::Writing;
+                        let tag = self.session.send(&Command::new("NOOP")).await?;
+                        self.phase = Phase::Polling { tag };
+                        continue;
+                    }
+                    if Instant::now() >= deadline {
+                        return Ok(Vec::new());
+                    }
+                    self.phase = Phase::Writing;
+                    let tag = self.session.send(&Command::new("IDLE")).await?;
+                    self.phase = Phase::Starting {
+                        tag,
+                        since: Instant::now(),
+                    };
+                }
+                Phase::Starting { tag, since } => {
+                    let (tag, since) = (tag.clone(), *since);
+                    let started =
+                        tokio::time::timeout(self.timeout, self.await_continuation(&tag)).await;
+                    self.in_time(started, "IDLE")?;
+                    self.phase = Phase::Idling { tag, since };
+                }
+                Phase::Idling { tag, since } => {
+                    let tag = tag.clone();
+                    let renew = *since + IDLE_RENEW;
+                    if self.pending.is_empty() {
+                        self.listen(&tag, deadline.min(renew)).await?;
+                    }
+                    self.phase = Phase::Writing;
+                    tracing::debug!(host = %self.session.host(), "imap > DONE");
+                    self.session.write(b"DONE\r\n").await?;
+                    self.session.flush().await?;
+                    self.phase = Phase::Ending { tag };
+                }
+            }
+        }
+    }
+
+    async fn finish(&mut self, tag: &str, command: &str) -> Result<(), StoreError> {
+        let read = tokio::time::timeout(self.timeout, self.read_to_completion(tag)).await;
+        let done = self.in_time(read, command)?;
+        self.phase = Phase::Ready;
+        self.session.check(done, command)?;
+        Ok(())
+    }
+
+    async fn read_to_completion(&mut self, tag: &str) -> Result<Done, StoreError> {
+        loop {
+            match self.session.recv_for(tag).await? {
+                Reply::Data(response) => self.note(&response)?,
+                Reply::Done(done) => return Ok(done),
+            }
+        }
+    }
+
+    async fn await_continuation(&mut self, tag: &str) -> Result<(), StoreError> {
+        loop {
+            match self.session.recv_one().await? {
+                Incoming::Continue => return Ok(()),
+                Incoming::Reply(Reply::Data(response)) => self.note(&response)?,
+                Incoming::Reply(Reply::Done(done)) if done.tag == tag => {
+                    self.phase = Phase::Ready;
+                    self.session.check(done, "IDLE")?;
+                    return Err(
+                        self.protocol("IDLE", "the server completed IDLE without accepting it")
+                    );
+                }
+                Incoming::Reply(Reply::Done(done)) => self.session.stash(done),
+            }
+        }
+    }
+
+    /// Reads what the server sends during IDLE until a change or `until` (no read timeout:
+    /// silence is normal; TCP keepalive and the unanswered DONE catch a dead peer).
+    async fn listen(&mut self, tag: &str, until: Instant) -> Result<(), StoreError> {
+        let timer = tokio::time::sleep_until(until);
+        tokio::pin!(timer);
+        loop {
+            let incoming = tokio::select! {
+                biased;
+                () = &mut timer => return Ok(()),
+                incoming = self.session.recv_untimed() => incoming?,
+            };
+            match incoming {
+                Incoming::Reply(Reply::Data(response)) => {
+                    self.note(&response)?;
+                    if !self.pending.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Incoming::Reply(Reply::Done(done)) if done.tag == tag => {
+                    self.phase = Phase::Ready;
+                    self.session.check(done, "IDLE")?;
+                    return Err(self.protocol("IDLE", "the server ended IDLE before DONE"));
+                }
+                Incoming::Reply(Reply::Done(done)) => self.session.stash(done),
+                Incoming::Continue => {
+                    return Err(self
+                        .session
+                        .poison("unexpected continuation request during IDLE"));
+                }
+            }
+        }
+    }
+
+    fn in_time<T>(
+        &mut self,
+        step: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
+        command: &str,
+    ) -> Result<T, StoreError> {
+        match step {
+            Ok(result) => result,
+            Err(_) => {
+                let seconds = self.timeout.as_secs();
+                self.session
+                    .poison(format!("{command} got no completion within {seconds} s"));
+                Err(StoreError::Timeout {
+                    host: self.session.host().to_owned(),
+                    seconds,
+                })
+            }
+        }
+    }
+
+    fn interrupted(&mut self) -> StoreError {
+        self.phase = Phase::Dead;
+        self.session
+            .poison("a command was interrupted while being sent")
+    }
+
+    fn protocol(&self, command: &str, detail: &str) -> StoreError {
+        StoreError::Protocol {
+            host: self.session.host().to_owned(),
+            command: command.to_owned(),
+            detail: detail.to_owned(),
+        }
+    }
+
+    /// Notes an untagged response: the folders it reports as changed are kept until a `wait`
+    /// returns them. A notification overflow is an error.
+    fn note(&mut self, response: &ResponseData) -> Result<(), StoreError> {
+        let parsed = response.parsed();
+        let event = classify(parsed);
+        tracing::debug!(host = %self.session.host(), "imap < {parsed:?} ({event:?})");
+        match event {
+            Event::Folder(server) => {
+                if let Some(folder) = self.folder_of(server) {
+                    self.pending.insert(folder);
+                }
+            }
+            Event::All => self.pending.extend(self.folders.values().cloned()),
+            Event::Overflow => {
+                return Err(self.protocol(
+                    "NOTIFY",
+                    "the server dropped notifications (NOTIFICATIONOVERFLOW)",
+                ));
+            }
+            Event::Nothing => {}
+        }
+        Ok(())
+    }
+}
+
+impl NotifyWatcher {
+    /// The watched folder a STATUS line names, if it is one of ours.
+    fn folder_of(&self, server: &str) -> Option<FolderName> {
+        if let Some(folder) = self.folders.get(server) {
+            return Some(folder.clone());
+        }
+        let folder = if server.is_ascii() {
+            names::to_folder_name(server, self.delimiter).ok()?
+        } else {
+            // Dovecot 2.3 names mailboxes in NOTIFY's STATUS lines in UTF-8 even though
+            // UTF8=ACCEPT was not enabled (RFC 6855), instead of modified UTF-7 (RFC 3501
+            // §5.1.3). Modified UTF-7 is plain ASCII, so a non-ASCII name can only be that.
+            let components: Vec<&str> = match self.delimiter {
+                Some(d) => server.split(d).collect(),
+                None => vec![server],
+            };
+            FolderName::new(&components.join("/"))?
+        };
+        self.folders
+            .values()
+            .any(|f| *f == folder)
+            .then_some(folder)
+    }
+}
+
+/// What an untagged response means for the watched folders.
+#[derive(Debug, PartialEq, Eq)]
+enum Event<'a> {
+    /// This mailbox (the server's spelling) may have changed.
+    Folder(&'a str),
+    /// Any folder may have changed.
+    All,
+    /// RFC 5465: events were lost and notifications are off.
+    Overflow,
+    Nothing,
+}
+
+fn classify<'a>(response: &'a Response<'_>) -> Event<'a> {
+    match response {
+        // RFC 5465: events in mailboxes that are not selected.
+        Response::MailboxData(MailboxDatum::Status { mailbox, .. }) => Event::Folder(mailbox),
+        Response::Data {
+            status: imap_proto::Status::Ok,
+            outcome,
+        } if outcome.code.is_none()
+            && outcome
+                .information
+                .as_deref()
+                .is_some_and(|t| t.to_ascii_uppercase().starts_with("[NOTIFICATIONOVERFLOW]")) =>
+        {
+            Event::Overflow
+        }
+        // Keepalives (`* OK Still here`), warnings, and the answers to our own commands.
+        Response::Data { .. }
+        | Response::Capabilities(_)
+        | Response::Id(_)
+        | Response::Quota(_)
+        | Response::QuotaRoot(_)
+        | Response::Acl(_)
+        | Response::ListRights(_)
+        | Response::MyRights(_)
+        | Response::Continue(_)
+        | Response::Done { .. } => Event::Nothing,
+        // No folder is selected, so a message count can't name one.
+        Response::MailboxData(MailboxDatum::Exists(_)) => Event::All,
+        // LIST (MailboxName events, not asked for), FLAGS, SEARCH and the like.
+        Response::MailboxData(_) => Event::Nothing,
+        // EXPUNGE, FETCH or VANISHED can't name a folder either; and a newer parser's kinds
+        // are unknown: a needless sync costs less than a missed change.
+        _ => Event::All,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(line: &str) -> String {
+        let (rest, response) = Response::parse(line.as_bytes()).expect("parses");
+        assert!(rest.is_empty(), "{line:?} left {rest:?}");
+        format!("{:?}", classify(&response))
+    }
+
+    #[test]
+    fn status_lines_name_the_folder() {
+        assert_eq!(
+            event("* STATUS \"Entw&APw-rfe\" (MESSAGES 1 UIDNEXT 2 UNSEEN 1)\r\n"),
+            "Folder(\"Entw&APw-rfe\")"
+        );
+        assert_eq!(
+            event("* STATUS Work (MESSAGES 3 UIDNEXT 9 UNSEEN 0 HIGHESTMODSEQ 12)\r\n"),
+            "Folder(\"Work\")"
+        );
+    }
+
+    #[test]
+    fn overflow_keepalives_and_others() {
+        assert_eq!(
+            event("* OK [NOTIFICATIONOVERFLOW] ...A bit later\r\n"),
+            "Overflow"
+        );
+        assert_eq!(event("* OK Still here\r\n"), "Nothing");
+        assert_eq!(event("* 3 EXISTS\r\n"), "All");
+        assert_eq!(event("* 2 EXPUNGE\r\n"), "All");
+    }
+}

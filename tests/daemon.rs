@@ -22,6 +22,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(env: &Env, watchdog_usec: Option<u64>) -> Daemon {
+        Self::start_with(env, watchdog_usec, &[])
+    }
+
+    fn start_with(env: &Env, watchdog_usec: Option<u64>, vars: &[(&str, &str)]) -> Daemon {
         let socket_path = env.dir.path().join("notify.sock");
         let _ = std::fs::remove_file(&socket_path);
         let notify = UnixDatagram::bind(&socket_path).expect("bind notify socket");
@@ -40,6 +44,9 @@ impl Daemon {
             Some(usec) => cmd.env("WATCHDOG_USEC", usec.to_string()),
             None => cmd.env_remove("WATCHDOG_USEC"),
         };
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
         let child = cmd.spawn().expect("spawn the daemon");
         Daemon { child, notify, log }
     }
@@ -288,4 +295,114 @@ fn sigterm_during_the_first_sync_loses_nothing() {
     assert_eq!(env.count(&remote), 400);
     assert_eq!(env.count(&local), 400);
     assert!(local["INBOX"].iter().all(|m| m.flags == Flags::SEEN.bits()));
+}
+
+/// A private message bus standing in for the system bus; stopped (by PID) when dropped.
+struct PrivateBus {
+    child: Child,
+    address: String,
+}
+
+impl PrivateBus {
+    fn start() -> PrivateBus {
+        use std::io::BufRead;
+        let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dbus-test.conf");
+        let mut child = std::process::Command::new("dbus-daemon")
+            .args([
+                "--nofork",
+                "--print-address=1",
+                &format!("--config-file={conf}"),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("dbus-daemon (Debian package dbus)");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("bus address");
+        PrivateBus {
+            child,
+            address: line.trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for PrivateBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_resume_from_suspend_reconnects_and_resyncs_at_once() {
+    let env = Env::new();
+    env.ctl.create("Archive");
+    env.ctl.append("INBOX", &corpus::message(6, 1), &[]);
+    let bus = PrivateBus::start();
+    let daemon = Daemon::start_with(&env, None, &[("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)]);
+    daemon.expect_notify("READY=1", Duration::from_secs(20));
+    eventually(Duration::from_secs(10), "the first sync", || {
+        local_count(&env) == 1
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // --bus (not --address) registers with the bus first: a sender that never said Hello is
+    // not routed to subscribers.
+    let sent = std::process::Command::new("dbus-send")
+        .arg(format!("--bus={}", bus.address))
+        .args([
+            "--type=signal",
+            "/org/freedesktop/login1",
+            "org.freedesktop.login1.Manager.PrepareForSleep",
+            "boolean:false",
+        ])
+        .status()
+        .expect("dbus-send");
+    assert!(sent.success());
+    // A full sync (both folders) on a new connection follows at once.
+    let resynced = || {
+        let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
+        log.split_once("resumed from suspend")
+            .is_some_and(|(_, after)| {
+                after.contains("logged in") && after.contains("synced folders=2")
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !resynced() {
+        assert!(
+            Instant::now() < deadline,
+            "no full resync after the resume:\n{}",
+            daemon.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_burst_of_500_arrivals_is_a_few_syncs_not_500() {
+    let env = Env::new();
+    let daemon = Daemon::start(&env, None);
+    daemon.expect_notify("READY=1", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    let synced_lines = || {
+        std::fs::read_to_string(&daemon.log)
+            .unwrap_or_default()
+            .matches(" synced folders=")
+            .count()
+    };
+    let before = synced_lines();
+    let mut ops = Vec::new();
+    for i in 0..500 {
+        ops.push(serde_json::json!({"op": "append", "folder": "INBOX",
+            "message": String::from_utf8_lossy(&corpus::message(7, i))}));
+    }
+    env.ctl.run(serde_json::Value::Array(ops));
+    eventually(Duration::from_secs(30), "all 500 messages", || {
+        local_count(&env) == 500
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let syncs = synced_lines() - before;
+    assert!(syncs <= 25, "{syncs} syncs for one burst of 500 arrivals");
+    eprintln!("500 arrivals took {syncs} syncs");
 }

@@ -7,6 +7,7 @@
 
 mod backoff;
 mod local;
+mod sleep;
 mod supervisor;
 
 use std::collections::BTreeMap;
@@ -85,8 +86,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     let mut config = Arc::new(config);
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     let mut states: BTreeMap<String, AccountState> = BTreeMap::new();
+    let (resumed_tx, resumed) = tokio::sync::watch::channel(0u64);
+    let sleep_watch = tokio::spawn(sleep::watch(resumed_tx));
+    let ctx = Context {
+        tasks: tasks.clone(),
+        reports: report_tx.clone(),
+        resumed,
+    };
     for account in &config.accounts {
-        start(&tasks, &config, account, &report_tx, &mut running);
+        start(&ctx, &config, account, &mut running);
     }
     tracing::info!(accounts = running.len(), "daemon started");
 
@@ -122,7 +130,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
                         }
                         let new = Arc::new(new);
                         let everything = new.state_dir != config.state_dir;
-                        reload(&tasks, &new, everything, &report_tx, &mut running, &mut states).await;
+                        reload(&ctx, &new, everything, &mut running, &mut states).await;
                         config = new;
                         tracing::info!(accounts = running.len(), "configuration reloaded");
                     }
@@ -137,6 +145,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
 
     notifier.stopping();
     tracing::info!("stopping");
+    sleep_watch.abort();
     for r in running.values() {
         r.cancel.cancel();
     }
@@ -153,20 +162,28 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     Ok(())
 }
 
+/// What every account task is handed besides its configuration.
+struct Context {
+    tasks: TaskTracker,
+    reports: mpsc::Sender<Report>,
+    /// Bumped after each resume from suspend.
+    resumed: tokio::sync::watch::Receiver<u64>,
+}
+
 fn start(
-    tasks: &TaskTracker,
+    ctx: &Context,
     config: &Arc<Config>,
     account: &config::Account,
-    reports: &mpsc::Sender<Report>,
     running: &mut BTreeMap<String, Running>,
 ) {
     let cancel = CancellationToken::new();
     let span = tracing::info_span!("account", account = %account.name);
-    tasks.spawn(tracing::Instrument::instrument(
+    ctx.tasks.spawn(tracing::Instrument::instrument(
         supervisor::run(
             config.clone(),
             account.clone(),
-            reports.clone(),
+            ctx.reports.clone(),
+            ctx.resumed.clone(),
             cancel.clone(),
         ),
         span,
@@ -183,10 +200,9 @@ fn start(
 /// Applies a new configuration: accounts that are gone or changed are stopped (and waited
 /// for, so their lock is free), new and changed ones started, the rest left running.
 async fn reload(
-    tasks: &TaskTracker,
+    ctx: &Context,
     config: &Arc<Config>,
     everything: bool,
-    reports: &mpsc::Sender<Report>,
     running: &mut BTreeMap<String, Running>,
     states: &mut BTreeMap<String, AccountState>,
 ) {
@@ -219,7 +235,7 @@ async fn reload(
     for account in &config.accounts {
         if !running.contains_key(&account.name) {
             tracing::info!(account = %account.name, "starting account");
-            start(tasks, config, account, reports, running);
+            start(ctx, config, account, running);
         }
     }
 }

@@ -40,6 +40,7 @@ pub async fn run(
     config: Arc<Config>,
     account: Account,
     reports: mpsc::Sender<Report>,
+    mut resumed: tokio::sync::watch::Receiver<u64>,
     cancel: CancellationToken,
 ) {
     let name = account.name.clone();
@@ -61,7 +62,7 @@ pub async fn run(
         .then(|| start_local_watch(&account, &wake_tx))
         .flatten();
     let watchers = TaskTracker::new();
-    let watchers_cancel = cancel.child_token();
+    let mut watchers_cancel = cancel.child_token();
     let mut watched: BTreeSet<FolderName> = BTreeSet::new();
     // NOTIFY (RFC 5465): one connection watches every folder, where the server offers it.
     let mut notify_offered = true;
@@ -261,6 +262,14 @@ pub async fn run(
                 if Instant::now() >= next_interval {
                     full_sync_due.get_or_insert(Instant::now());
                 }
+            }
+            Ok(()) = resumed.changed() => {
+                // Every connection may be dead after a suspend: make them all anew.
+                watchers_cancel.cancel();
+                watchers_cancel = cancel.child_token();
+                watched.clear();
+                session.close().await;
+                full_sync_due = Some(Instant::now());
             }
             _ = clock_tick.tick() => {
                 if clock.jumped() {

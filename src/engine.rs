@@ -197,47 +197,37 @@ pub async fn sync_folders(
             }
             FolderAction::CreateThenSync { on } => {
                 report.created = Some(on.to_string());
-                if options.dry_run {
+                // A dry run creates nothing: the missing side is planned as empty instead.
+                let created = if options.dry_run {
                     report
                         .planned
                         .push(format!("create folder on the {on} side"));
-                    let missing = Some(on);
-                    sync_folder(
-                        remote,
-                        local,
-                        state,
-                        &name,
-                        missing,
-                        options,
-                        observer,
-                        &mut report,
-                    )
-                    .instrument(span.clone())
-                    .await
+                    Ok(Some(on))
                 } else {
-                    let created = match on {
+                    match on {
                         Side::Remote => {
                             remote.create_folder(&name).await.map_err(SyncError::remote)
                         }
                         Side::Local => local.create_folder(&name).await.map_err(SyncError::local),
-                    };
-                    match created {
-                        Ok(()) => {
-                            sync_folder(
-                                remote,
-                                local,
-                                state,
-                                &name,
-                                None,
-                                options,
-                                observer,
-                                &mut report,
-                            )
-                            .instrument(span.clone())
-                            .await
-                        }
-                        Err(e) => Err(e),
                     }
+                    .map(|()| None)
+                };
+                match created {
+                    Ok(missing) => {
+                        sync_folder(
+                            remote,
+                            local,
+                            state,
+                            &name,
+                            missing,
+                            options,
+                            observer,
+                            &mut report,
+                        )
+                        .instrument(span.clone())
+                        .await
+                    }
+                    Err(e) => Err(e),
                 }
             }
             FolderAction::Sync => {

@@ -12,6 +12,9 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# The integration tests start real servers from Debian packages: make sure they are there.
+scripts/install-deps.sh || exit 1
+
 runner=${IDLEWILD_TEST_RUNNER:-}
 if [ -z "$runner" ]; then
     if cargo nextest --version >/dev/null 2>&1; then

@@ -63,7 +63,6 @@ pub struct NotifyWatcher {
     delimiter: Option<char>,
     /// The watched folders by the server's spelling of their names.
     folders: BTreeMap<String, FolderName>,
-    timeout: Duration,
     phase: Phase,
     /// Folders the server reported as changed that no `wait` has returned yet.
     pending: BTreeSet<FolderName>,
@@ -83,7 +82,6 @@ impl NotifyWatcher {
             capabilities: connected.capabilities,
             delimiter: connected.delimiter,
             folders: BTreeMap::new(),
-            timeout: config.timeout,
             phase: Phase::Ready,
             pending: BTreeSet::new(),
         };
@@ -188,8 +186,9 @@ impl NotifyWatcher {
         // name. Events in the other folders cost a line each and are skipped.
         let command = Command::new("NOTIFY").text(format!(" SET (personal {EVENTS})"));
         let tag = self.session.send(&command).await?;
-        let done = tokio::time::timeout(self.timeout, self.read_to_completion(&tag)).await;
-        let done = self.in_time(done, "NOTIFY")?;
+        let done =
+            tokio::time::timeout(self.session.timeout(), self.read_to_completion(&tag)).await;
+        let done = self.session.in_time(done, "NOTIFY")?;
         self.session.check(done, "NOTIFY")?;
         Ok(())
     }
@@ -234,8 +233,9 @@ impl NotifyWatcher {
                 Phase::Starting { tag, since } => {
                     let (tag, since) = (tag.clone(), *since);
                     let started =
-                        tokio::time::timeout(self.timeout, self.await_continuation(&tag)).await;
-                    self.in_time(started, "IDLE")?;
+                        tokio::time::timeout(self.session.timeout(), self.await_continuation(&tag))
+                            .await;
+                    self.session.in_time(started, "IDLE")?;
                     self.phase = Phase::Idling { tag, since };
                 }
                 Phase::Idling { tag, since } => {
@@ -255,8 +255,8 @@ impl NotifyWatcher {
     }
 
     async fn finish(&mut self, tag: &str, command: &str) -> Result<(), StoreError> {
-        let read = tokio::time::timeout(self.timeout, self.read_to_completion(tag)).await;
-        let done = self.in_time(read, command)?;
+        let read = tokio::time::timeout(self.session.timeout(), self.read_to_completion(tag)).await;
+        let done = self.session.in_time(read, command)?;
         self.phase = Phase::Ready;
         self.session.check(done, command)?;
         Ok(())
@@ -317,25 +317,6 @@ impl NotifyWatcher {
                         .session
                         .poison("unexpected continuation request during IDLE"));
                 }
-            }
-        }
-    }
-
-    fn in_time<T>(
-        &mut self,
-        step: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
-        command: &str,
-    ) -> Result<T, StoreError> {
-        match step {
-            Ok(result) => result,
-            Err(_) => {
-                let seconds = self.timeout.as_secs();
-                self.session
-                    .poison(format!("{command} got no completion within {seconds} s"));
-                Err(StoreError::Timeout {
-                    host: self.session.host().to_owned(),
-                    seconds,
-                })
             }
         }
     }

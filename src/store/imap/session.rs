@@ -259,6 +259,28 @@ impl Session {
         lost_error(&self.host, self.lost.as_deref())
     }
 
+    /// How long any answer may take (the account's `timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The result of a step the caller ran under `tokio::time::timeout(self.timeout(), ..)`:
+    /// past the limit the session is dead, as after any other unanswered command.
+    pub fn in_time<T>(
+        &mut self,
+        step: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
+        command: &str,
+    ) -> Result<T, StoreError> {
+        step.unwrap_or_else(|_| {
+            let seconds = self.timeout.as_secs();
+            self.kill(format!("{command} got no completion within {seconds} s"));
+            Err(StoreError::Timeout {
+                host: self.host.clone(),
+                seconds,
+            })
+        })
+    }
+
     fn timed_out(&mut self) -> StoreError {
         let seconds = self.timeout.as_secs();
         self.kill(format!("no answer within {seconds} s"));

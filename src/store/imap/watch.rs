@@ -84,7 +84,6 @@ pub struct Watcher {
     session: Session,
     folder: FolderName,
     capabilities: Capabilities,
-    timeout: Duration,
     phase: Phase,
     /// The server reported a change that no `wait` has returned yet (its future was dropped, or
     /// the IDLE had to be ended first).
@@ -102,7 +101,6 @@ impl Watcher {
             session: connected.session,
             folder: folder.clone(),
             capabilities: connected.capabilities,
-            timeout: config.timeout,
             phase: Phase::Ready,
             pending: false,
         };
@@ -275,8 +273,9 @@ impl Watcher {
                 Phase::Starting { tag, since } => {
                     let (tag, since) = (tag.clone(), *since);
                     let started =
-                        tokio::time::timeout(self.timeout, self.await_continuation(&tag)).await;
-                    self.in_time(started, "IDLE")?;
+                        tokio::time::timeout(self.session.timeout(), self.await_continuation(&tag))
+                            .await;
+                    self.session.in_time(started, "IDLE")?;
                     self.phase = Phase::Idling { tag, since };
                 }
                 Phase::Idling { tag, since } => {
@@ -345,8 +344,8 @@ impl Watcher {
     /// Reads up to `tag`'s completion (a NOOP's, or IDLE's after DONE), noting changes, within
     /// the configured timeout; a NO or BAD is an error.
     async fn finish(&mut self, tag: &str, command: &str) -> Result<(), StoreError> {
-        let read = tokio::time::timeout(self.timeout, self.read_to_completion(tag)).await;
-        let done = self.in_time(read, command)?;
+        let read = tokio::time::timeout(self.session.timeout(), self.read_to_completion(tag)).await;
+        let done = self.session.in_time(read, command)?;
         self.phase = Phase::Ready;
         self.session.check(done, command)?;
         Ok(())
@@ -421,26 +420,6 @@ impl Watcher {
                         .session
                         .poison("unexpected continuation request during IDLE"));
                 }
-            }
-        }
-    }
-
-    /// The result of a step run within the configured timeout; past it the session is dead.
-    fn in_time<T>(
-        &mut self,
-        step: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
-        command: &str,
-    ) -> Result<T, StoreError> {
-        match step {
-            Ok(result) => result,
-            Err(_) => {
-                let seconds = self.timeout.as_secs();
-                self.session
-                    .poison(format!("{command} got no completion within {seconds} s"));
-                Err(StoreError::Timeout {
-                    host: self.session.host().to_owned(),
-                    seconds,
-                })
             }
         }
     }

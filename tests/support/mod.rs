@@ -5,6 +5,7 @@
 //! `#[path = "support/dovecot.rs"] mod dovecot;` (imapctl.rs also needs
 //! dovecot.rs as a sibling module named `dovecot`).
 
+pub mod bus;
 pub mod corpus;
 pub mod dovecot;
 pub mod imapctl;

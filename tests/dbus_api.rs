@@ -679,3 +679,56 @@ impl Drop for KillOnDrop {
             .status();
     }
 }
+
+#[test]
+fn reload_adds_accounts_and_refuses_a_wrong_file_without_harm() {
+    let env = Env::new();
+    let bus = PrivateBus::start();
+    let daemon = start_daemon(&env, &bus);
+    let config = std::fs::read_to_string(env.config_path()).expect("config");
+    let second = config
+        .split_once("[accounts.test.remote]")
+        .map(|(_, rest)| rest)
+        .expect("the test account")
+        .replace("[accounts.test.local]", "[accounts.second.local]")
+        .replace(
+            &env.maildir().display().to_string(),
+            &env.dir.path().join("Mail/second").display().to_string(),
+        );
+    std::fs::write(
+        env.config_path(),
+        format!("{config}\n[accounts.second.remote]{second}"),
+    )
+    .expect("write config");
+    let (ok, output) = gdbus_call(&bus, "org.idlewild.Idlewild1.Reload", &[]);
+    assert!(ok, "{output}");
+    // The new account's object is published right after the answer.
+    eventually(Duration::from_secs(5), "the new account's object", || {
+        let out = bus.busctl(&[
+            "get-property",
+            DEST,
+            "/org/idlewild/Idlewild1/accounts/second",
+            ACCOUNT_IFACE,
+            "Name",
+        ]);
+        text(&out.stdout).trim() == "s \"second\""
+    });
+
+    std::fs::write(env.config_path(), "[general\nbroken").expect("write config");
+    let (ok, output) = gdbus_call(&bus, "org.idlewild.Idlewild1.Reload", &[]);
+    assert!(!ok);
+    assert!(
+        output.contains("org.idlewild.Idlewild1.Error.Config")
+            && output.contains("config.toml")
+            && output.contains("the running configuration stays"),
+        "{output}"
+    );
+    let out = cli(&env, &bus, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        status["accounts"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    drop(daemon);
+}

@@ -6,6 +6,7 @@ use idlewild::account::{self, AccountReport, RunOptions};
 use idlewild::cli::{self, Cli, Command, SyncArgs, exit};
 use idlewild::client::{self, WatchFormat};
 use idlewild::config::{self, Config};
+use idlewild::daemon::control::JobStatus;
 use idlewild::engine::{NoObserver, Observer};
 use idlewild::logging::{self, LogTargetChoice};
 use idlewild::model::FolderName;
@@ -279,12 +280,10 @@ fn sync(config: &Config, args: &SyncArgs, show_bars: bool) -> i32 {
 }
 
 fn exit_code(reports: &[AccountReport]) -> i32 {
-    if reports.iter().any(AccountReport::failed) {
-        exit::FAILED
-    } else if reports.iter().any(AccountReport::refused) {
-        exit::REFUSED
-    } else {
-        exit::OK
+    match JobStatus::of(reports) {
+        JobStatus::Ok => exit::OK,
+        JobStatus::Failed => exit::FAILED,
+        JobStatus::Refused => exit::REFUSED,
     }
 }
 

@@ -55,6 +55,12 @@ pub struct Daemon {
 /// Finds the daemon on the session bus. It is never started by this (D-Bus activation would
 /// start it for any call): without a daemon the command line works on its own.
 pub async fn connect() -> Result<Daemon, String> {
+    connect_for(None).await
+}
+
+/// Like [`connect`], for requests about the accounts of `config`: a daemon that runs another
+/// configuration file (say, a test setup beside the real one) is not the one to ask.
+pub async fn connect_for(config: Option<&std::path::Path>) -> Result<Daemon, String> {
     let connection = zbus::Connection::session()
         .await
         .map_err(|e| format!("the idlewild daemon is not reachable (no session bus: {e})"))?;
@@ -73,6 +79,18 @@ pub async fn connect() -> Result<Daemon, String> {
         .build()
         .await
         .map_err(|e| format!("the idlewild daemon is not reachable: {e}"))?;
+    if let Some(config) = config {
+        let ours = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_owned());
+        let theirs = manager
+            .config_file()
+            .await
+            .map_err(|e| format!("the idlewild daemon is not reachable: {e}"))?;
+        if std::path::Path::new(&theirs) != ours {
+            return Err(format!(
+                "the idlewild daemon that runs uses another configuration ({theirs})"
+            ));
+        }
+    }
     Ok(Daemon {
         connection,
         manager,

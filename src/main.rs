@@ -224,10 +224,11 @@ fn sync(config: &Config, args: &SyncArgs, show_bars: bool) -> i32 {
     };
     // The daemon holds the accounts' locks: when it runs, it does the work. A dry run changes
     // nothing and needs no lock, so it always runs here.
-    if !args.dry_run
-        && let Ok(daemon) = runtime.block_on(client::connect())
-    {
-        return sync_through_daemon(&runtime, &daemon, args, &wanted, show_bars);
+    if !args.dry_run {
+        match runtime.block_on(client::connect_for(Some(&config.path))) {
+            Ok(daemon) => return sync_through_daemon(&runtime, &daemon, args, &wanted, show_bars),
+            Err(why) => tracing::info!("{why}: syncing in this process"),
+        }
     }
     let now = std::time::SystemTime::now();
     let mut selected = Vec::new();
@@ -394,9 +395,12 @@ fn pause(config: &Config, account: &str, duration: Option<&str>) -> i32 {
         Err(code) => return code,
     };
     let answer = runtime.block_on(async {
-        match client::connect().await {
+        match client::connect_for(Some(&config.path)).await {
             Ok(daemon) => Some(daemon.manager.pause(account, seconds).await),
-            Err(_) => None,
+            Err(why) => {
+                tracing::debug!("{why}");
+                None
+            }
         }
     });
     match answer {
@@ -436,9 +440,12 @@ fn resume(config: &Config, account: &str) -> i32 {
         Err(code) => return code,
     };
     let answer = runtime.block_on(async {
-        match client::connect().await {
+        match client::connect_for(Some(&config.path)).await {
             Ok(daemon) => Some(daemon.manager.resume(account).await),
-            Err(_) => None,
+            Err(why) => {
+                tracing::debug!("{why}");
+                None
+            }
         }
     });
     match answer {

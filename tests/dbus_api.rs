@@ -732,3 +732,38 @@ fn reload_adds_accounts_and_refuses_a_wrong_file_without_harm() {
     );
     drop(daemon);
 }
+
+#[test]
+fn a_client_with_another_configuration_works_on_its_own() {
+    let env = Env::new();
+    let bus = PrivateBus::start();
+    let _daemon = start_daemon(&env, &bus);
+    // A second setup (a copy of the configuration elsewhere, with its own state and Maildir)
+    // must not send its requests to the daemon of the first.
+    let other = env.dir.path().join("other.toml");
+    let copy = std::fs::read_to_string(env.config_path())
+        .expect("config")
+        .replace(
+            &env.state_dir().display().to_string(),
+            &env.dir.path().join("other-state").display().to_string(),
+        )
+        .replace(
+            &env.maildir().display().to_string(),
+            &env.dir.path().join("OtherMail").display().to_string(),
+        );
+    std::fs::write(&other, copy).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_idlewild"))
+        .arg("--config")
+        .arg(&other)
+        .args(["-v", "sync", "test"])
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .output()
+        .expect("run idlewild");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("uses another configuration"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(env.dir.path().join("other-state/test.sqlite").exists());
+}

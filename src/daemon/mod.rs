@@ -139,7 +139,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         .iter()
         .map(|a| initial_status(&config, a, now))
         .collect();
-    let api = match crate::dbus::Service::start(requests_tx.clone(), &initial).await {
+    let config_file = std::fs::canonicalize(&config_path).unwrap_or_else(|_| config_path.clone());
+    let api = match crate::dbus::Service::start(requests_tx.clone(), &config_file, &initial).await {
         Ok(api) => Some(api),
         Err(crate::dbus::StartError::NoBus(e)) => {
             tracing::warn!(error = %e, "no session bus: the D-Bus API is off");

@@ -26,6 +26,8 @@ pub trait Manager {
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
     #[zbus(property)]
+    fn config_file(&self) -> zbus::Result<String>;
+    #[zbus(property)]
     fn accounts(&self) -> zbus::Result<Vec<zbus::OwnedObjectPath>>;
 
     #[zbus(signal)]

@@ -40,6 +40,7 @@ impl Service {
     /// taken is an error (`DO_NOT_QUEUE`): a second daemon must not wait in line.
     pub async fn start(
         requests: mpsc::Sender<Request>,
+        config_file: &std::path::Path,
         accounts: &[AccountStatus],
     ) -> Result<Service, StartError> {
         let connection = zbus::connection::Builder::session()
@@ -60,7 +61,11 @@ impl Service {
                 .await
                 .map_err(StartError::Bus)?;
         }
-        let manager = Manager { requests, accounts };
+        let manager = Manager {
+            requests,
+            config_file: config_file.display().to_string(),
+            accounts,
+        };
         server.at(PATH, manager).await.map_err(StartError::Bus)?;
         server
             .at(PATH, zbus::fdo::ObjectManager)
@@ -234,6 +239,7 @@ fn changed_properties(
 /// `/org/idlewild/Idlewild1`: requests go to the daemon's main task and are answered from there.
 struct Manager {
     requests: mpsc::Sender<Request>,
+    config_file: String,
     accounts: BTreeMap<String, AccountInfo>,
 }
 
@@ -338,6 +344,13 @@ impl Manager {
     #[zbus(property)]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_owned()
+    }
+
+    /// The configuration file the daemon runs (an absolute path): a client with another one
+    /// must not send it requests meant for other accounts.
+    #[zbus(property)]
+    fn config_file(&self) -> String {
+        self.config_file.clone()
     }
 
     /// The account objects.

@@ -314,7 +314,7 @@ fn sync_through_daemon(
         folders,
         args.allow_mass_delete,
         |job| {
-            tracing::info!(job, "the daemon runs the sync");
+            tracing::debug!(job, "the daemon runs the sync");
             if let Some(bar) = &spinner {
                 bar.set_message(format!("the daemon is syncing (job {job})"));
             }

@@ -125,7 +125,7 @@ pub async fn sync_account(
 /// syncs once and closes it; the daemon keeps it for its lifetime and syncs again and again over
 /// the same server connection, reconnecting when it was lost.
 pub struct AccountSession {
-    _lock: AccountLock,
+    _lock: Option<AccountLock>,
     account: Account,
     state: StateDb,
     state_file: PathBuf,
@@ -137,7 +137,13 @@ pub struct AccountSession {
 impl AccountSession {
     /// Takes the account's lock and opens its state; does not connect yet.
     pub fn open(config: &Config, account: &Account, dry_run: bool) -> Result<Self, AccountError> {
-        let lock = lock_account(&config.state_dir, &account.name)?;
+        // A dry run writes nothing, so it may look while another process (the daemon) holds
+        // the account; it reads the state as of that process's last commit.
+        let lock = match lock_account(&config.state_dir, &account.name) {
+            Ok(lock) => Some(lock),
+            Err(AccountError::Locked { .. }) if dry_run => None,
+            Err(e) => return Err(e),
+        };
         let state_file = state_path(config, account);
         // A dry run writes nothing, not even a new state file.
         let state = if dry_run && !state_file.exists() {

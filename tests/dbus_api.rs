@@ -294,6 +294,12 @@ fn a_paused_account_does_not_sync_until_resumed_even_across_a_restart() {
         text(&out.stderr)
     );
 
+    // A dry run looks without the lock the daemon holds, and changes nothing.
+    let out = cli(&env, &bus, &["sync", "-n", "test"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("would"), "{}", text(&out.stdout));
+    assert_eq!(local_count(&env), 1);
+
     // The pause survives a restart of the daemon.
     daemon.signal("-TERM");
     assert!(daemon.wait_exit(Duration::from_secs(30)).success());

@@ -5,6 +5,7 @@
 pub mod account;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod engine;
 pub mod hooks;

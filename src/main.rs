@@ -25,6 +25,14 @@ fn main() -> ExitCode {
             Ok(config) => daemon(&cli, config),
             Err(code) => code,
         },
+        Command::Password(args) => match load_config(&cli) {
+            Ok(config) => idlewild::credentials::commands::password(&config, args),
+            Err(code) => code,
+        },
+        Command::OAuth2(args) => match load_config(&cli) {
+            Ok(config) => idlewild::credentials::commands::oauth2(&config, args),
+            Err(code) => code,
+        },
         Command::Sync(args) => match load_config(&cli) {
             Ok(config) => sync(&config, args, interactive && !cli.quiet && cli.verbose == 0),
             Err(code) => code,

@@ -33,6 +33,8 @@ const SERVER_DEBOUNCE: Duration = Duration::from_millis(5);
 const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 /// How often the wall clock is compared with the monotonic clock to notice a suspend.
 const CLOCK_CHECK: Duration = Duration::from_secs(15);
+/// The longest wait before looking for a missing secret again.
+const CREDENTIALS_RETRY_MAX: Duration = Duration::from_secs(30);
 /// IDLE is re-issued well inside RFC 2177's 29 minutes.
 const IDLE_MAX: Duration = Duration::from_secs(25 * 60);
 
@@ -215,9 +217,16 @@ pub async fn run(
                     });
                 }
                 Err(e) => {
-                    let delay = backoff.next_delay(rand::random());
+                    let mut delay = backoff.next_delay(rand::random());
+                    // A missing or locked secret is the user's to fix, not the network's: show it
+                    // as an account error, and look again often enough that storing the password
+                    // is soon noticed.
+                    let credentials = crate::credentials::credential_error(&e).is_some();
+                    if credentials {
+                        delay = delay.min(CREDENTIALS_RETRY_MAX);
+                    }
                     tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "sync failed");
-                    report(if session.connected() {
+                    report(if session.connected() || credentials {
                         AccountState::Error(e.to_string())
                     } else {
                         AccountState::Offline(e.to_string())

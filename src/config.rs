@@ -378,7 +378,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let deserializer = toml::Deserializer::parse(text)
         .map_err(|e| at(e.span().unwrap_or(0..0), "", e.message().trim().to_owned()))?;
     let file: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key = e.path().to_string();
+        // Values wrapped in `Spanned` add a private segment to the path: not a key of the file.
+        let key = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "");
         let inner = e.into_inner();
         let key = if key == "." { String::new() } else { key };
         at(

@@ -141,6 +141,7 @@ fn check_config(config: &Config, json: bool) -> i32 {
                     "name": a.name,
                     "remote": format!("imap://{}@{}:{}", a.remote.user, a.remote.host, a.remote.port),
                     "tls": tls_name(a.remote.tls),
+                    "auth": a.remote.credentials.auth().describe(),
                     "layout": layout_name(a.local.layout),
                     "local": a.local.path,
                     "state": account::state_path(config, a),
@@ -173,6 +174,7 @@ fn check_config(config: &Config, json: bool) -> i32 {
             a.local.path.display(),
             layout_name(a.local.layout)
         );
+        println!("    login: {}", a.remote.credentials.auth().describe());
     }
     exit::OK
 }

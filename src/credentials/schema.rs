@@ -319,6 +319,142 @@ fn check_url(url: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    const BASE: &str =
+        "[accounts.a.remote]\ntype = \"imap\"\nhost = \"imap.example.org\"\nuser = \"me\"\n";
+    const LOCAL: &str = "\n[accounts.a.local]\ntype = \"maildir\"\npath = \"/tmp/iw-schema/a\"\n";
+
+    fn parse(remote_extra: &str) -> Result<Auth, String> {
+        let text = format!("{BASE}{remote_extra}{LOCAL}");
+        crate::config::parse(Path::new("/c.toml"), &text)
+            .map(|c| c.accounts[0].remote.credentials.auth().clone())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_keyring_is_the_default() {
+        assert_eq!(parse(""), Ok(Auth::Password(PasswordSource::Keyring)));
+        assert_eq!(
+            parse("password = { keyring = true }\n"),
+            Ok(Auth::Password(PasswordSource::Keyring))
+        );
+        assert_eq!(
+            parse("password.keyring = true\n"),
+            Ok(Auth::Password(PasswordSource::Keyring))
+        );
+    }
+
+    #[test]
+    fn commands_plain_passwords_and_mistakes() {
+        let Ok(Auth::Password(PasswordSource::Command(c))) =
+            parse("password.command = [\"pass\", \"show\", \"x\"]\npassword.timeout = 5\n")
+        else {
+            panic!("not a command");
+        };
+        assert_eq!(c.argv(), ["pass", "show", "x"]);
+        assert_eq!(c.timeout(), Duration::from_secs(5));
+        assert!(matches!(
+            parse("password = \"hunter2\"\n"),
+            Ok(Auth::Password(PasswordSource::Plain(_)))
+        ));
+        for (extra, message) in [
+            (
+                "password.command = []\n",
+                "accounts.a.remote.password.command: needs the program",
+            ),
+            (
+                "password.keyring = false\n",
+                "accounts.a.remote.password.keyring: false leaves no password",
+            ),
+            (
+                "password.timeout = 5\n",
+                "accounts.a.remote.password.timeout: only applies",
+            ),
+            (
+                "password.command = [\"x\"]\npassword.timeout = 0\n",
+                "must be at least 1",
+            ),
+            ("password = \"\"\n", "accounts.a.remote.password: is empty"),
+            (
+                "password.comand = [\"x\"]\n",
+                "accounts.a.remote.password.comand: unknown key `comand`",
+            ),
+            ("password = 3\n", "a string, or a table"),
+        ] {
+            let e = parse(extra).unwrap_err();
+            assert!(e.contains(message), "{extra}: {e}");
+            assert!(e.starts_with("/c.toml:5:"), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn oauth2_presets_custom_endpoints_and_commands() {
+        let Ok(Auth::OAuth2(o)) =
+            parse("[accounts.a.remote.oauth2]\nprovider = \"gmail\"\nclient_id = \"id\"\n")
+        else {
+            panic!("not oauth2");
+        };
+        let TokenSource::Refresh(flow) = &o.token else {
+            panic!("no flow")
+        };
+        assert_eq!(flow.token_url, "https://oauth2.googleapis.com/token");
+        assert_eq!(flow.scope.as_deref(), Some("https://mail.google.com/"));
+        assert_eq!(o.mechanism, None);
+        let Ok(Auth::OAuth2(o)) = parse(
+            "oauth2.token_command = [\"oama\", \"access\", \"me\"]\noauth2.mechanism = \"XOAUTH2\"\n",
+        ) else {
+            panic!("not oauth2");
+        };
+        assert_eq!(o.mechanism, Some(Mechanism::XOAuth2));
+        assert!(matches!(o.token, TokenSource::Command(_)));
+        for (extra, message) in [
+            (
+                "password = \"x\"\noauth2.provider = \"gmail\"\n",
+                "cannot be combined with password",
+            ),
+            (
+                "oauth2.provider = \"yahoo\"\noauth2.client_id = \"i\"\n",
+                "known providers: gmail, outlook",
+            ),
+            (
+                "oauth2.provider = \"gmail\"\n",
+                "oauth2.client_id: is required",
+            ),
+            (
+                "oauth2.client_id = \"i\"\n",
+                "needs token_command, or provider",
+            ),
+            (
+                "oauth2.token_url = \"http://example.org/t\"\noauth2.client_id = \"i\"\n",
+                "plain HTTP",
+            ),
+            (
+                "oauth2.token_command = [\"x\"]\noauth2.client_id = \"i\"\n",
+                "excludes the built-in refresh flow",
+            ),
+            (
+                "oauth2.mechanism = \"plain\"\noauth2.token_command = [\"x\"]\n",
+                "expected \"xoauth2\" or \"oauthbearer\"",
+            ),
+        ] {
+            let e = parse(extra).unwrap_err();
+            assert!(e.contains(message), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn no_secret_of_the_configuration_shows_in_debug_output() {
+        let text = format!(
+            "{BASE}password = \"pw-one-1a\"{LOCAL}\n[accounts.b.remote]\ntype = \"imap\"\nhost = \"h\"\nuser = \"u\"\n[accounts.b.remote.oauth2]\nprovider = \"outlook\"\nclient_id = \"id\"\nclient_secret = \"cs-two-2b\"\n[accounts.b.local]\ntype = \"maildir\"\npath = \"/tmp/iw-schema/b\"\n"
+        );
+        let config = crate::config::parse(Path::new("/c.toml"), &text).unwrap();
+        let shown = format!("{config:?} {:#?}", config.accounts);
+        for secret in ["pw-one-1a", "cs-two-2b"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("Secret(<redacted>)"));
+    }
 
     #[test]
     fn urls_must_be_https_unless_loopback() {

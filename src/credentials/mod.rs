@@ -459,6 +459,84 @@ mod tests {
         assert_eq!(runs(), 2);
     }
 
+    /// A token endpoint on 127.0.0.1 answering request n with `answers[n]`; returns its URL and
+    /// the count of requests served.
+    fn token_endpoint(
+        answers: Vec<String>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        std::thread::spawn(move || {
+            for (answer, stream) in answers.into_iter().zip(listener.incoming()) {
+                let Ok(mut stream) = stream else { return };
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                // Headers, then the short form body.
+                while let Ok(n) = stream.read(&mut buf) {
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen);
+                    if n == 0 || text.contains("client_id=") {
+                        break;
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        (url, served)
+    }
+
+    #[tokio::test]
+    async fn an_access_token_is_cached_until_shortly_before_it_expires() {
+        let answer = |token: &str, seconds: u64| {
+            format!(r#"{{"access_token":"{token}","expires_in":{seconds}}}"#)
+        };
+        let (url, served) = token_endpoint(vec![
+            answer("token-1", 3600),
+            answer("token-2", 30),
+            answer("token-3", 3600),
+        ]);
+        let flow = oauth2::RefreshFlow {
+            token_url: url,
+            client_id: "id".into(),
+            client_secret: None,
+            authorize_url: None,
+            scope: None,
+            authorize_params: Vec::new(),
+            timeout: Duration::from_secs(10),
+        };
+        let c = Credentials::new(
+            "acct",
+            Auth::OAuth2(OAuth2Config {
+                mechanism: None,
+                token: TokenSource::Refresh(flow),
+            }),
+        );
+        // As if read from the keyring before.
+        c.cache.lock().await.refresh_token = Some(Secret::new("refresh".into()));
+        let token = |login: Login| match login {
+            Login::Bearer { token, .. } => token.expose().to_owned(),
+            Login::Password(_) => panic!("a password"),
+        };
+        let served = || served.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(token(c.login().await.unwrap()), "token-1");
+        assert_eq!(token(c.login().await.unwrap()), "token-1");
+        assert_eq!(served(), 1, "a valid token is not refreshed");
+        // Refused by the server: refreshed at once.
+        assert!(c.rejected().await);
+        assert_eq!(token(c.login().await.unwrap()), "token-2");
+        // Valid for 30 s only, less than the margin: not used again.
+        assert_eq!(token(c.login().await.unwrap()), "token-3");
+        assert_eq!(served(), 3);
+    }
+
     #[test]
     fn credential_errors_are_found_in_the_chain() {
         let e = crate::account::AccountError::Sync(crate::engine::SyncError::Store {

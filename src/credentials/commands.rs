@@ -64,6 +64,9 @@ pub fn password_set(config: &Config, name: &str) -> i32 {
         Ok(a) => a,
         Err(code) => return code,
     };
+    if let Err(e) = keyring::reachable() {
+        return keyring_failed(name, e);
+    }
     let password = match read_password(account) {
         Ok(p) => p,
         Err(message) => {

@@ -85,6 +85,12 @@ fn entry(
         .map_err(|e| classify(&e))
 }
 
+/// Whether a Secret Service answers, so a person is not asked for a password that cannot be
+/// stored.
+pub fn reachable() -> Result<(), KeyringError> {
+    store().map(drop)
+}
+
 /// The secret stored for `account` under `service`; `None` when there is none.
 pub fn get(service: &str, account: &str) -> Result<Option<Secret>, KeyringError> {
     let store = store()?;

@@ -220,9 +220,13 @@ pub async fn run(
                     let mut delay = backoff.next_delay(rand::random());
                     // A missing or locked secret is the user's to fix, not the network's: show it
                     // as an account error, and look again often enough that storing the password
-                    // is soon noticed.
-                    let credentials = crate::credentials::credential_error(&e).is_some();
-                    if credentials {
+                    // is soon noticed. Not for a locked keyring: each look may show the desktop's
+                    // unlock dialog, which must not pop up every half minute.
+                    let credential = crate::credentials::credential_error(&e);
+                    let credentials = credential.is_some();
+                    if credential.is_some_and(|c| {
+                        !matches!(c, crate::credentials::CredentialError::Locked { .. })
+                    }) {
                         delay = delay.min(CREDENTIALS_RETRY_MAX);
                     }
                     tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "sync failed");

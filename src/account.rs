@@ -1,5 +1,6 @@
 //! One account's one-shot sync: the lock, the state database, the two stores, and the engine.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -8,12 +9,12 @@ use crate::engine::{self, FolderReport, Observer, SyncError, SyncOptions};
 use crate::hooks::HookEvent;
 use crate::model::FolderName;
 use crate::plan::Side;
-use crate::state::StateDb;
+use crate::state::{FolderCount, StateDb};
 use crate::store::Store;
 use crate::store::imap::ImapStore;
 use crate::store::maildir::MaildirStore;
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct AccountReport {
     pub account: String,
     pub folders: Vec<FolderReport>,
@@ -89,6 +90,9 @@ pub fn state_path(config: &Config, account: &Account) -> PathBuf {
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub folders: Vec<FolderName>,
+    /// Folders a person asked for: one that exists on neither side is an error in the report,
+    /// not silently nothing (as for a wake-up about a folder deleted meanwhile).
+    pub required_folders: Vec<FolderName>,
     pub dry_run: bool,
     pub allow_mass_delete: bool,
 }
@@ -196,9 +200,22 @@ impl AccountSession {
             guard: self.account.mass_delete,
             scratch_dir: self.scratch_dir.clone(),
         };
-        let result =
+        let mut result =
             engine::sync_folders(remote, &mut self.local, &mut self.state, &options, observer)
                 .await;
+        if let Ok(reports) = &mut result {
+            for folder in &run.required_folders {
+                if !reports.iter().any(|r| r.folder == folder.as_str()) {
+                    reports.push(FolderReport {
+                        folder: folder.to_string(),
+                        error: Some(format!(
+                            "no folder named \"{folder}\" on the server or in the Maildir"
+                        )),
+                        ..FolderReport::default()
+                    });
+                }
+            }
+        }
         if result.is_err() && !remote.is_alive() {
             self.remote = None;
         }
@@ -218,6 +235,11 @@ impl AccountSession {
             run_hook(&self.account, HookEvent::Postsync, None, total).await;
         }
         Ok(result?)
+    }
+
+    /// Messages in step per folder, as of the last sync.
+    pub fn counts(&self) -> Result<BTreeMap<String, FolderCount>, AccountError> {
+        Ok(self.state.message_counts()?)
     }
 
     pub async fn close(&mut self) {

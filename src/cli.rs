@@ -49,8 +49,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Sync accounts once and exit
+    /// Sync now: through the daemon when it runs (waiting for the result), else in this process
     Sync(SyncArgs),
+    /// Show what the daemon is doing: each account's state, unseen mail, last sync, errors
+    Status(StatusArgs),
+    /// Stop syncing an account (until resumed, or for a while); survives a daemon restart
+    Pause(PauseArgs),
+    /// Sync a paused account again
+    Resume(ResumeArgs),
+    /// Print one line per daemon event (syncs, new mail, state changes), for status bars
+    Watch(WatchArgs),
     /// Keep every account in step in real time, until stopped (the systemd service runs this)
     Daemon(DaemonArgs),
     /// Check the configuration file and print what it configures
@@ -70,11 +78,15 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// Accounts to sync [default: all]
+    /// The account to sync [default: every account that is not paused]
     #[arg(value_name = "ACCOUNT")]
-    pub accounts: Vec<String>,
+    pub account: Option<String>,
 
-    /// Only this folder (as named on the server, with / between levels); repeatable
+    /// Only these folders of ACCOUNT (as named on the server, with / between levels)
+    #[arg(value_name = "FOLDER", requires = "account")]
+    pub folder_args: Vec<String>,
+
+    /// Only this folder (in every account when no ACCOUNT is given); repeatable
     #[arg(short, long = "folder", value_name = "FOLDER")]
     pub folders: Vec<String>,
 
@@ -89,6 +101,42 @@ pub struct SyncArgs {
     /// Print the result as JSON on standard output
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON on standard output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The account to pause
+    #[arg(value_name = "ACCOUNT")]
+    pub account: String,
+
+    /// How long, e.g. 90s, 15m, 1h30m, 2days [default: until `idlewild resume`]
+    #[arg(long = "for", value_name = "DURATION")]
+    pub duration: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The account to resume
+    #[arg(value_name = "ACCOUNT")]
+    pub account: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// One JSON object per line, with waybar's text/tooltip/class/alt keys
+    #[arg(long, conflicts_with = "bar")]
+    pub json: bool,
+
+    /// Only the status text (unseen count and state), printed when it changes (polybar, i3blocks)
+    #[arg(long)]
+    pub bar: bool,
 }
 
 #[derive(Debug, Args)]

@@ -85,7 +85,7 @@ impl SyncError {
 }
 
 /// What happened to one folder.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FolderReport {
     pub folder: String,
     pub downloaded: usize,

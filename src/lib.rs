@@ -4,15 +4,18 @@
 
 pub mod account;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
+pub mod dbus;
 pub mod engine;
 pub mod hooks;
 pub mod logging;
 pub mod message;
 pub mod model;
 pub mod notify;
+pub mod pause;
 pub mod plan;
 pub mod progress;
 pub mod recover;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use idlewild::account::{self, AccountReport, RunOptions};
 use idlewild::cli::{self, Cli, Command, SyncArgs, exit};
+use idlewild::client::{self, WatchFormat};
 use idlewild::config::{self, Config};
 use idlewild::engine::{NoObserver, Observer};
 use idlewild::logging::{self, LogTargetChoice};
@@ -37,6 +38,22 @@ fn main() -> ExitCode {
             Ok(config) => sync(&config, args, interactive && !cli.quiet && cli.verbose == 0),
             Err(code) => code,
         },
+        Command::Status(args) => status(args.json),
+        Command::Pause(args) => match load_config(&cli) {
+            Ok(config) => pause(&config, &args.account, args.duration.as_deref()),
+            Err(code) => code,
+        },
+        Command::Resume(args) => match load_config(&cli) {
+            Ok(config) => resume(&config, &args.account),
+            Err(code) => code,
+        },
+        Command::Watch(args) => watch(if args.json {
+            WatchFormat::Json
+        } else if args.bar {
+            WatchFormat::Bar
+        } else {
+            WatchFormat::Text
+        }),
     };
     ExitCode::from(code as u8)
 }
@@ -180,30 +197,28 @@ fn check_config(config: &Config, json: bool) -> i32 {
 }
 
 fn sync(config: &Config, args: &SyncArgs, show_bars: bool) -> i32 {
-    let mut selected = Vec::new();
-    for name in &args.accounts {
-        match config.account(name) {
-            Some(a) => selected.push(a),
+    let named = match &args.account {
+        Some(name) => match config.account(name) {
+            Some(a) => Some(a),
             None => {
-                let known: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
-                eprintln!(
-                    "idlewild: no account named \"{name}\" in {} (accounts: {})",
-                    config.path.display(),
-                    known.join(", ")
-                );
+                eprintln!("idlewild: {}", unknown_account(config, name));
                 return exit::USAGE;
             }
-        }
-    }
-    if selected.is_empty() {
-        selected = config.accounts.iter().collect();
-    }
-    if selected.is_empty() {
+        },
+        None => None,
+    };
+    if config.accounts.is_empty() {
         eprintln!("idlewild: {} configures no accounts", config.path.display());
         return exit::USAGE;
     }
+    let wanted: Vec<String> = args
+        .folder_args
+        .iter()
+        .chain(&args.folders)
+        .cloned()
+        .collect();
     let mut folders = Vec::new();
-    for f in &args.folders {
+    for f in &wanted {
         match FolderName::new(f) {
             Some(name) => folders.push(name),
             None => {
@@ -212,14 +227,44 @@ fn sync(config: &Config, args: &SyncArgs, show_bars: bool) -> i32 {
             }
         }
     }
-    let run = RunOptions {
-        folders,
-        dry_run: args.dry_run,
-        allow_mass_delete: args.allow_mass_delete,
-    };
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
+    };
+    // The daemon holds the accounts' locks: when it runs, it does the work. A dry run changes
+    // nothing and needs no lock, so it always runs here.
+    if !args.dry_run
+        && let Ok(daemon) = runtime.block_on(client::connect())
+    {
+        return sync_through_daemon(&runtime, &daemon, args, &wanted, show_bars);
+    }
+    let now = std::time::SystemTime::now();
+    let mut selected = Vec::new();
+    let mut skipped = Vec::new();
+    for account in named.map_or_else(|| config.accounts.iter().collect(), |a| vec![a]) {
+        match idlewild::pause::load(&config.state_dir, &account.name, now) {
+            Some(p) if !args.dry_run => {
+                if named.is_some() {
+                    eprintln!(
+                        "idlewild: account {0} is paused {1}; run `idlewild resume {0}` to sync it",
+                        account.name,
+                        p.describe()
+                    );
+                    return exit::FAILED;
+                }
+                skipped.push(format!("{} (paused {})", account.name, p.describe()));
+            }
+            _ => selected.push(account),
+        }
+    }
+    if !skipped.is_empty() {
+        eprintln!("idlewild: skipped {}", skipped.join(", "));
+    }
+    let run = RunOptions {
+        required_folders: folders.clone(),
+        folders,
+        dry_run: args.dry_run,
+        allow_mass_delete: args.allow_mass_delete,
     };
     let reports: Vec<AccountReport> = runtime.block_on(async {
         let tasks = selected.iter().map(|account| {
@@ -240,12 +285,206 @@ fn sync(config: &Config, args: &SyncArgs, show_bars: bool) -> i32 {
         futures_util::future::join_all(tasks).await
     });
     print_reports(&reports, args);
+    exit_code(&reports)
+}
+
+fn exit_code(reports: &[AccountReport]) -> i32 {
     if reports.iter().any(AccountReport::failed) {
         exit::FAILED
     } else if reports.iter().any(AccountReport::refused) {
         exit::REFUSED
     } else {
         exit::OK
+    }
+}
+
+fn unknown_account(config: &Config, name: &str) -> String {
+    let known: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+    format!(
+        "no account named \"{name}\" in {} (accounts: {})",
+        config.path.display(),
+        known.join(", ")
+    )
+}
+
+fn sync_through_daemon(
+    runtime: &tokio::runtime::Runtime,
+    daemon: &client::Daemon,
+    args: &SyncArgs,
+    folders: &[String],
+    show_spinner: bool,
+) -> i32 {
+    let spinner = show_spinner.then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let result = runtime.block_on(daemon.sync(
+        args.account.as_deref(),
+        folders,
+        args.allow_mass_delete,
+        |job| {
+            tracing::info!(job, "the daemon runs the sync");
+            if let Some(bar) = &spinner {
+                bar.set_message(format!("the daemon is syncing (job {job})"));
+            }
+        },
+    ));
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    match result {
+        Ok(job) => {
+            print_reports(&job.reports, args);
+            if job.reports.is_empty() && !job.error.is_empty() {
+                eprintln!("idlewild: {}", job.error);
+            }
+            match job.status.as_str() {
+                "ok" => exit::OK,
+                "refused" => exit::REFUSED,
+                _ => exit::FAILED,
+            }
+        }
+        Err(e) => {
+            eprintln!("idlewild: {e}");
+            if e.is_usage() {
+                exit::USAGE
+            } else {
+                exit::FAILED
+            }
+        }
+    }
+}
+
+fn status(json: bool) -> i32 {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let daemon = client::connect().await?;
+        daemon.manager.status().await.map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(accounts) => {
+            if json {
+                println!("{:#}", client::status_json(&accounts));
+            } else {
+                client::print_status(&accounts, std::time::SystemTime::now());
+            }
+            exit::OK
+        }
+        Err(why) => {
+            if json {
+                println!("{}", serde_json::json!({"daemon": false, "error": why}));
+            }
+            eprintln!(
+                "idlewild: {why}. Start it with `systemctl --user start idlewild` (or `idlewild daemon`)"
+            );
+            exit::FAILED
+        }
+    }
+}
+
+fn pause(config: &Config, account: &str, duration: Option<&str>) -> i32 {
+    if config.account(account).is_none() {
+        eprintln!("idlewild: {}", unknown_account(config, account));
+        return exit::USAGE;
+    }
+    let seconds = match duration.map(client::parse_pause).transpose() {
+        Ok(s) => s.unwrap_or(0),
+        Err(e) => {
+            eprintln!("idlewild: --for: {e}");
+            return exit::USAGE;
+        }
+    };
+    let pause =
+        idlewild::pause::Pause::for_seconds(u64::from(seconds), std::time::SystemTime::now());
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let answer = runtime.block_on(async {
+        match client::connect().await {
+            Ok(daemon) => Some(daemon.manager.pause(account, seconds).await),
+            Err(_) => None,
+        }
+    });
+    match answer {
+        Some(Ok(())) => {
+            println!("paused {account} {}", pause.describe());
+            exit::OK
+        }
+        Some(Err(e)) => {
+            eprintln!("idlewild: {}", client::ClientError::from(e));
+            exit::FAILED
+        }
+        // Without a daemon the pause is recorded for the daemon's next start and for
+        // `idlewild sync`.
+        None => match idlewild::pause::save(&config.state_dir, account, &pause) {
+            Ok(()) => {
+                println!(
+                    "paused {account} {} (the daemon is not running; the pause holds when it starts, and for `idlewild sync`)",
+                    pause.describe()
+                );
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("idlewild: {e}");
+                exit::FAILED
+            }
+        },
+    }
+}
+
+fn resume(config: &Config, account: &str) -> i32 {
+    if config.account(account).is_none() {
+        eprintln!("idlewild: {}", unknown_account(config, account));
+        return exit::USAGE;
+    }
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let answer = runtime.block_on(async {
+        match client::connect().await {
+            Ok(daemon) => Some(daemon.manager.resume(account).await),
+            Err(_) => None,
+        }
+    });
+    match answer {
+        Some(Ok(())) => {
+            println!("resumed {account}");
+            exit::OK
+        }
+        Some(Err(e)) => {
+            eprintln!("idlewild: {}", client::ClientError::from(e));
+            exit::FAILED
+        }
+        None => match idlewild::pause::clear(&config.state_dir, account) {
+            Ok(()) => {
+                println!("resumed {account} (the daemon is not running)");
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("idlewild: {e}");
+                exit::FAILED
+            }
+        },
+    }
+}
+
+fn watch(format: WatchFormat) -> i32 {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(client::watch(format)) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("idlewild: watch: {e}");
+            exit::FAILED
+        }
     }
 }
 

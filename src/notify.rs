@@ -48,6 +48,9 @@ impl NotifySocket {
 
     fn send(&self, message: &[u8]) -> std::io::Result<()> {
         let socket = UnixDatagram::unbound()?;
+        // Never block the daemon: a manager that does not read (a full receive queue) loses a
+        // status line rather than stalling every account.
+        socket.set_nonblocking(true)?;
         let sent = match self {
             NotifySocket::Path(path) => socket.send_to(message, path)?,
             NotifySocket::Abstract(name) => {
@@ -278,5 +281,26 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         let b = monotonic_usec().unwrap();
         assert!(b > a, "{a} then {b}");
+    }
+
+    /// Regression: a manager that stops reading filled the socket's queue and blocked the
+    /// daemon's main task on the next status line, stalling every account.
+    #[test]
+    fn a_full_notification_queue_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let _unread = UnixDatagram::bind(&path).unwrap();
+        let socket = NotifySocket::Path(path);
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let failures = (0..2000)
+                .filter(|_| socket.send(b"STATUS=x").is_err())
+                .count();
+            let _ = done.send(failures);
+        });
+        let failures = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("sending blocked on a full queue");
+        assert!(failures > 0, "the queue never filled up");
     }
 }

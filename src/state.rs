@@ -6,6 +6,7 @@
 //! before each copy (`pending` set), the copy is made, then the row is confirmed. Every write
 //! method is one transaction.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -64,6 +65,13 @@ fn migrate(conn: &mut Connection, version: usize) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// A folder's message count, for status displays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FolderCount {
+    pub total: u32,
+    pub unseen: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +258,34 @@ impl StateDb {
             )
             .map(|n| n as usize)
             .map_err(|e| self.err(e))
+    }
+
+    /// Messages in step per folder, and how many of them lack \Seen; messages marked
+    /// \Deleted are not counted (a mail client hides them too).
+    pub fn message_counts(&self) -> Result<BTreeMap<String, FolderCount>, StateError> {
+        let seen = i64::from(Flags::SEEN.bits());
+        let deleted = i64::from(Flags::DELETED.bits());
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT f.name, count(m.id), coalesce(sum(m.flags & ?1 = 0), 0)
+                 FROM folders f LEFT JOIN messages m
+                   ON m.folder = f.id AND m.pending IS NULL AND m.flags & ?2 = 0
+                 GROUP BY f.id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![seen, deleted], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    FolderCount {
+                        total: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(u32::MAX),
+                        unseen: u32::try_from(r.get::<_, i64>(2)?).unwrap_or(u32::MAX),
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// The confirmed message pairs of a folder.
@@ -616,5 +652,37 @@ mod tests {
         );
         // The failed transaction left nothing behind.
         assert_eq!(db.count(f.id).unwrap(), 1);
+    }
+
+    #[test]
+    fn counts_leave_out_pending_and_deleted_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(&dir.path().join("a.sqlite")).unwrap();
+        let inbox = db.ensure_folder(&FolderName::inbox()).unwrap();
+        let empty = db
+            .ensure_folder(&FolderName::new("Empty").unwrap())
+            .unwrap();
+        db.replace_folder_pairs(
+            inbox.id,
+            None,
+            &[
+                (Some(id("1")), Some(id("a")), Flags::SEEN),
+                (Some(id("2")), Some(id("b")), Flags::FLAGGED),
+                (Some(id("3")), Some(id("c")), Flags::DELETED),
+            ],
+        )
+        .unwrap();
+        db.begin_downloads(inbox.id, &[(id("4"), id("d"), Flags::empty())])
+            .unwrap();
+        let counts = db.message_counts().unwrap();
+        assert_eq!(
+            counts["INBOX"],
+            FolderCount {
+                total: 2,
+                unseen: 1
+            }
+        );
+        assert_eq!(counts["Empty"], FolderCount::default());
+        let _ = empty;
     }
 }

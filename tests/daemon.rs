@@ -4,126 +4,13 @@
 mod common;
 mod support;
 
-use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::daemon::{Daemon, eventually, local_count};
 use common::{Env, set_local_flags};
 use idlewild::model::Flags;
+use support::bus::PrivateBus;
 use support::corpus;
-
-/// The daemon child; killed (SIGKILL, by PID) if the test ends without stopping it.
-struct Daemon {
-    child: Child,
-    notify: UnixDatagram,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(env: &Env, watchdog_usec: Option<u64>) -> Daemon {
-        Self::start_with(env, watchdog_usec, &[])
-    }
-
-    fn start_with(env: &Env, watchdog_usec: Option<u64>, vars: &[(&str, &str)]) -> Daemon {
-        let socket_path = env.dir.path().join("notify.sock");
-        let _ = std::fs::remove_file(&socket_path);
-        let notify = UnixDatagram::bind(&socket_path).expect("bind notify socket");
-        notify
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        let log = env.dir.path().join("daemon.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = env.command(&["daemon", "--log", "stderr"]);
-        cmd.env("NOTIFY_SOCKET", &socket_path)
-            .env("IDLEWILD_LOG", "idlewild=debug")
-            .env_remove("WATCHDOG_PID")
-            .stdout(Stdio::null())
-            .stderr(log_file);
-        match watchdog_usec {
-            Some(usec) => cmd.env("WATCHDOG_USEC", usec.to_string()),
-            None => cmd.env_remove("WATCHDOG_USEC"),
-        };
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn the daemon");
-        Daemon { child, notify, log }
-    }
-
-    /// Waits for a notification line starting with `prefix`; returns every message seen.
-    fn expect_notify(&self, prefix: &str, within: Duration) -> Vec<String> {
-        let deadline = Instant::now() + within;
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(n) = self.notify.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let hit = msg.lines().any(|l| l.starts_with(prefix));
-                seen.push(msg);
-                if hit {
-                    return seen;
-                }
-            }
-        }
-        panic!(
-            "no {prefix} within {within:?}; got {seen:?}\n--- log\n{}",
-            self.log_tail()
-        );
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = std::process::Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    fn log_tail(&self) -> String {
-        common::tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 40)
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Polls `check` until it holds or `within` passes.
-fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("not within {within:?}: {what}");
-}
-
-fn local_count(env: &Env) -> usize {
-    env.count(&env.local())
-}
 
 #[test]
 fn mail_travels_both_ways_while_the_daemon_runs() {
@@ -295,44 +182,6 @@ fn sigterm_during_the_first_sync_loses_nothing() {
     assert_eq!(env.count(&remote), 400);
     assert_eq!(env.count(&local), 400);
     assert!(local["INBOX"].iter().all(|m| m.flags == Flags::SEEN.bits()));
-}
-
-/// A private message bus standing in for the system bus; stopped (by PID) when dropped.
-struct PrivateBus {
-    child: Child,
-    address: String,
-}
-
-impl PrivateBus {
-    fn start() -> PrivateBus {
-        use std::io::BufRead;
-        let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dbus-test.conf");
-        let mut child = std::process::Command::new("dbus-daemon")
-            .args([
-                "--nofork",
-                "--print-address=1",
-                &format!("--config-file={conf}"),
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("dbus-daemon (Debian package dbus)");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("stdout");
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("bus address");
-        PrivateBus {
-            child,
-            address: line.trim().to_owned(),
-        }
-    }
-}
-
-impl Drop for PrivateBus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

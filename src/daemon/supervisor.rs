@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::backoff::Backoff;
+use super::control::JobId;
 use super::local::LocalWatcher;
-use super::{AccountState, Report, Wake};
+use super::{AccountEvent, Control, Report, Wake};
 use crate::account::{AccountSession, RunOptions};
 use crate::config::{Account, Config};
 use crate::engine::NoObserver;
@@ -38,18 +39,35 @@ const CREDENTIALS_RETRY_MAX: Duration = Duration::from_secs(30);
 /// IDLE is re-issued well inside RFC 2177's 29 minutes.
 const IDLE_MAX: Duration = Duration::from_secs(25 * 60);
 
+pub struct Channels {
+    pub reports: mpsc::UnboundedSender<Report>,
+    pub control: mpsc::UnboundedReceiver<Control>,
+    /// Bumped after each resume from suspend.
+    pub resumed: tokio::sync::watch::Receiver<u64>,
+    pub generation: u64,
+}
+
 pub async fn run(
     config: Arc<Config>,
     account: Account,
-    reports: mpsc::Sender<Report>,
-    mut resumed: tokio::sync::watch::Receiver<u64>,
+    channels: Channels,
+    mut paused: bool,
     cancel: CancellationToken,
 ) {
+    let Channels {
+        reports,
+        mut control,
+        mut resumed,
+        generation,
+    } = channels;
     let name = account.name.clone();
-    let report = |state: AccountState| {
-        let _ = reports.try_send(Report {
+    // Unbounded: the main task drains it at once, and a lost job result would leave a client
+    // waiting forever.
+    let report = |event: AccountEvent| {
+        let _ = reports.send(Report {
             account: name.clone(),
-            state,
+            generation,
+            event,
         });
     };
     let (wake_tx, mut wake_rx) = mpsc::channel::<Wake>(1024);
@@ -75,20 +93,39 @@ pub async fn run(
         match AccountSession::open(&config, &account, false) {
             Ok(s) => break s,
             Err(e) => {
-                report(AccountState::Error(e.to_string()));
+                report(AccountEvent::Failed {
+                    jobs: Vec::new(),
+                    error: e.to_string(),
+                    offline: false,
+                });
                 tracing::error!(error = %e, "cannot open the account");
                 let delay = backoff.next_delay(rand::random());
                 tokio::select! {
-                    _ = cancel.cancelled() => return,
+                    _ = cancel.cancelled() => {
+                        report(AccountEvent::Stopped);
+                        return;
+                    }
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
         }
     };
     backoff.reset();
+    report(AccountEvent::Opened {
+        counts: session.counts().unwrap_or_default(),
+    });
+    if paused {
+        report(AccountEvent::Paused);
+    }
+    // Sync requests answered by the next sync, and whether one of them lets mass deletions
+    // through.
+    let mut jobs: Vec<JobId> = Vec::new();
+    let mut jobs_allow_mass_delete = false;
+    // Folders those requests named: a missing one is an error in their answer.
+    let mut required: BTreeSet<FolderName> = BTreeSet::new();
 
     let mut pending: BTreeSet<FolderName> = BTreeSet::new();
-    let mut full_sync_due = Some(Instant::now());
+    let mut full_sync_due = (!paused).then(Instant::now);
     let mut debounce_deadline: Option<Instant> = None;
     let mut burst_started: Option<Instant> = None;
     let mut next_interval = Instant::now() + account.watch.interval;
@@ -97,7 +134,6 @@ pub async fn run(
     // postponing the check.
     let mut clock_tick = tokio::time::interval(CLOCK_CHECK);
     clock_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut first = true;
 
     loop {
         // What is due now: a full sync (start, interval, reconnect, suspend) or the folders of
@@ -105,7 +141,7 @@ pub async fn run(
         let now = Instant::now();
         let full_due = full_sync_due.is_some_and(|t| t <= now);
         let folders_due = debounce_deadline.is_some_and(|t| t <= now) && !pending.is_empty();
-        if full_due || folders_due {
+        if !paused && (full_due || folders_due) {
             let folders: Vec<FolderName> = if full_due {
                 Vec::new()
             } else {
@@ -116,10 +152,14 @@ pub async fn run(
             }
             debounce_deadline = None;
             burst_started = None;
-            report(AccountState::Syncing { first });
-            first = false;
+            let answering = std::mem::take(&mut jobs);
+            report(AccountEvent::Syncing {
+                jobs: answering.clone(),
+            });
             let run = RunOptions {
                 folders: folders.clone(),
+                allow_mass_delete: std::mem::take(&mut jobs_allow_mass_delete),
+                required_folders: std::mem::take(&mut required).into_iter().collect(),
                 ..RunOptions::default()
             };
             let started = Instant::now();
@@ -127,13 +167,18 @@ pub async fn run(
                 Ok(reports) => {
                     backoff.reset();
                     let new_mail: usize = reports.iter().map(|r| r.downloaded).sum();
-                    let failed = reports.iter().find_map(|r| r.error.clone());
                     tracing::info!(
                         folders = reports.len(),
                         new_here = new_mail,
                         ms = started.elapsed().as_millis() as u64,
+                        jobs = ?answering,
                         "synced"
                     );
+                    report(AccountEvent::Synced {
+                        jobs: answering,
+                        folders: reports.clone(),
+                        counts: session.counts().ok(),
+                    });
                     if local_watch.is_none() && account.local.path.is_dir() {
                         local_watch = start_local_watch(&account, &wake_tx);
                         // Anything written between the sync and the watch start is caught here.
@@ -208,13 +253,6 @@ pub async fn run(
                         }
                         watched.extend(wanted);
                     }
-                    report(match failed {
-                        Some(e) => AccountState::Error(e),
-                        None => AccountState::Idle {
-                            last_sync: SystemTime::now(),
-                            new_mail,
-                        },
-                    });
                 }
                 Err(e) => {
                     let mut delay = backoff.next_delay(rand::random());
@@ -230,10 +268,10 @@ pub async fn run(
                         delay = delay.min(CREDENTIALS_RETRY_MAX);
                     }
                     tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "sync failed");
-                    report(if session.connected() || credentials {
-                        AccountState::Error(e.to_string())
-                    } else {
-                        AccountState::Offline(e.to_string())
+                    report(AccountEvent::Failed {
+                        jobs: answering,
+                        error: e.to_string(),
+                        offline: !session.connected() && !credentials,
                     });
                     // Whatever was asked is retried as a full sync after the delay.
                     full_sync_due = Some(Instant::now() + delay);
@@ -242,15 +280,80 @@ pub async fn run(
             continue;
         }
 
-        let deadline = [full_sync_due, debounce_deadline, Some(next_interval)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now + CLOCK_CHECK);
+        // A paused account has no deadlines: only a request or a stop wakes it.
+        let deadline = if paused {
+            now + CLOCK_CHECK
+        } else {
+            [full_sync_due, debounce_deadline, Some(next_interval)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now + CLOCK_CHECK)
+        };
         tokio::select! {
             _ = cancel.cancelled() => break,
+            request = control.recv() => {
+                let Some(request) = request else { break };
+                match request {
+                    Control::Sync { job, folders, allow_mass_delete } if !paused => {
+                        jobs.push(job);
+                        jobs_allow_mass_delete |= allow_mass_delete;
+                        required.extend(folders.iter().cloned());
+                        // Asked for by a person: now, and the next sync covers it.
+                        if folders.is_empty() || full_sync_due.is_some() {
+                            full_sync_due = Some(Instant::now());
+                        } else {
+                            pending.extend(folders);
+                            debounce_deadline = Some(Instant::now());
+                        }
+                    }
+                    Control::Sync { job, .. } => {
+                        report(AccountEvent::Dropped {
+                            jobs: vec![job],
+                            error: format!("account {name} was paused before the sync started"),
+                        });
+                    }
+                    Control::Pause if !paused => {
+                        paused = true;
+                        if !jobs.is_empty() {
+                            report(AccountEvent::Dropped {
+                                jobs: std::mem::take(&mut jobs),
+                                error: format!("account {name} was paused before the sync started"),
+                            });
+                            required.clear();
+                        }
+                        jobs_allow_mass_delete = false;
+                        // Hands off the server: no connection stays open while paused.
+                        watchers_cancel.cancel();
+                        watchers_cancel = cancel.child_token();
+                        watched.clear();
+                        session.close().await;
+                        pending.clear();
+                        full_sync_due = None;
+                        debounce_deadline = None;
+                        burst_started = None;
+                        tracing::info!("paused");
+                        report(AccountEvent::Paused);
+                    }
+                    Control::Resume if !paused => {
+                        // A person asks to try again now (e.g. after fixing a password).
+                        full_sync_due = Some(Instant::now());
+                    }
+                    Control::Resume => {
+                        paused = false;
+                        tracing::info!("resumed");
+                        // Anything may have changed meanwhile, and the watchers are gone.
+                        full_sync_due = Some(Instant::now());
+                        next_interval = Instant::now() + account.watch.interval;
+                    }
+                    Control::Pause => {}
+                }
+            }
             wake = wake_rx.recv() => {
                 let Some(wake) = wake else { break };
+                if paused {
+                    continue;
+                }
                 let quiet = match wake {
                     Wake::ServerChanged(folder) => {
                         pending.insert(folder);
@@ -272,11 +375,11 @@ pub async fn run(
                 debounce_deadline = Some(debounce_deadline.map_or(proposed, |d| d.max(proposed).min(started + DEBOUNCE_MAX)));
             }
             _ = sleep_until(deadline) => {
-                if Instant::now() >= next_interval {
+                if !paused && Instant::now() >= next_interval {
                     full_sync_due.get_or_insert(Instant::now());
                 }
             }
-            Ok(()) = resumed.changed() => {
+            Ok(()) = resumed.changed(), if !paused => {
                 // Every connection may be dead after a suspend: make them all anew.
                 watchers_cancel.cancel();
                 watchers_cancel = cancel.child_token();
@@ -285,7 +388,7 @@ pub async fn run(
                 full_sync_due = Some(Instant::now());
             }
             _ = clock_tick.tick() => {
-                if clock.jumped() {
+                if clock.jumped() && !paused {
                     // After a suspend every connection is suspect: start over with a full sync
                     // on a new connection; the watchers notice their own dead sockets.
                     tracing::info!("the wall clock jumped (suspend or clock change): resyncing");
@@ -300,7 +403,13 @@ pub async fn run(
     watchers.close();
     session.close().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), watchers.wait()).await;
-    report(AccountState::Stopped);
+    if !jobs.is_empty() {
+        report(AccountEvent::Dropped {
+            jobs,
+            error: format!("account {name} was stopped before the sync started"),
+        });
+    }
+    report(AccountEvent::Stopped);
 }
 
 fn start_local_watch(account: &Account, wake: &mpsc::Sender<Wake>) -> Option<LocalWatcher> {

@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 
 use idlewild::model::Flags;
 
+pub mod daemon;
+
 use crate::support::dovecot::Dovecot;
 use crate::support::imapctl::ImapCtl;
 
@@ -85,6 +87,10 @@ impl Env {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_idlewild"));
         cmd.arg("--config").arg(self.config_path()).args(args);
         cmd.env("IDLEWILD_LOG", "idlewild=debug");
+        // No session bus unless a test gives one: a daemon or client of the test must never
+        // reach a bus outside it (nor another test's).
+        cmd.env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("no-runtime-dir"));
         cmd
     }
 

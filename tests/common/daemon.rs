@@ -1,0 +1,121 @@
+//! The daemon as a child process of a test: started with a notification socket the test binds
+//! in place of systemd's, logging to a file; killed by PID if the test ends without stopping it.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Env;
+
+/// The daemon child; killed (SIGKILL, by PID) if the test ends without stopping it.
+pub struct Daemon {
+    pub child: Child,
+    pub notify: UnixDatagram,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(env: &Env, watchdog_usec: Option<u64>) -> Daemon {
+        Self::start_with(env, watchdog_usec, &[])
+    }
+
+    pub fn start_with(env: &Env, watchdog_usec: Option<u64>, vars: &[(&str, &str)]) -> Daemon {
+        let socket_path = env.dir.path().join("notify.sock");
+        let _ = std::fs::remove_file(&socket_path);
+        let notify = UnixDatagram::bind(&socket_path).expect("bind notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let log = env.dir.path().join("daemon.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = env.command(&["daemon", "--log", "stderr"]);
+        cmd.env("NOTIFY_SOCKET", &socket_path)
+            .env("IDLEWILD_LOG", "idlewild=debug")
+            .env_remove("WATCHDOG_PID")
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        match watchdog_usec {
+            Some(usec) => cmd.env("WATCHDOG_USEC", usec.to_string()),
+            None => cmd.env_remove("WATCHDOG_USEC"),
+        };
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn the daemon");
+        Daemon { child, notify, log }
+    }
+
+    /// Waits for a notification line starting with `prefix`; returns every message seen.
+    pub fn expect_notify(&self, prefix: &str, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let hit = msg.lines().any(|l| l.starts_with(prefix));
+                seen.push(msg);
+                if hit {
+                    return seen;
+                }
+            }
+        }
+        panic!(
+            "no {prefix} within {within:?}; got {seen:?}\n--- log\n{}",
+            self.log_tail()
+        );
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    pub fn log_tail(&self) -> String {
+        super::tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 40)
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `check` until it holds or `within` passes.
+pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("not within {within:?}: {what}");
+}
+
+pub fn local_count(env: &Env) -> usize {
+    env.count(&env.local())
+}

@@ -63,6 +63,12 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Check the configuration file and print what it configures
     CheckConfig(CheckConfigArgs),
+    /// Store, delete or check an account's password in the system keyring
+    #[command(subcommand)]
+    Password(PasswordCommand),
+    /// Authorize idlewild with an OAuth2 provider and keep the refresh token in the keyring
+    #[command(subcommand, name = "oauth2")]
+    OAuth2(OAuth2Command),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -152,6 +158,40 @@ pub struct CheckConfigArgs {
     /// Print the result as JSON on standard output
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PasswordCommand {
+    /// Store the password in the keyring (read without echo, or from standard input)
+    Set {
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+    },
+    /// Delete the password (and any OAuth2 refresh token) from the keyring
+    Delete {
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+    },
+    /// Log in to the server once and say whether it worked
+    Check {
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OAuth2Command {
+    /// Sign in through a browser (authorization code with PKCE) and store the refresh token
+    Authorize {
+        #[arg(value_name = "ACCOUNT")]
+        account: String,
+        /// Loopback port the browser is sent back to [default: any free port]
+        #[arg(long, value_name = "PORT", default_value_t = 0)]
+        port: u16,
+        /// Seconds to wait for the browser
+        #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

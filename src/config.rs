@@ -12,9 +12,16 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-/// A secret that never shows up in a log line, an error or a panic message.
+/// A secret that never shows up in a log line, an error or a panic message: its `Debug` is
+/// redacted, it has no `Display`, and its memory is wiped when it is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl Secret {
     pub fn new(value: String) -> Self {
@@ -60,7 +67,8 @@ pub struct ImapConfig {
     pub port: u16,
     pub tls: TlsMode,
     pub user: String,
-    pub password: Option<Secret>,
+    /// How the account logs in, with the secret once fetched (shared by clones).
+    pub credentials: crate::credentials::Credentials,
     pub ca_file: Option<PathBuf>,
     /// SHA-256 of the server certificate (DER); when set, that exact certificate is accepted
     /// and no other.
@@ -257,7 +265,8 @@ struct FileImap {
     #[serde(default = "default_tls")]
     tls: Spanned<TlsMode>,
     user: String,
-    password: Option<String>,
+    password: Option<Spanned<crate::credentials::FilePassword>>,
+    oauth2: Option<Spanned<crate::credentials::FileOAuth2>>,
     ca_file: Option<String>,
     cert_fingerprint: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
@@ -295,6 +304,18 @@ pub const KEYS: &[&str] = &[
     "accounts.*.remote.tls",
     "accounts.*.remote.user",
     "accounts.*.remote.password",
+    "accounts.*.remote.password.keyring",
+    "accounts.*.remote.password.command",
+    "accounts.*.remote.password.timeout",
+    "accounts.*.remote.oauth2.provider",
+    "accounts.*.remote.oauth2.mechanism",
+    "accounts.*.remote.oauth2.token_command",
+    "accounts.*.remote.oauth2.token_url",
+    "accounts.*.remote.oauth2.authorize_url",
+    "accounts.*.remote.oauth2.client_id",
+    "accounts.*.remote.oauth2.client_secret",
+    "accounts.*.remote.oauth2.scope",
+    "accounts.*.remote.oauth2.timeout",
     "accounts.*.remote.ca_file",
     "accounts.*.remote.cert_fingerprint",
     "accounts.*.remote.timeout",
@@ -311,7 +332,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     let mut config = parse(path, &text)?;
-    if config.accounts.iter().any(|a| a.remote.password.is_some())
+    let plain = |a: &Account| {
+        matches!(
+            a.remote.credentials.auth(),
+            crate::credentials::Auth::Password(crate::credentials::PasswordSource::Plain(_))
+        )
+    };
+    if config.accounts.iter().any(plain)
         && let Some(warning) = readable_by_others(path)
     {
         config.warnings.push(warning);
@@ -351,7 +378,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let deserializer = toml::Deserializer::parse(text)
         .map_err(|e| at(e.span().unwrap_or(0..0), "", e.message().trim().to_owned()))?;
     let file: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key = e.path().to_string();
+        // Values wrapped in `Spanned` add a private segment to the path: not a key of the file.
+        let key = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "");
         let inner = e.into_inner();
         let key = if key == "." { String::new() } else { key };
         at(
@@ -485,6 +516,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             }
             watch.max_connections = *max.get_ref();
         }
+        let auth = crate::credentials::resolve(imap.password.as_ref(), imap.oauth2.as_ref())
+            .map_err(|e| at(e.span, &key(&format!("remote.{}", e.key)), e.message))?;
         let source = raw_accounts
             .as_ref()
             .and_then(|t| t.get(name.as_str()))
@@ -500,7 +533,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 port,
                 tls,
                 user: imap.user.clone(),
-                password: imap.password.clone().map(Secret::new),
+                credentials: crate::credentials::Credentials::new(name, auth),
                 ca_file: imap.ca_file.as_deref().map(expand_tilde),
                 cert_fingerprint,
                 timeout,

@@ -6,6 +6,7 @@ pub mod account;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod dbus;
 pub mod engine;

@@ -27,6 +27,14 @@ fn main() -> ExitCode {
             Ok(config) => daemon(&cli, config),
             Err(code) => code,
         },
+        Command::Password(args) => match load_config(&cli) {
+            Ok(config) => idlewild::credentials::commands::password(&config, args),
+            Err(code) => code,
+        },
+        Command::OAuth2(args) => match load_config(&cli) {
+            Ok(config) => idlewild::credentials::commands::oauth2(&config, args),
+            Err(code) => code,
+        },
         Command::Sync(args) => match load_config(&cli) {
             Ok(config) => sync(&config, args, interactive && !cli.quiet && cli.verbose == 0),
             Err(code) => code,
@@ -151,6 +159,7 @@ fn check_config(config: &Config, json: bool) -> i32 {
                     "name": a.name,
                     "remote": format!("imap://{}@{}:{}", a.remote.user, a.remote.host, a.remote.port),
                     "tls": tls_name(a.remote.tls),
+                    "auth": a.remote.credentials.auth().describe(),
                     "layout": layout_name(a.local.layout),
                     "local": a.local.path,
                     "state": account::state_path(config, a),
@@ -183,6 +192,7 @@ fn check_config(config: &Config, json: bool) -> i32 {
             a.local.path.display(),
             layout_name(a.local.layout)
         );
+        println!("    login: {}", a.remote.credentials.auth().describe());
     }
     exit::OK
 }

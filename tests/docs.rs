@@ -69,15 +69,35 @@ fn every_config_key_is_in_idlewild_toml_5() {
     );
 }
 
+/// The configuration examples of a page: its `.nf` ... `.fi` blocks that hold an account.
+fn examples(page: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = page;
+    while let Some(start) = rest.find("\n.nf\n") {
+        let body = &rest[start + 5..];
+        let Some(end) = body.find("\n.fi") else {
+            break;
+        };
+        let example = body[..end].replace("\\e", "\\").replace("# ", "");
+        if example.contains("[accounts.") {
+            out.push(example);
+        }
+        rest = &body[end..];
+    }
+    out
+}
+
 #[test]
-fn the_example_configuration_is_valid_and_uses_every_key() {
+fn the_example_configurations_are_valid_and_use_every_key() {
     let page = read("man/idlewild.toml.5");
-    let start = page.find("\n.nf\n").expect("example start") + 5;
-    let end = page[start..].find("\n.fi").expect("example end") + start;
-    let example = page[start..end].replace("\\e", "\\").replace("# ", "");
-    let config = idlewild::config::parse(Path::new("example.toml"), &example)
-        .unwrap_or_else(|e| panic!("the example in idlewild.toml(5) is invalid: {e}"));
-    assert_eq!(config.accounts.len(), 1);
+    let examples = examples(&page);
+    assert!(!examples.is_empty(), "no example in idlewild.toml(5)");
+    for (i, example) in examples.iter().enumerate() {
+        let config = idlewild::config::parse(Path::new("example.toml"), example)
+            .unwrap_or_else(|e| panic!("example {} in idlewild.toml(5) is invalid: {e}", i + 1));
+        assert_eq!(config.accounts.len(), 1, "example {}", i + 1);
+    }
+    let example = examples.concat();
     for key in idlewild::config::KEYS {
         let leaf = key.rsplit('.').next().unwrap_or(key);
         assert!(

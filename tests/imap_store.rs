@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use idlewild::config::{ImapConfig, Secret, TlsMode};
+use idlewild::credentials::Credentials;
 use idlewild::message::fingerprint;
 use idlewild::model::{Flags, FolderName, MsgId};
 use idlewild::store::imap::ImapStore;
@@ -27,7 +28,7 @@ fn config(d: &Dovecot, tls: TlsMode) -> ImapConfig {
         },
         tls,
         user: d.user().to_owned(),
-        password: Some(Secret::new(d.password().to_owned())),
+        credentials: Credentials::plain("test", Secret::new(d.password().to_owned())),
         ca_file: Some(d.ca_file()),
         cert_fingerprint: None,
         timeout: Duration::from_secs(20),
@@ -169,7 +170,7 @@ async fn an_untrusted_certificate_error_says_how_to_trust_it() {
 async fn login_errors_are_typed_and_keep_the_password_out() {
     let d = Dovecot::start().unwrap();
     let mut cfg = config(&d, TlsMode::Implicit);
-    cfg.password = Some(Secret::new("not-the-password".to_owned()));
+    cfg.credentials = Credentials::plain("test", Secret::new("not-the-password".to_owned()));
     let e = ImapStore::connect(&cfg).await.unwrap_err();
     let StoreError::Auth { detail, .. } = &e else {
         panic!("{e:?}");
@@ -177,10 +178,19 @@ async fn login_errors_are_typed_and_keep_the_password_out() {
     assert!(detail.contains("Authentication failed"), "{detail}");
     assert!(!format!("{e} {e:?}").contains("not-the-password"));
 
-    cfg.password = None;
+    // A password command that fails: the error says so, before any connection is made.
+    let failing =
+        idlewild::credentials::SecretCommand::new(vec!["false".to_owned()], Duration::from_secs(5))
+            .unwrap();
+    cfg.credentials = Credentials::new(
+        "test",
+        idlewild::credentials::Auth::Password(idlewild::credentials::PasswordSource::Command(
+            failing,
+        )),
+    );
     let e = ImapStore::connect(&cfg).await.unwrap_err();
     assert!(
-        matches!(&e, StoreError::Invalid(m) if m.contains("no password configured")),
+        matches!(&e, StoreError::Credentials(c) if c.to_string().contains("the password command of account test (false) ended with exit status: 1")),
         "{e:?}"
     );
 }
@@ -198,7 +208,7 @@ async fn a_refused_connection_names_the_address() {
         port,
         tls: TlsMode::Implicit,
         user: "u".to_owned(),
-        password: Some(Secret::new("p".to_owned())),
+        credentials: Credentials::plain("test", Secret::new("p".to_owned())),
         ca_file: None,
         cert_fingerprint: None,
         timeout: Duration::from_secs(5),
@@ -599,7 +609,7 @@ fn scripted_config(port: u16, tls: TlsMode) -> ImapConfig {
         port,
         tls,
         user: "u".to_owned(),
-        password: Some(Secret::new("p".to_owned())),
+        credentials: Credentials::plain("test", Secret::new("p".to_owned())),
         ca_file: None,
         cert_fingerprint: None,
         timeout: Duration::from_secs(5),

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use idlewild::config::{ImapConfig, Secret, TlsMode};
+use idlewild::credentials::Credentials;
 use idlewild::model::FolderName;
 use idlewild::store::imap::{ImapStore, Wake, Watcher};
 use idlewild::store::{Store, StoreError};
@@ -23,7 +24,7 @@ fn config(d: &Dovecot) -> ImapConfig {
         port: d.tls_port(),
         tls: TlsMode::Implicit,
         user: d.user().to_owned(),
-        password: Some(Secret::new(d.password().to_owned())),
+        credentials: Credentials::plain("test", Secret::new(d.password().to_owned())),
         ca_file: Some(d.ca_file()),
         cert_fingerprint: None,
         timeout: Duration::from_secs(10),

@@ -34,6 +34,8 @@ const SERVER_DEBOUNCE: Duration = Duration::from_millis(5);
 const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 /// How often the wall clock is compared with the monotonic clock to notice a suspend.
 const CLOCK_CHECK: Duration = Duration::from_secs(15);
+/// The longest wait before looking for a missing secret again.
+const CREDENTIALS_RETRY_MAX: Duration = Duration::from_secs(30);
 /// IDLE is re-issued well inside RFC 2177's 29 minutes.
 const IDLE_MAX: Duration = Duration::from_secs(25 * 60);
 
@@ -253,12 +255,23 @@ pub async fn run(
                     }
                 }
                 Err(e) => {
-                    let delay = backoff.next_delay(rand::random());
+                    let mut delay = backoff.next_delay(rand::random());
+                    // A missing or locked secret is the user's to fix, not the network's: show it
+                    // as an account error, and look again often enough that storing the password
+                    // is soon noticed. Not for a locked keyring: each look may show the desktop's
+                    // unlock dialog, which must not pop up every half minute.
+                    let credential = crate::credentials::credential_error(&e);
+                    let credentials = credential.is_some();
+                    if credential.is_some_and(|c| {
+                        !matches!(c, crate::credentials::CredentialError::Locked { .. })
+                    }) {
+                        delay = delay.min(CREDENTIALS_RETRY_MAX);
+                    }
                     tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "sync failed");
                     report(AccountEvent::Failed {
                         jobs: answering,
                         error: e.to_string(),
-                        offline: !session.connected(),
+                        offline: !session.connected() && !credentials,
                     });
                     // Whatever was asked is retried as a full sync after the delay.
                     full_sync_due = Some(Instant::now() + delay);

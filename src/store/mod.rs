@@ -66,6 +66,9 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// No secret to log in with (keyring, password command, OAuth2 token endpoint).
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialError),
 }
 
 impl StoreError {
@@ -89,6 +92,8 @@ impl StoreError {
             | StoreError::Auth { .. }
             | StoreError::Unsupported { .. }
             | StoreError::Invalid(_) => FailureKind::Permanent,
+            StoreError::Credentials(e) if e.is_temporary() => FailureKind::Temporary,
+            StoreError::Credentials(_) => FailureKind::Permanent,
         }
     }
 }

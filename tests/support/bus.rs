@@ -25,6 +25,8 @@ impl PrivateBus {
             .args(["--nofork", "--print-address=1"])
             .arg(format!("--config-file={}", conf.display()))
             .stdout(Stdio::piped())
+            // Only a harmless complaint about the fd limit goes there.
+            .stderr(Stdio::null())
             .spawn()
             .expect("dbus-daemon (Debian package dbus)");
         let mut line = String::new();

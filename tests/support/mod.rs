@@ -3,9 +3,10 @@
 //!
 //! Use with `mod support;` in a test crate, or include single files with
 //! `#[path = "support/dovecot.rs"] mod dovecot;` (imapctl.rs also needs
-//! dovecot.rs as a sibling module named `dovecot`).
+//! dovecot.rs as a sibling module named `dovecot`; keyring.rs needs bus.rs as `bus`).
 
 pub mod bus;
 pub mod corpus;
 pub mod dovecot;
 pub mod imapctl;
+pub mod keyring;

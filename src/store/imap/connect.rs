@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_imap::imap_proto::{self, MailboxDatum, Response, ResponseCode};
 use tokio::net::TcpStream;
 
-use crate::config::{ImapConfig, TlsMode};
+use crate::config::{ImapConfig, Secret, TlsMode};
+use crate::credentials::Login;
+use crate::credentials::oauth2::{self, Mechanism};
 use crate::store::StoreError;
 
 use super::capabilities::Capabilities;
@@ -42,13 +44,8 @@ pub fn address(host: &str, port: u16) -> String {
 
 pub async fn connect(config: &ImapConfig) -> Result<Connected, StoreError> {
     let host = bare_host(&config.host);
-    // Checked before any network traffic: nothing to log in with.
-    let Some(password) = &config.password else {
-        return Err(StoreError::Invalid(format!(
-            "no password configured for {} on {}",
-            config.user, config.host
-        )));
-    };
+    // Fetched before any network traffic: without a secret there is nothing to log in with.
+    let credentials = config.credentials.login().await?;
 
     let tcp = connect_tcp(config).await?;
     let (mut session, greeting) = match config.tls {
@@ -72,7 +69,7 @@ pub async fn connect(config: &ImapConfig) -> Result<Connected, StoreError> {
             None => capability(&mut session).await?,
         };
         session.set_literal_mode(capabilities.literal_mode());
-        login(&mut session, &capabilities, config, password.expose()).await?;
+        authenticate(&mut session, &capabilities, config, credentials).await?;
     }
 
     // Always asked again after login: servers announce more (or other) capabilities once the
@@ -240,12 +237,91 @@ async fn capability(session: &mut Session) -> Result<Capabilities, StoreError> {
     })
 }
 
+/// Logs in with what the credentials gave; when the server refuses, the cached secret is
+/// forgotten, and an OAuth2 access token from the refresh flow is refreshed and tried once more
+/// (it may have expired or been revoked before the time it announced).
+async fn authenticate(
+    session: &mut Session,
+    capabilities: &Capabilities,
+    config: &ImapConfig,
+    mut credentials: Login,
+) -> Result<(), StoreError> {
+    let mut refreshed = false;
+    loop {
+        let done = match &credentials {
+            Login::Password(password) => {
+                login(session, capabilities, config, password.expose()).await?
+            }
+            Login::Bearer { token, mechanism } => {
+                oauth2(session, capabilities, config, token, *mechanism).await?
+            }
+        };
+        if done.status == Status::Ok {
+            return Ok(());
+        }
+        let retry = !refreshed && config.credentials.rejected().await;
+        if !retry {
+            let mut detail = done.detail();
+            if refreshed {
+                detail.push_str(" (the access token was refreshed once and refused again)");
+            }
+            return Err(StoreError::Auth {
+                host: session.host().to_owned(),
+                user: config.user.clone(),
+                detail,
+            });
+        }
+        tracing::info!(host = %session.host(), "the server refused the access token: refreshing it");
+        refreshed = true;
+        credentials = config.credentials.login().await?;
+    }
+}
+
+/// XOAUTH2 or OAUTHBEARER (RFC 7628) with an access token; returns the completion.
+async fn oauth2(
+    session: &mut Session,
+    capabilities: &Capabilities,
+    config: &ImapConfig,
+    token: &Secret,
+    mechanism: Option<Mechanism>,
+) -> Result<Done, StoreError> {
+    let offered = |m: Mechanism| capabilities.has(&format!("AUTH={}", m.name()));
+    let mechanism = match mechanism {
+        Some(m) => m,
+        None if offered(Mechanism::OAuthBearer) => Mechanism::OAuthBearer,
+        None if offered(Mechanism::XOAuth2) => Mechanism::XOAuth2,
+        None => {
+            return Err(StoreError::Unsupported {
+                host: session.host().to_owned(),
+                what: "OAuth2 login (neither AUTH=OAUTHBEARER nor AUTH=XOAUTH2 is offered)"
+                    .to_owned(),
+            });
+        }
+    };
+    let response = oauth2::initial_response(
+        mechanism,
+        &config.user,
+        bare_host(&config.host),
+        config.port,
+        token,
+    );
+    sasl(
+        session,
+        capabilities,
+        mechanism.name(),
+        response.expose(),
+        oauth2::error_acknowledgement(mechanism),
+    )
+    .await
+}
+
+/// LOGIN, or AUTHENTICATE PLAIN where LOGIN is disabled; returns the completion.
 async fn login(
     session: &mut Session,
     capabilities: &Capabilities,
     config: &ImapConfig,
     password: &str,
-) -> Result<(), StoreError> {
+) -> Result<Done, StoreError> {
     let host = session.host().to_owned();
     let done = if !capabilities.has("LOGINDISABLED") {
         let command = Command::new("LOGIN")
@@ -257,52 +333,63 @@ async fn login(
         session.run_unchecked(&command).await?
     } else if capabilities.has("AUTH=PLAIN") {
         // RFC 4616: authorization id empty, then user and password, NUL-separated.
-        let token = base64(format!("\0{}\0{}", config.user, password).as_bytes());
-        authenticate_plain(session, capabilities, &token).await?
+        let token = Secret::new(base64(
+            format!("\0{}\0{}", config.user, password).as_bytes(),
+        ));
+        sasl(session, capabilities, "PLAIN", token.expose(), "*").await?
     } else {
         return Err(StoreError::Unsupported {
             host,
             what: "a login method idlewild knows (LOGIN is disabled and AUTHENTICATE PLAIN is not offered)".to_owned(),
         });
     };
-    match done.status {
-        Status::Ok => Ok(()),
-        Status::No | Status::Bad | Status::Other => Err(StoreError::Auth {
-            host,
-            user: config.user.clone(),
-            detail: done.detail(),
-        }),
-    }
+    Ok(done)
 }
 
-/// AUTHENTICATE PLAIN (RFC 4616), for servers that disable LOGIN; returns the completion.
-async fn authenticate_plain(
+/// AUTHENTICATE with a one-step mechanism (RFC 3501 §6.2.2): the initial response on the
+/// command line where SASL-IR (RFC 4959) allows, else after the first `+`. A challenge after
+/// the response is the server's error report (XOAUTH2, OAUTHBEARER): it is answered with
+/// `acknowledge` and the command's completion (a NO) returned. The response is never logged.
+async fn sasl(
     session: &mut Session,
     capabilities: &Capabilities,
-    token: &str,
+    mechanism: &str,
+    response: &str,
+    acknowledge: &str,
 ) -> Result<Done, StoreError> {
     let tag = if capabilities.has("SASL-IR") {
-        // RFC 4959: the initial response rides on the command line.
-        let tag = session.begin("AUTHENTICATE PLAIN <credentials>").await?;
+        let tag = session
+            .begin(&format!("AUTHENTICATE {mechanism} <credentials>"))
+            .await?;
         session
-            .write(format!("AUTHENTICATE PLAIN {token}").as_bytes())
+            .write(format!("AUTHENTICATE {mechanism} {response}").as_bytes())
             .await?;
         session.end().await?;
         tag
     } else {
-        let tag = session.begin("AUTHENTICATE PLAIN").await?;
-        session.write(b"AUTHENTICATE PLAIN\r\n").await?;
+        let tag = session.begin(&format!("AUTHENTICATE {mechanism}")).await?;
+        session
+            .write(format!("AUTHENTICATE {mechanism}\r\n").as_bytes())
+            .await?;
         session.flush().await?;
         if let Some(done) = session.wait_continuation(&tag).await? {
             return Ok(done);
         }
-        session.write(token.as_bytes()).await?;
+        session.write(response.as_bytes()).await?;
         session.end().await?;
         tag
     };
+    // At most one challenge is answered; a server that keeps asking is told to stop ("*",
+    // RFC 3501 §6.2.2) and must then complete the command.
+    let mut answer = acknowledge;
     loop {
-        if let Reply::Done(done) = session.recv_for(&tag).await? {
-            return Ok(done);
+        match session.wait_continuation(&tag).await? {
+            Some(done) => return Ok(done),
+            None => {
+                session.write(answer.as_bytes()).await?;
+                session.end().await?;
+                answer = "*";
+            }
         }
     }
 }

@@ -1,0 +1,238 @@
+//! Password and token commands: an argv run without a shell (as `pass show mail/work`), whose
+//! first line of standard output is the secret.
+//!
+//! Standard output is never logged or put into an error, even when the command fails: a command
+//! that prints its secret and then exits non-zero must not leak it. Standard error is kept (its
+//! end, bounded) for the error message, since that is where such programs say what went wrong.
+//! Standard input is inherited, so a command may ask on the terminal (pinentry-tty) when idlewild
+//! is run by hand; the daemon's standard input is /dev/null.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+
+use super::{CredentialError, Secret, SecretCommand};
+
+/// More than any password or access token (JWTs from big providers are a few KiB).
+const MAX_STDOUT: usize = 64 * 1024;
+/// The end of standard error kept for the error message.
+const STDERR_TAIL: usize = 2048;
+/// How long to keep reading after the command exited: something it left in the background may
+/// hold the pipes open for ever.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs `command` and returns the first line of its standard output. `what` ("password" or
+/// "token") names the command in errors.
+pub async fn run(
+    account: &str,
+    what: &'static str,
+    command: &SecretCommand,
+) -> Result<Secret, CredentialError> {
+    let program = command.program().to_owned();
+    let fail = |problem: String| CredentialError::Command {
+        account: account.to_owned(),
+        what,
+        program: program.clone(),
+        problem,
+    };
+    let mut child = tokio::process::Command::new(&program)
+        .args(&command.argv()[1..])
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills `sh -c` and what it started alike.
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| fail(format!("cannot be started: {e}")))?;
+    let pgid = child.id().and_then(|id| libc::pid_t::try_from(id).ok());
+    tracing::debug!(account, what, program, "running the {what} command");
+
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let (mut out_buf, mut err_buf) = ([0u8; 4096], [0u8; 1024]);
+    let deadline = Instant::now() + command.timeout();
+    let mut status = None;
+    let mut drain_until = None;
+    loop {
+        if status.is_some() && stdout.is_none() && stderr.is_none() {
+            break;
+        }
+        tokio::select! {
+            read = read_some(&mut stdout, &mut out_buf), if stdout.is_some() => match read {
+                Ok(0) | Err(_) => stdout = None,
+                Ok(n) => {
+                    if out.len() < MAX_STDOUT {
+                        out.extend_from_slice(&out_buf[..n]);
+                    }
+                }
+            },
+            read = read_some(&mut stderr, &mut err_buf), if stderr.is_some() => match read {
+                Ok(0) | Err(_) => stderr = None,
+                Ok(n) => {
+                    err.extend_from_slice(&err_buf[..n]);
+                    if err.len() > STDERR_TAIL {
+                        err.drain(..err.len() - STDERR_TAIL);
+                    }
+                }
+            },
+            exited = child.wait(), if status.is_none() => {
+                status = Some(exited);
+                drain_until = Some(Instant::now() + DRAIN_GRACE);
+            },
+            () = tokio::time::sleep_until(drain_until.unwrap_or(deadline)) => {
+                if status.is_some() {
+                    break;
+                }
+                if let Some(pgid) = pgid {
+                    // SAFETY: kill(2) with plain integers touches no memory of ours; the child is
+                    // not reaped yet, so its ID (the group's ID) is still its own.
+                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                }
+                let _ = child.start_kill();
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                return Err(fail(with_stderr(
+                    format!("did not finish within {} s and was killed", command.timeout().as_secs()),
+                    &err,
+                )));
+            },
+        }
+    }
+    match status {
+        Some(Ok(s)) if s.success() => {}
+        Some(Ok(s)) => return Err(fail(with_stderr(format!("ended with {s}"), &err))),
+        Some(Err(e)) => return Err(fail(format!("cannot be waited for: {e}"))),
+        None => return Err(fail("ended in an unknown way".to_owned())),
+    }
+    let first = out.split(|&b| b == b'\n').next().unwrap_or_default();
+    let first = first.strip_suffix(b"\r").unwrap_or(first).to_vec();
+    // The rest of the output may hold secrets too (pass prints more lines).
+    out.fill(0);
+    match String::from_utf8(first) {
+        Ok(line) if line.is_empty() => Err(fail(with_stderr(
+            "printed nothing on the first line of its standard output".to_owned(),
+            &err,
+        ))),
+        Ok(line) => Ok(Secret::new(line)),
+        Err(e) => {
+            let mut bytes = e.into_bytes();
+            bytes.fill(0);
+            Err(fail(
+                "printed a first line that is not UTF-8 text".to_owned(),
+            ))
+        }
+    }
+}
+
+fn with_stderr(message: String, stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    if text.is_empty() {
+        message
+    } else {
+        format!("{message}; its error output: {text}")
+    }
+}
+
+/// Reads from a pipe that may already be closed; a closed one never becomes ready.
+async fn read_some<R: AsyncRead + Unpin>(
+    pipe: &mut Option<R>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match pipe {
+        Some(pipe) => pipe.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, timeout: u64) -> SecretCommand {
+        SecretCommand::new(
+            vec!["sh".into(), "-c".into(), script.into()],
+            Duration::from_secs(timeout),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_first_line_is_the_secret() {
+        let s = run(
+            "a",
+            "password",
+            &sh("printf 'pw one\\r\\nsecond line\\n'", 5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.expose(), "pw one");
+        let s = run("a", "password", &sh("printf nonewline", 5))
+            .await
+            .unwrap();
+        assert_eq!(s.expose(), "nonewline");
+    }
+
+    #[tokio::test]
+    async fn a_failure_names_the_exit_status_and_stderr_but_not_stdout() {
+        let e = run(
+            "acct",
+            "password",
+            &sh(
+                "echo leaked-secret; echo 'gpg: decryption failed' >&2; exit 3",
+                5,
+            ),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("the password command of account acct (sh)"),
+            "{e}"
+        );
+        assert!(e.contains("exit status: 3"), "{e}");
+        assert!(e.contains("gpg: decryption failed"), "{e}");
+        assert!(!e.contains("leaked-secret"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_command_past_its_timeout_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("survived");
+        let script = format!("sleep 3; touch {}", marker.display());
+        let started = std::time::Instant::now();
+        let e = run("a", "token", &sh(&script, 1))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did not finish within 1 s"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(
+            !marker.exists(),
+            "the command's children outlived the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_output_is_an_error() {
+        for script in ["true", "echo", "echo 'nothing here' >&2"] {
+            let e = run("a", "password", &sh(script, 5))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("printed nothing"), "{script}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_named() {
+        let c = SecretCommand::new(vec!["/nonexistent/pw".into()], Duration::from_secs(5)).unwrap();
+        let e = run("a", "password", &c).await.unwrap_err().to_string();
+        assert!(e.contains("(/nonexistent/pw) cannot be started"), "{e}");
+    }
+}

@@ -407,6 +407,33 @@ fn the_daemon_waits_for_a_missing_password_without_stopping_other_accounts() {
         common::tail(&daemon.log(), 40)
     );
     assert!(!dir.path().join("Mail/waiting").exists());
+    // The D-Bus API shows the same state and the same advice.
+    let bus = keyring
+        .env()
+        .into_iter()
+        .find(|(k, _)| *k == "DBUS_SESSION_BUS_ADDRESS")
+        .map(|(_, v)| v)
+        .expect("the bus");
+    let property = |name: &str| {
+        let out = Command::new("busctl")
+            .arg(format!("--address={bus}"))
+            .args([
+                "get-property",
+                "org.idlewild.Idlewild1",
+                "/org/idlewild/Idlewild1/accounts/waiting",
+                "org.idlewild.Idlewild1.Account",
+                name,
+            ])
+            .output()
+            .expect("busctl");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(property("State"), "s \"error\"");
+    assert!(
+        property("LastError").contains("run `idlewild password set waiting`"),
+        "{}",
+        property("LastError")
+    );
 
     // The password appears: the account recovers by itself, without a restart.
     keyring.store("idlewild", "waiting", "other-password-83f2");

@@ -317,7 +317,7 @@ fn log_output(name: &str, stdout: &Tail, stderr: &Tail) {
 }
 
 /// Reads from a pipe that may already be closed; a closed one never becomes ready.
-async fn read_some<R: AsyncRead + Unpin>(
+pub(crate) async fn read_some<R: AsyncRead + Unpin>(
     pipe: &mut Option<R>,
     buf: &mut [u8],
 ) -> std::io::Result<usize> {

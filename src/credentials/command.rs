@@ -10,10 +10,10 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
 use super::{CredentialError, Secret, SecretCommand};
+use crate::hooks::read_some;
 
 /// More than any password or access token (JWTs from big providers are a few KiB).
 const MAX_STDOUT: usize = 64 * 1024;
@@ -135,17 +135,6 @@ fn with_stderr(message: String, stderr: &[u8]) -> String {
         message
     } else {
         format!("{message}; its error output: {text}")
-    }
-}
-
-/// Reads from a pipe that may already be closed; a closed one never becomes ready.
-async fn read_some<R: AsyncRead + Unpin>(
-    pipe: &mut Option<R>,
-    buf: &mut [u8],
-) -> std::io::Result<usize> {
-    match pipe {
-        Some(pipe) => pipe.read(buf).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -141,7 +141,10 @@ pub async fn run(
         let now = Instant::now();
         let full_due = full_sync_due.is_some_and(|t| t <= now);
         let folders_due = debounce_deadline.is_some_and(|t| t <= now) && !pending.is_empty();
-        if !paused && (full_due || folders_due) {
+        // A request that came meanwhile (during the last sync, or while the account was being
+        // opened) is taken first: a pause must stop the next sync, not the one after.
+        let request_waiting = !control.is_empty();
+        if !paused && !request_waiting && (full_due || folders_due) {
             let folders: Vec<FolderName> = if full_due {
                 Vec::new()
             } else {

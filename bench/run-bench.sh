@@ -123,6 +123,7 @@ trap 'exit 130' INT TERM
         VERSION_CMD=""; source "$BENCH/tools/$t/tool.env"
         echo "$t: $(bash -c "$VERSION_CMD" 2>&1 | head -1)"
     done
+    echo "idlewild checkout: $(git -C "$BENCH/.." describe --always --dirty 2>/dev/null || echo unknown)"
     for p in isync offlineimap3 interimap python3; do
         echo "deb $p: $(dpkg-query -W -f='${Version}' $p 2>/dev/null)"
     done

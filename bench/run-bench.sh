@@ -330,3 +330,5 @@ fi
 python3 "$BENCH/report.py" "$RESULTS" > "$WORK/results.md"
 cat "$WORK/results.md"
 log "done in $(( $(date +%s) - START )) s (quiet-waits: ${QUIET_SPENT} s); $FAILS failed/incorrect steps; results: $RESULTS, $WORK/results.md"
+# exit status: 0 = every step correct, 1 = some step failed or did not verify
+[ "$FAILS" -eq 0 ]

@@ -18,14 +18,32 @@ use std::path::PathBuf;
 use tracing::Instrument;
 
 use crate::config::MassDeleteGuard;
+use crate::incremental;
 use crate::model::{Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid};
 use crate::plan::{self, Action, FolderAction, Plan, Record, RecordId, Side};
 use crate::recover::{self, Known};
-use crate::state::{FolderState, Pending, StateDb, StateError};
-use crate::store::{FailureKind, FlagUpdate, Store, StoreError};
+use crate::state::{FolderState, FolderStatus, Pending, StateDb, StateError};
+use crate::store::{FailureKind, FlagUpdate, Listing, Since, Store, StoreError};
 
-/// How many messages are copied between two state commits.
+/// How many messages are uploaded between two state commits.
 const BATCH: usize = 64;
+
+/// Downloads go in batches that start small, so the first messages show up soon, and grow to
+/// this many: each batch costs two state commits and one flush of the Maildir.
+const MAX_DOWNLOAD_BATCH: usize = 512;
+
+fn download_batches<T>(downloads: &[T]) -> Vec<&[T]> {
+    let mut batches = Vec::new();
+    let mut rest = downloads;
+    let mut size = BATCH;
+    while !rest.is_empty() {
+        let (batch, tail) = rest.split_at(size.min(rest.len()));
+        batches.push(batch);
+        rest = tail;
+        size = (size * 2).min(MAX_DOWNLOAD_BATCH);
+    }
+    batches
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
@@ -275,20 +293,6 @@ async fn sync_folder(
     observer: &mut dyn Observer,
     report: &mut FolderReport,
 ) -> Result<(), SyncError> {
-    let empty = FolderSnapshot {
-        uid_validity: None,
-        uid_next: None,
-        highest_modseq: None,
-        messages: Vec::new(),
-    };
-    let remote_snap = match missing {
-        Some(Side::Remote) => empty.clone(),
-        _ => remote.scan(name).await.map_err(SyncError::remote)?,
-    };
-    let local_snap = match missing {
-        Some(Side::Local) => empty,
-        _ => local.scan(name).await.map_err(SyncError::local)?,
-    };
     let folder = if options.dry_run {
         match state.folder(name)? {
             Some(f) => f,
@@ -298,10 +302,41 @@ async fn sync_folder(
                 uid_validity: None,
                 uid_next: None,
                 highest_modseq: None,
+                remote_token: None,
+                local_token: None,
             },
         }
     } else {
         state.ensure_folder(name)?
+    };
+    if !options.dry_run && missing.is_none() && unchanged(remote, local, state, &folder).await? {
+        tracing::debug!(folder = %name, "unchanged on both sides since the last sync");
+        return Ok(());
+    }
+    // Interrupted copies need the full listing to be found again.
+    let pending = folder.id >= 0 && state.has_pending(folder.id)?;
+    let since = match (folder.uid_validity, folder.highest_modseq) {
+        (Some(uid_validity), Some(highest_modseq)) if !pending => Some(Since {
+            uid_validity,
+            highest_modseq,
+        }),
+        _ => None,
+    };
+
+    let empty = FolderSnapshot {
+        uid_validity: None,
+        uid_next: None,
+        highest_modseq: None,
+        messages: Vec::new(),
+        token: None,
+    };
+    let (remote_snap, known_records) = match missing {
+        Some(Side::Remote) => (empty.clone(), None),
+        _ => remote_listing(remote, state, &folder, since).await?,
+    };
+    let local_snap = match missing {
+        Some(Side::Local) => empty,
+        _ => local.scan(name).await.map_err(SyncError::local)?,
     };
 
     let validity_changed = matches!(
@@ -330,10 +365,11 @@ async fn sync_folder(
         .await?;
     }
 
-    let mut records = if folder.id >= 0 {
-        state.records(folder.id)?
-    } else {
-        Vec::new()
+    let mut records = match known_records {
+        // Read for the incremental listing; nothing was pending, so recovery changed nothing.
+        Some(records) => records,
+        None if folder.id >= 0 => state.records(folder.id)?,
+        None => Vec::new(),
     };
     let first_with_mail_on_both =
         records.is_empty() && !remote_snap.messages.is_empty() && !local_snap.messages.is_empty();
@@ -363,9 +399,13 @@ async fn sync_folder(
         // cannot leave pairs whose numbering is unknown.
         state.set_folder_status(
             folder.id,
-            remote_snap.uid_validity,
-            folder.uid_next,
-            folder.highest_modseq,
+            &FolderStatus {
+                uid_validity: remote_snap.uid_validity,
+                uid_next: folder.uid_next,
+                highest_modseq: folder.highest_modseq,
+                remote_token: None,
+                local_token: None,
+            },
         )?;
     }
 
@@ -409,13 +449,83 @@ async fn sync_folder(
     )
     .await?;
 
+    // The tokens were taken before the listings: a change made since, ours included, shows
+    // as a different token next time.
     state.set_folder_status(
         folder.id,
-        remote_snap.uid_validity,
-        remote_snap.uid_next,
-        remote_snap.highest_modseq,
+        &FolderStatus {
+            uid_validity: remote_snap.uid_validity,
+            uid_next: remote_snap.uid_next,
+            highest_modseq: remote_snap.highest_modseq,
+            remote_token: remote_snap.token.clone(),
+            local_token: local_snap.token.clone(),
+        },
     )?;
     Ok(())
+}
+
+/// Whether both sides still show the tokens of the last complete sync, and no copy is
+/// pending: then the folder is in step and need not be listed at all.
+async fn unchanged(
+    remote: &mut dyn Store,
+    local: &mut dyn Store,
+    // `&mut`: a shared `StateDb` is not `Send` (its connection is not `Sync`).
+    state: &mut StateDb,
+    folder: &FolderState,
+) -> Result<bool, SyncError> {
+    let (Some(remote_was), Some(local_was)) = (&folder.remote_token, &folder.local_token) else {
+        return Ok(false);
+    };
+    let remote_now = remote
+        .change_token(&folder.name)
+        .await
+        .map_err(SyncError::remote)?;
+    if remote_now.as_ref() != Some(remote_was) {
+        return Ok(false);
+    }
+    let local_now = local
+        .change_token(&folder.name)
+        .await
+        .map_err(SyncError::local)?;
+    if local_now.as_ref() != Some(local_was) {
+        return Ok(false);
+    }
+    Ok(!state.has_pending(folder.id)?)
+}
+
+/// The server's listing: only what changed since the last sync where the server can tell
+/// (with the records it was rebuilt from, to be used again), else every message.
+async fn remote_listing(
+    remote: &mut dyn Store,
+    state: &mut StateDb,
+    folder: &FolderState,
+    since: Option<Since>,
+) -> Result<(FolderSnapshot, Option<Vec<Record>>), SyncError> {
+    let name = &folder.name;
+    let changes = match remote
+        .scan_since(name, since)
+        .await
+        .map_err(SyncError::remote)?
+    {
+        Listing::Full(snapshot) => return Ok((snapshot, None)),
+        Listing::Changes(changes) => changes,
+    };
+    let records = if folder.id >= 0 {
+        state.records(folder.id)?
+    } else {
+        Vec::new()
+    };
+    match incremental::rebuild(&records, &changes) {
+        Some(snapshot) => Ok((snapshot, Some(records))),
+        None => {
+            tracing::debug!(
+                folder = %name,
+                "the changes since the last sync do not add up to the server's message count; listing every message"
+            );
+            let snapshot = remote.scan(name).await.map_err(SyncError::remote)?;
+            Ok((snapshot, Some(records)))
+        }
+    }
 }
 
 /// Settles the copies an earlier run started but did not confirm.
@@ -679,7 +789,9 @@ async fn execute(
     let staging = local
         .staging_dir(name)
         .unwrap_or_else(|| options.scratch_dir.clone());
-    for batch in downloads.chunks(BATCH) {
+    let batches = download_batches(&downloads);
+    for (n, batch) in batches.iter().enumerate() {
+        let batch = *batch;
         let mut intents = Vec::new();
         for (id, flags) in batch {
             let reserved = local.reserve_id().ok_or_else(|| {
@@ -695,6 +807,11 @@ async fn execute(
             .stage(&ids, &staging)
             .await
             .map_err(SyncError::remote)?;
+        // The next batch travels while this one is written: no round trip between batches.
+        if let Some(next) = batches.get(n + 1) {
+            let next: Vec<MsgId> = next.iter().map(|(id, _)| id.clone()).collect();
+            remote.prefetch(&next).await.map_err(SyncError::remote)?;
+        }
         let mut delivered = Vec::new();
         let mut result = Ok(());
         for s in &staged {
@@ -720,8 +837,6 @@ async fn execute(
         }
         local.flush().await.map_err(SyncError::local)?;
         state.confirm_downloads(folder, &delivered)?;
-        let vanished: Vec<RecordId> = Vec::new();
-        let _ = vanished;
         report.downloaded += delivered.len();
         observer.advanced(delivered.len());
         result?;

@@ -243,6 +243,9 @@ pub struct FolderSnapshot {
     pub uid_next: Option<u32>,
     pub highest_modseq: Option<u64>,
     pub messages: Vec<MessageMeta>,
+    /// The store's change token as it was before the listing was taken (see
+    /// `Store::change_token`); `None` when the store cannot tell changes apart.
+    pub token: Option<String>,
 }
 
 /// What identifies a message's content across stores, used to find a copy again after a crash

@@ -30,7 +30,8 @@ pub enum StateError {
 
 /// The schema, one entry per version; applied in order inside a transaction, so a crash during
 /// a migration leaves the previous version intact.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE folders (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -54,7 +55,17 @@ CREATE TABLE messages (
 ) STRICT;
 CREATE UNIQUE INDEX messages_remote ON messages(folder, remote) WHERE remote IS NOT NULL;
 CREATE UNIQUE INDEX messages_local ON messages(folder, local) WHERE local IS NOT NULL;
-"#];
+"#,
+    r#"
+-- What each side looked like when the folder was last found in step, as an opaque token from
+-- the store (server STATUS with HIGHESTMODSEQ; Maildir directory times). Equal tokens on both
+-- sides mean the folder can be skipped without listing it.
+ALTER TABLE folders ADD COLUMN remote_token TEXT;
+ALTER TABLE folders ADD COLUMN local_token TEXT;
+-- Finding interrupted copies must not cost a scan of every message of every folder.
+CREATE INDEX messages_pending ON messages(folder) WHERE pending IS NOT NULL;
+"#,
+];
 
 /// Applies the migrations after `version`, each in its own transaction.
 fn migrate(conn: &mut Connection, version: usize) -> rusqlite::Result<()> {
@@ -81,6 +92,19 @@ pub struct FolderState {
     pub uid_validity: Option<UidValidity>,
     pub uid_next: Option<u32>,
     pub highest_modseq: Option<u64>,
+    /// The stores' change tokens when the folder was last in step (see [`StateDb::set_folder_status`]).
+    pub remote_token: Option<String>,
+    pub local_token: Option<String>,
+}
+
+/// Where a folder stood after a complete sync: the server's numbering and the change tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderStatus {
+    pub uid_validity: Option<UidValidity>,
+    pub uid_next: Option<u32>,
+    pub highest_modseq: Option<u64>,
+    pub remote_token: Option<String>,
+    pub local_token: Option<String>,
 }
 
 /// A copy that was started but not confirmed when the last run ended.
@@ -174,7 +198,10 @@ impl StateDb {
     pub fn folders(&self) -> Result<Vec<FolderState>, StateError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, name, uid_validity, uid_next, highest_modseq FROM folders ORDER BY name")
+            .prepare(
+                "SELECT id, name, uid_validity, uid_next, highest_modseq, remote_token, local_token
+                 FROM folders ORDER BY name",
+            )
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -184,12 +211,15 @@ impl StateDb {
                     r.get::<_, Option<i64>>(2)?,
                     r.get::<_, Option<i64>>(3)?,
                     r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, name, uv, next, modseq) = row.map_err(|e| self.err(e))?;
+            let (id, name, uv, next, modseq, remote_token, local_token) =
+                row.map_err(|e| self.err(e))?;
             let name = FolderName::new(&name)
                 .ok_or_else(|| self.corrupt(format!("folder name {name:?}")))?;
             out.push(FolderState {
@@ -200,6 +230,8 @@ impl StateDb {
                     .and_then(UidValidity::new),
                 uid_next: next.and_then(|v| u32::try_from(v).ok()),
                 highest_modseq: modseq.and_then(|v| u64::try_from(v).ok()),
+                remote_token,
+                local_token,
             });
         }
         Ok(out)
@@ -220,25 +252,40 @@ impl StateDb {
             .ok_or_else(|| self.corrupt(format!("folder {name} vanished after insert")))
     }
 
+    /// Records where a folder stands. Tokens are only ever written together with the numbering
+    /// they belong to, and only after a complete sync; anything less writes `None` tokens, so
+    /// the next run lists the folder again.
     pub fn set_folder_status(
         &mut self,
         folder: i64,
-        uid_validity: Option<UidValidity>,
-        uid_next: Option<u32>,
-        highest_modseq: Option<u64>,
+        status: &FolderStatus,
     ) -> Result<(), StateError> {
         self.conn
             .execute(
-                "UPDATE folders SET uid_validity = ?2, uid_next = ?3, highest_modseq = ?4 WHERE id = ?1",
+                "UPDATE folders SET uid_validity = ?2, uid_next = ?3, highest_modseq = ?4,
+                 remote_token = ?5, local_token = ?6 WHERE id = ?1",
                 params![
                     folder,
-                    uid_validity.map(|v| v.get()),
-                    uid_next,
-                    highest_modseq.and_then(|m| i64::try_from(m).ok())
+                    status.uid_validity.map(|v| v.get()),
+                    status.uid_next,
+                    status.highest_modseq.and_then(|m| i64::try_from(m).ok()),
+                    status.remote_token,
+                    status.local_token,
                 ],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// Whether a copy into or out of this folder was started and not confirmed.
+    pub fn has_pending(&self, folder: i64) -> Result<bool, StateError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE folder = ?1 AND pending IS NOT NULL)",
+                params![folder],
+                |r| r.get::<_, bool>(0),
+            )
+            .map_err(|e| self.err(e))
     }
 
     pub fn forget_folder(&mut self, folder: i64) -> Result<(), StateError> {

@@ -123,6 +123,7 @@ impl Store for MemoryStore {
             uid_validity: UidValidity::new(f.uid_validity),
             uid_next: Some(f.uid_next),
             highest_modseq: None,
+            token: None,
             messages: f
                 .messages
                 .iter()

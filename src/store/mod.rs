@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MsgId};
+use crate::model::{
+    Fingerprint, Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, UidValidity,
+};
 
 /// What to do after a store failed, so callers branch on the kind rather than the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +113,38 @@ pub struct Staged {
     pub internal_date: Option<i64>,
 }
 
+/// Where an incremental listing starts: the numbering and HIGHESTMODSEQ (RFC 7162) of the last
+/// complete sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Since {
+    pub uid_validity: UidValidity,
+    pub highest_modseq: u64,
+}
+
+/// A folder's listing: every message, or what changed since a [`Since`].
+#[derive(Debug, Clone)]
+pub enum Listing {
+    Full(FolderSnapshot),
+    Changes(FolderChanges),
+}
+
+/// What changed in a folder since a [`Since`], with the same numbering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderChanges {
+    pub uid_validity: UidValidity,
+    pub uid_next: Option<u32>,
+    pub highest_modseq: u64,
+    /// How many messages the folder holds now: what the listing rebuilt from the last state
+    /// and these changes must come to, or it is not trusted.
+    pub exists: u32,
+    /// New messages and messages whose flags changed, with their flags now.
+    pub changed: Vec<MessageMeta>,
+    /// Messages expunged since; `None` when the store cannot tell (CONDSTORE without QRESYNC).
+    pub vanished: Option<Vec<MsgId>>,
+    /// As [`FolderSnapshot::token`].
+    pub token: Option<String>,
+}
+
 /// Flags to add to and remove from one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlagUpdate {
@@ -135,6 +169,31 @@ pub trait Store: Send {
     /// Opens `folder` and lists every message in it with its flags.
     async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError>;
 
+    /// A token that stays the same as long as nothing in `folder` changed, and differs once
+    /// anything may have (a message added, removed or reflagged); `None` when the store cannot
+    /// tell. Tokens are compared with the one a listing reported (`FolderSnapshot::token`),
+    /// which is taken before the listing, so a change during a sync is seen by the next one.
+    async fn change_token(&mut self, _folder: &FolderName) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+
+    /// Like [`Store::scan`], but a store that can may answer with only what changed since
+    /// `since` (same UIDVALIDITY). Opens the folder like `scan`.
+    async fn scan_since(
+        &mut self,
+        folder: &FolderName,
+        _since: Option<Since>,
+    ) -> Result<Listing, StoreError> {
+        Ok(Listing::Full(self.scan(folder).await?))
+    }
+
+    /// Tells the store which messages the next [`Store::stage`] call will ask for, so it can
+    /// start fetching them while the caller works on the previous batch. Only a hint: any other
+    /// call first settles it.
+    async fn prefetch(&mut self, _ids: &[MsgId]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The directory a message bound for `folder` of this store should be staged in, so that
     /// delivering it is a rename rather than a copy; `None` when any directory will do.
     fn staging_dir(&self, folder: &FolderName) -> Option<PathBuf>;
@@ -149,6 +208,8 @@ pub trait Store: Send {
 
     /// Stores a message in the open folder. Returns its id where the store reports it
     /// (a reserved id, or APPENDUID); `None` means the copy exists but its id is unknown.
+    /// A store may defer the work to [`Store::flush`]: the copy is only certain to exist once
+    /// `flush` returned `Ok`.
     async fn deliver(
         &mut self,
         message: &Staged,
@@ -156,7 +217,7 @@ pub trait Store: Send {
         reserved: Option<&MsgId>,
     ) -> Result<Option<MsgId>, StoreError>;
 
-    /// Makes every delivery since the last call durable.
+    /// Completes and makes durable every delivery since the last call.
     async fn flush(&mut self) -> Result<(), StoreError>;
 
     async fn set_flags(&mut self, updates: &[FlagUpdate]) -> Result<(), StoreError>;

@@ -13,7 +13,7 @@ use crate::credentials::oauth2::{self, Mechanism};
 use crate::store::StoreError;
 
 use super::capabilities::Capabilities;
-use super::session::{Command, Done, Reply, Session, Status};
+use super::session::{Code, Command, Done, Reply, Session, Status};
 use super::tls;
 use super::transport::Transport;
 
@@ -23,6 +23,8 @@ pub struct Connected {
     pub capabilities: Capabilities,
     /// The hierarchy delimiter (`None`: a flat server).
     pub delimiter: Option<char>,
+    /// QRESYNC (RFC 7162) was enabled.
+    pub qresync: bool,
 }
 
 /// The host without the brackets an IPv6 address may be written with.
@@ -63,25 +65,30 @@ pub async fn connect(config: &ImapConfig) -> Result<Connected, StoreError> {
         TlsMode::Starttls => starttls(tcp, config, host).await?,
     };
 
+    let mut after_login = None;
     if !greeting.preauth {
         let capabilities = match greeting.capabilities {
             Some(caps) => caps,
             None => capability(&mut session).await?,
         };
         session.set_literal_mode(capabilities.literal_mode());
-        authenticate(&mut session, &capabilities, config, credentials).await?;
+        after_login = authenticate(&mut session, &capabilities, config, credentials).await?;
     }
 
-    // Always asked again after login: servers announce more (or other) capabilities once the
-    // user is known, and the login completion's CAPABILITY code is optional.
-    let capabilities = capability(&mut session).await?;
+    // Servers announce more (or other) capabilities once the user is known; most say so in
+    // the login's completion, which saves asking again.
+    let capabilities = match after_login {
+        Some(caps) => caps,
+        None => capability(&mut session).await?,
+    };
     session.set_literal_mode(capabilities.literal_mode());
     tracing::debug!(host, "imap capabilities: {capabilities}");
-    let delimiter = delimiter(&mut session).await?;
+    let (delimiter, qresync) = delimiter_and_enable(&mut session, &capabilities).await?;
     Ok(Connected {
         session,
         capabilities,
         delimiter,
+        qresync,
     })
 }
 
@@ -245,7 +252,7 @@ async fn authenticate(
     capabilities: &Capabilities,
     config: &ImapConfig,
     mut credentials: Login,
-) -> Result<(), StoreError> {
+) -> Result<Option<Capabilities>, StoreError> {
     let mut refreshed = false;
     loop {
         let done = match &credentials {
@@ -257,7 +264,10 @@ async fn authenticate(
             }
         };
         if done.status == Status::Ok {
-            return Ok(());
+            return Ok(match done.code {
+                Some(Code::Capabilities(caps)) => Some(caps),
+                _ => None,
+            });
         }
         let retry = !refreshed && config.credentials.rejected().await;
         if !retry {
@@ -395,11 +405,44 @@ async fn sasl(
 }
 
 /// The hierarchy delimiter from `LIST "" ""` (RFC 3501 §6.3.8), which needs no NAMESPACE
-/// (a response async-imap's parser cannot read).
-async fn delimiter(session: &mut Session) -> Result<Option<char>, StoreError> {
+/// (a response async-imap's parser cannot read), and `ENABLE QRESYNC` (RFC 7162 §3.2.3) where
+/// offered — both sent at once, one round trip.
+async fn delimiter_and_enable(
+    session: &mut Session,
+    capabilities: &Capabilities,
+) -> Result<(Option<char>, bool), StoreError> {
+    let enable = if capabilities.qresync() && capabilities.enable() {
+        Some(
+            session
+                .send(&Command::new("ENABLE").text(" QRESYNC"))
+                .await?,
+        )
+    } else {
+        None
+    };
     let tag = session
         .send(&Command::new("LIST").text(" \"\" \"\""))
         .await?;
+    let mut qresync = false;
+    if let Some(enable) = enable {
+        loop {
+            match session.recv_for(&enable).await? {
+                Reply::Data(response) => {
+                    // `* ENABLED QRESYNC` is parsed as a capability list.
+                    if let Response::Capabilities(caps) = response.parsed() {
+                        qresync = Capabilities::from_proto(caps).qresync();
+                    }
+                }
+                Reply::Done(done) => {
+                    if done.status != Status::Ok {
+                        tracing::debug!(host = %session.host(), "ENABLE QRESYNC refused: {}", done.detail());
+                        qresync = false;
+                    }
+                    break;
+                }
+            }
+        }
+    }
     let mut delimiter = None;
     loop {
         match session.recv_for(&tag).await? {
@@ -410,7 +453,7 @@ async fn delimiter(session: &mut Session) -> Result<Option<char>, StoreError> {
             }
             Reply::Done(done) => {
                 session.check(done, "LIST")?;
-                return Ok(delimiter);
+                return Ok((delimiter, qresync));
             }
         }
     }

@@ -38,56 +38,6 @@ pub struct Meta {
     pub internal_date: Option<i64>,
 }
 
-/// Size and INTERNALDATE of those of `uids` that still exist.
-pub async fn fetch_meta(
-    session: &mut Session,
-    uids: &[Uid],
-) -> Result<BTreeMap<Uid, Meta>, StoreError> {
-    let mut metas = BTreeMap::new();
-    for (set, members) in uidset::batches(uids, MAX_SET_LEN) {
-        let wanted: BTreeSet<Uid> = members.into_iter().collect();
-        let command =
-            Command::new("UID FETCH").text(format!(" {set} (UID RFC822.SIZE INTERNALDATE)"));
-        let tag = session.send(&command).await?;
-        loop {
-            match session.recv_for(&tag).await? {
-                Reply::Data(response) => {
-                    let Response::Fetch(_, attributes) = response.parsed() else {
-                        continue;
-                    };
-                    let mut uid = None;
-                    let mut size = None;
-                    let mut internal_date = None;
-                    for attribute in attributes {
-                        match attribute {
-                            AttributeValue::Uid(u) => uid = Uid::new(*u),
-                            AttributeValue::Rfc822Size(s) => size = Some(*s),
-                            AttributeValue::InternalDate(d) => internal_date = parse_date(d),
-                            _ => {}
-                        }
-                    }
-                    if let (Some(uid), Some(size)) = (uid, size)
-                        && wanted.contains(&uid)
-                    {
-                        metas.insert(
-                            uid,
-                            Meta {
-                                size,
-                                internal_date,
-                            },
-                        );
-                    }
-                }
-                Reply::Done(done) => {
-                    session.check(done, "UID FETCH")?;
-                    break;
-                }
-            }
-        }
-    }
-    Ok(metas)
-}
-
 fn parse_date(text: &str) -> Option<i64> {
     let parsed = date::parse(text);
     if parsed.is_none() {
@@ -229,23 +179,152 @@ impl Body {
     }
 }
 
-/// Fetches the bodies of the messages in `metas` into `collector`. Messages the server no
-/// longer has are left out.
-pub async fn fetch_bodies(
+/// Body fetches sent and not yet read: the commands' tags and the messages asked for.
+#[derive(Debug)]
+pub struct InFlight {
+    tags: Vec<String>,
+    uids: Vec<Uid>,
+}
+
+impl InFlight {
+    pub fn is_for(&self, uids: &[Uid]) -> bool {
+        self.uids == uids
+    }
+}
+
+/// Asks for the bodies of `uids` without waiting: each message's first [`CHUNK`] octets with
+/// its size and INTERNALDATE, so one round trip brings every message that fits in a chunk
+/// (nearly all) and tells which ones need more.
+pub async fn send_bodies(session: &mut Session, uids: &[Uid]) -> Result<InFlight, StoreError> {
+    let mut tags = Vec::new();
+    for (set, _) in uidset::batches(uids, MAX_SET_LEN) {
+        let command = Command::new("UID FETCH").text(format!(
+            " {set} (UID RFC822.SIZE INTERNALDATE BODY.PEEK[]<0.{CHUNK}>)"
+        ));
+        tags.push(session.send(&command).await?);
+    }
+    Ok(InFlight {
+        tags,
+        uids: uids.to_vec(),
+    })
+}
+
+/// Reads the answers to [`send_bodies`] into `collector`, then fetches the rest of the
+/// messages bigger than a chunk. Messages the server no longer has are left out.
+pub async fn receive_bodies(
     session: &mut Session,
-    metas: &BTreeMap<Uid, Meta>,
+    in_flight: InFlight,
     collector: &mut Collector<'_>,
 ) -> Result<(), StoreError> {
-    let (small, large): (Vec<Uid>, Vec<Uid>) = metas
-        .keys()
-        .partition(|uid| metas.get(uid).is_some_and(|meta| meta.size <= CHUNK));
-    for (set, members) in uidset::batches(&small, MAX_SET_LEN) {
-        fetch_whole(session, &set, &members, metas, collector).await?;
+    let mut wanted: BTreeSet<Uid> = in_flight.uids.iter().copied().collect();
+    let mut outstanding: HashSet<String> = in_flight.tags.into_iter().collect();
+    let mut longer: Vec<(Uid, Meta, Body)> = Vec::new();
+    // A disk error does not stop the reading: the commands' responses are drained first so the
+    // session stays usable, then the error is returned.
+    let mut failure = None;
+    while !outstanding.is_empty() {
+        let reply = match session.recv().await {
+            Ok(reply) => reply,
+            Err(e) => {
+                abandon_all(longer).await;
+                return Err(e);
+            }
+        };
+        match reply {
+            Reply::Done(done) => {
+                if !outstanding.remove(&done.tag) {
+                    session.stash(done);
+                } else if let Err(e) = session.check(done, "UID FETCH") {
+                    failure.get_or_insert(e);
+                }
+            }
+            Reply::Data(response) => {
+                if failure.is_some() {
+                    continue;
+                }
+                // An unsolicited FETCH (say, a flag change by another client) carries no body.
+                let Some(part) = body_part(&response) else {
+                    continue;
+                };
+                if part.origin.unwrap_or(0) != 0 || !wanted.remove(&part.uid) {
+                    continue;
+                }
+                let meta = Meta {
+                    size: part.size.unwrap_or(0),
+                    internal_date: part.internal_date.and_then(parse_date),
+                };
+                let mut body = match collector.open(part.uid).await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        failure = Some(e);
+                        continue;
+                    }
+                };
+                if let Err(e) = body.write(part.data).await {
+                    body.abandon().await;
+                    failure = Some(e);
+                    continue;
+                }
+                if part.data.len() < CHUNK as usize {
+                    if let Err(e) = collector.finish(part.uid, meta, body).await {
+                        failure = Some(e);
+                    }
+                } else {
+                    longer.push((part.uid, meta, body));
+                }
+            }
+        }
     }
-    for (uid, meta) in large.iter().filter_map(|u| metas.get(u).map(|m| (*u, *m))) {
-        fetch_partial(session, uid, meta, collector).await?;
+    if let Some(e) = failure {
+        abandon_all(longer).await;
+        return Err(e);
+    }
+    let mut longer = longer.into_iter();
+    while let Some((uid, meta, mut body)) = longer.next() {
+        match fetch_chunks(session, uid, meta.size, &mut body, u64::from(CHUNK)).await {
+            Ok(true) => {
+                if let Err(e) = collector.finish(uid, meta, body).await {
+                    abandon_all(longer.collect()).await;
+                    return Err(e);
+                }
+            }
+            Ok(false) => {
+                tracing::debug!("message {uid} vanished while its body was fetched");
+                body.abandon().await;
+            }
+            Err(e) => {
+                body.abandon().await;
+                abandon_all(longer.collect()).await;
+                return Err(e);
+            }
+        }
+    }
+    if !wanted.is_empty() {
+        tracing::debug!(
+            "{} messages vanished before their bodies were fetched",
+            wanted.len()
+        );
     }
     Ok(())
+}
+
+/// Reads and drops the answers to [`send_bodies`] nobody wants any more.
+pub async fn discard(session: &mut Session, in_flight: InFlight) -> Result<(), StoreError> {
+    let mut outstanding: HashSet<String> = in_flight.tags.into_iter().collect();
+    while !outstanding.is_empty() {
+        if let Reply::Done(done) = session.recv().await?
+            && !outstanding.remove(&done.tag)
+        {
+            session.stash(done);
+        }
+    }
+    Ok(())
+}
+
+async fn abandon_all(bodies: Vec<(Uid, Meta, Body)>) {
+    for (_, _, body) in bodies {
+        body.abandon().await;
+    }
 }
 
 /// The interesting parts of a FETCH response.
@@ -255,6 +334,7 @@ struct BodyPart<'r> {
     origin: Option<u32>,
     data: &'r [u8],
     internal_date: Option<&'r str>,
+    size: Option<u32>,
 }
 
 fn body_part(response: &ResponseData) -> Option<BodyPart<'_>> {
@@ -264,9 +344,11 @@ fn body_part(response: &ResponseData) -> Option<BodyPart<'_>> {
     let mut uid = None;
     let mut body = None;
     let mut internal_date = None;
+    let mut size = None;
     for attribute in attributes {
         match attribute {
             AttributeValue::Uid(u) => uid = Uid::new(*u),
+            AttributeValue::Rfc822Size(s) => size = Some(*s),
             // `BODY[]` is the whole message: no section path.
             AttributeValue::BodySection {
                 section: None,
@@ -283,99 +365,12 @@ fn body_part(response: &ResponseData) -> Option<BodyPart<'_>> {
         origin,
         data,
         internal_date,
+        size,
     })
 }
 
-/// One `UID FETCH` for whole messages. An unsolicited FETCH (say, a flag change by another
-/// client) carries no body and is skipped.
-async fn fetch_whole(
-    session: &mut Session,
-    set: &str,
-    members: &[Uid],
-    metas: &BTreeMap<Uid, Meta>,
-    collector: &mut Collector<'_>,
-) -> Result<(), StoreError> {
-    let mut wanted: BTreeSet<Uid> = members.iter().copied().collect();
-    let command = Command::new("UID FETCH")
-        .text(format!(" {set} (UID RFC822.SIZE INTERNALDATE BODY.PEEK[])"));
-    let tag = session.send(&command).await?;
-    // A disk error does not stop the reading: the command's responses are drained first so the
-    // session stays usable, then the error is returned.
-    let mut failure = None;
-    loop {
-        match session.recv_for(&tag).await? {
-            Reply::Data(response) => {
-                if failure.is_some() {
-                    continue;
-                }
-                let Some(part) = body_part(&response) else {
-                    continue;
-                };
-                if part.origin.is_some() || !wanted.remove(&part.uid) {
-                    continue;
-                }
-                let Some(mut meta) = metas.get(&part.uid).copied() else {
-                    continue;
-                };
-                if let Some(d) = part.internal_date.and_then(parse_date) {
-                    meta.internal_date = Some(d);
-                }
-                if let Err(e) = store_whole(collector, part.uid, meta, part.data).await {
-                    failure = Some(e);
-                }
-            }
-            Reply::Done(done) => {
-                session.check(done, "UID FETCH")?;
-                break;
-            }
-        }
-    }
-    if !wanted.is_empty() {
-        tracing::debug!(
-            "{} messages vanished before their bodies were fetched",
-            wanted.len()
-        );
-    }
-    failure.map_or(Ok(()), Err)
-}
-
-async fn store_whole(
-    collector: &mut Collector<'_>,
-    uid: Uid,
-    meta: Meta,
-    data: &[u8],
-) -> Result<(), StoreError> {
-    let mut body = collector.open(uid).await?;
-    if let Err(e) = body.write(data).await {
-        body.abandon().await;
-        return Err(e);
-    }
-    collector.finish(uid, meta, body).await
-}
-
-async fn fetch_partial(
-    session: &mut Session,
-    uid: Uid,
-    meta: Meta,
-    collector: &mut Collector<'_>,
-) -> Result<(), StoreError> {
-    let mut body = collector.open(uid).await?;
-    match fetch_chunks(session, uid, meta.size, &mut body).await {
-        Ok(true) => collector.finish(uid, meta, body).await,
-        Ok(false) => {
-            tracing::debug!("message {uid} vanished while its body was fetched");
-            body.abandon().await;
-            Ok(())
-        }
-        Err(e) => {
-            body.abandon().await;
-            Err(e)
-        }
-    }
-}
-
-/// The body of one message in partial fetches, written in order. Returns `false` when the
-/// message vanished on the way.
+/// The body of one message from octet `start` on, in partial fetches, written in order.
+/// Returns `false` when the message vanished on the way.
 ///
 /// The end is the first chunk shorter than [`CHUNK`] (RFC 3501 §6.4.5: a partial fetch past the
 /// end returns what there is), not RFC822.SIZE: some servers report sizes that are off, and
@@ -386,10 +381,11 @@ async fn fetch_chunks(
     uid: Uid,
     size: u32,
     body: &mut Body,
+    start: u64,
 ) -> Result<bool, StoreError> {
     let mut in_flight: HashMap<String, u64> = HashMap::new();
-    let mut next_request: u64 = 0;
-    let mut written: u64 = 0;
+    let mut next_request: u64 = start;
+    let mut written: u64 = start;
     let mut answered: HashSet<u64> = HashSet::new();
     let mut waiting: BTreeMap<u64, ResponseData> = BTreeMap::new();
     let mut complete = false;

@@ -27,14 +27,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_imap::imap_proto::rfc4315::UidSetMember;
-use async_imap::imap_proto::{AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode};
+use async_imap::imap_proto::{
+    AttributeValue, MailboxDatum, NameAttribute, Response, ResponseCode, StatusAttribute,
+};
 use async_trait::async_trait;
 
 use crate::config::ImapConfig;
 use crate::model::{
     Fingerprint, Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid, UidValidity,
 };
-use crate::store::{FlagUpdate, Staged, Store, StoreError};
+use crate::store::{FlagUpdate, FolderChanges, Listing, Since, Staged, Store, StoreError};
 
 pub use capabilities::{Capabilities, LiteralMode};
 pub use notify_watch::NotifyWatcher;
@@ -59,6 +61,13 @@ pub struct ImapStore {
     /// a server's own spelling (say, `Inbox/Sub`) is what gets selected.
     server_names: HashMap<FolderName, String>,
     selected: Option<Selected>,
+    /// QRESYNC (RFC 7162) is enabled on this session: SELECT reports expunges as VANISHED.
+    qresync: bool,
+    /// Change tokens from the last listing's LIST-STATUS (RFC 5819), each used once, so the
+    /// folders of one sync pass cost no STATUS round trip of their own.
+    listed_tokens: HashMap<FolderName, String>,
+    /// Body fetches sent ahead by [`Store::prefetch`], not yet read.
+    prefetched: Option<fetch::InFlight>,
 }
 
 /// The folder of the last successful [`Store::scan`].
@@ -89,7 +98,19 @@ impl ImapStore {
             delimiter: connected.delimiter,
             server_names: HashMap::new(),
             selected: None,
+            qresync: connected.qresync,
+            listed_tokens: HashMap::new(),
+            prefetched: None,
         })
+    }
+
+    /// Reads (and throws away) the answers to body fetches sent ahead and never asked for, so
+    /// the next command's responses are not mixed with them.
+    async fn settle_prefetch(&mut self) -> Result<(), StoreError> {
+        if let Some(in_flight) = self.prefetched.take() {
+            fetch::discard(&mut self.session, in_flight).await?;
+        }
+        Ok(())
     }
 
     /// What the server announced after login.
@@ -147,11 +168,24 @@ impl ImapStore {
 
     /// SELECT (with CONDSTORE where offered, RFC 7162 §3.1.8), returning UIDVALIDITY, EXISTS,
     /// UIDNEXT and HIGHESTMODSEQ. EXAMINE would not do: the folder is written to afterwards.
-    async fn select(&mut self, folder: &FolderName) -> Result<SelectInfo, StoreError> {
+    /// With `qresync` (QRESYNC enabled), the server also reports what changed since then: FETCH
+    /// for new and reflagged messages and VANISHED (EARLIER) for expunged ones (§3.2.5).
+    async fn select(
+        &mut self,
+        folder: &FolderName,
+        qresync: Option<Since>,
+    ) -> Result<SelectInfo, StoreError> {
+        self.settle_prefetch().await?;
         self.selected = None;
         let quoted = self.quoted_name(folder)?;
         let mut command = Command::new("SELECT").text(format!(" {quoted}"));
-        if self.capabilities.condstore() {
+        if let Some(since) = qresync {
+            command = command.text(format!(
+                " (QRESYNC ({} {}))",
+                since.uid_validity.get(),
+                since.highest_modseq
+            ));
+        } else if self.capabilities.condstore() {
             command = command.text(" (CONDSTORE)");
         }
         let tag = self.session.send(&command).await?;
@@ -166,6 +200,15 @@ impl ImapStore {
                         Some(ResponseCode::HighestModSeq(m)) => info.highest_modseq = Some(*m),
                         _ => {}
                     },
+                    Response::Vanished { uids, .. } => {
+                        info.vanished
+                            .extend(uids.iter().flat_map(|r| r.clone()).filter_map(Uid::new));
+                    }
+                    Response::Fetch(_, attributes) => {
+                        if let Some((uid, flags)) = uid_and_flags(attributes) {
+                            info.changed.insert(uid, flags);
+                        }
+                    }
                     _ => {}
                 },
                 Reply::Done(done) => break done,
@@ -200,39 +243,125 @@ impl ImapStore {
         })
     }
 
-    /// `UID FETCH 1:* (UID FLAGS)`: every message with its flags, and the message count the
-    /// server reported meanwhile (EXISTS and EXPUNGE may arrive during a UID command, RFC 3501
-    /// §7.4.1).
+    /// Every message of the folder just selected, with its flags.
+    async fn list_selected(
+        &mut self,
+        folder: &FolderName,
+        info: &SelectInfo,
+    ) -> Result<FolderSnapshot, StoreError> {
+        let exists = info.exists.unwrap_or(0);
+        let mut messages = BTreeMap::new();
+        if exists > 0 {
+            // The count the listing must match. A message arriving or expunged during the
+            // FETCH can make one listing disagree; a second one then sees a settled folder.
+            // Never is a listing that disagrees returned: the engine would take the missing
+            // messages for deleted ones.
+            let mut attempt = 0;
+            let mut expected = exists;
+            loop {
+                let (listed, count) = self.fetch_flags(expected, None).await?;
+                if listed.len() == count as usize {
+                    messages = listed;
+                    break;
+                }
+                attempt += 1;
+                if attempt >= 2 {
+                    return Err(self.protocol(
+                        "UID FETCH",
+                        format!(
+                            "{} messages listed in {folder}, but the folder holds {count}",
+                            listed.len()
+                        ),
+                    ));
+                }
+                tracing::debug!(%folder, "listing had {} of {count} messages; listing again", listed.len());
+                expected = count;
+            }
+        }
+        let uid_validity = self.selected()?.uid_validity;
+        Ok(FolderSnapshot {
+            uid_validity: Some(uid_validity),
+            uid_next: uid_next_after(info.uid_next, messages.keys().next_back().copied()),
+            highest_modseq: info.highest_modseq,
+            token: info.token(uid_validity),
+            messages: messages
+                .into_iter()
+                .map(|(uid, flags)| MessageMeta {
+                    id: MsgId::from_uid(uid),
+                    flags,
+                })
+                .collect(),
+        })
+    }
+
+    /// `STATUS` of one folder as a change token; `None` without CONDSTORE (flag changes would
+    /// not show) and for the selected folder (RFC 3501 §6.3.10: its STATUS may be stale).
+    async fn status_token(&mut self, folder: &FolderName) -> Result<Option<String>, StoreError> {
+        if !self.capabilities.condstore()
+            || self.selected.as_ref().is_some_and(|s| &s.folder == folder)
+        {
+            return Ok(None);
+        }
+        self.settle_prefetch().await?;
+        let quoted = self.quoted_name(folder)?;
+        let command = Command::new("STATUS").text(format!(
+            " {quoted} (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)"
+        ));
+        let tag = self.session.send(&command).await?;
+        let mut token = None;
+        loop {
+            match self.session.recv_for(&tag).await? {
+                Reply::Data(response) => {
+                    if let Response::MailboxData(MailboxDatum::Status { status, .. }) =
+                        response.parsed()
+                    {
+                        token = status_token(status);
+                    }
+                }
+                Reply::Done(done) => {
+                    if done.status != Status::Ok {
+                        // A folder that cannot be asked about is simply listed.
+                        return Ok(None);
+                    }
+                    return Ok(token);
+                }
+            }
+        }
+    }
+
+    /// `UID FETCH 1:* (UID FLAGS)`: every message with its flags (or with `changed_since`,
+    /// only those whose MODSEQ is higher, RFC 7162 §3.1.4), and the message count the server
+    /// reported meanwhile (EXISTS and EXPUNGE may arrive during a UID command, RFC 3501 §7.4.1).
     async fn fetch_flags(
         &mut self,
         mut exists: u32,
+        changed_since: Option<u64>,
     ) -> Result<(BTreeMap<Uid, Flags>, u32), StoreError> {
-        let command = Command::new("UID FETCH").text(" 1:* (UID FLAGS)");
+        let mut command = Command::new("UID FETCH").text(" 1:* (UID FLAGS)");
+        if let Some(modseq) = changed_since {
+            command = command.text(format!(" (CHANGEDSINCE {modseq})"));
+        }
         let tag = self.session.send(&command).await?;
         let mut messages = BTreeMap::new();
         loop {
             match self.session.recv_for(&tag).await? {
                 Reply::Data(response) => match response.parsed() {
                     Response::Fetch(_, attributes) => {
-                        let mut uid = None;
-                        let mut flags = None;
-                        for attribute in attributes {
-                            match attribute {
-                                AttributeValue::Uid(u) => uid = Uid::new(*u),
-                                AttributeValue::Flags(f) => {
-                                    flags = Some(Flags::from_imap(f.iter().map(|f| f.as_ref())))
-                                }
-                                _ => {}
-                            }
-                        }
                         // A FETCH without both (say, an unsolicited MODSEQ change) says
                         // nothing about the listing.
-                        if let (Some(uid), Some(flags)) = (uid, flags) {
+                        if let Some((uid, flags)) = uid_and_flags(attributes) {
                             messages.insert(uid, flags);
                         }
                     }
                     Response::MailboxData(MailboxDatum::Exists(n)) => exists = *n,
                     Response::Expunge(_) => exists = exists.saturating_sub(1),
+                    Response::Vanished {
+                        earlier: false,
+                        uids,
+                    } => {
+                        let gone: usize = uids.iter().map(|r| r.clone().count()).sum();
+                        exists = exists.saturating_sub(u32::try_from(gone).unwrap_or(u32::MAX));
+                    }
                     _ => {}
                 },
                 Reply::Done(done) => {
@@ -259,12 +388,74 @@ impl ImapStore {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct SelectInfo {
     exists: Option<u32>,
     uid_validity: Option<u32>,
     uid_next: Option<u32>,
     highest_modseq: Option<u64>,
+    /// QRESYNC only: messages changed since the given MODSEQ, and expunged ones.
+    changed: BTreeMap<Uid, Flags>,
+    vanished: Vec<Uid>,
+}
+
+impl SelectInfo {
+    /// The same token STATUS gives (see [`token`]).
+    fn token(&self, uid_validity: UidValidity) -> Option<String> {
+        Some(token(
+            uid_validity.get(),
+            self.uid_next?,
+            self.exists?,
+            self.highest_modseq?,
+        ))
+    }
+}
+
+/// A folder's change token: equal as long as no message was added, expunged or reflagged
+/// (HIGHESTMODSEQ rises with every change, RFC 7162 §3.1.1; MESSAGES and UIDNEXT guard
+/// servers that do not count expunges as changes).
+fn token(uid_validity: u32, uid_next: u32, messages: u32, highest_modseq: u64) -> String {
+    format!("{uid_validity}.{uid_next}.{messages}.{highest_modseq}")
+}
+
+fn status_token(status: &[StatusAttribute]) -> Option<String> {
+    let (mut uv, mut next, mut messages, mut modseq) = (None, None, None, None);
+    for attribute in status {
+        match attribute {
+            StatusAttribute::UidValidity(v) => uv = Some(*v),
+            StatusAttribute::UidNext(n) => next = Some(*n),
+            StatusAttribute::Messages(n) => messages = Some(*n),
+            StatusAttribute::HighestModSeq(m) => modseq = Some(*m),
+            // Unknown to the token; the enum is not exhaustive.
+            _ => {}
+        }
+    }
+    // HIGHESTMODSEQ 0: the folder has no MODSEQs (RFC 7162 §3.1.2.1); nothing to go by.
+    Some(token(uv?, next?, messages?, modseq.filter(|m| *m > 0)?))
+}
+
+fn uid_and_flags(attributes: &[AttributeValue<'_>]) -> Option<(Uid, Flags)> {
+    let mut uid = None;
+    let mut flags = None;
+    for attribute in attributes {
+        match attribute {
+            AttributeValue::Uid(u) => uid = Uid::new(*u),
+            AttributeValue::Flags(f) => {
+                flags = Some(Flags::from_imap(f.iter().map(|f| f.as_ref())))
+            }
+            _ => {}
+        }
+    }
+    Some((uid?, flags?))
+}
+
+/// UIDNEXT as reported, or past the last UID listed when a message arrived during the listing.
+fn uid_next_after(reported: Option<u32>, last: Option<Uid>) -> Option<u32> {
+    let past_last = last.map(|u| u.get().saturating_add(1));
+    match (reported, past_last) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 #[async_trait]
@@ -278,16 +469,31 @@ impl Store for ImapStore {
     }
 
     async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError> {
-        let tag = self
-            .session
-            .send(&Command::new("LIST").text(" \"\" \"*\""))
-            .await?;
+        self.settle_prefetch().await?;
+        // With LIST-STATUS (RFC 5819) and CONDSTORE, one round trip also tells which folders
+        // changed since the last sync.
+        let with_status = self.capabilities.has("LIST-STATUS") && self.capabilities.condstore();
+        let command = if with_status {
+            Command::new("LIST")
+                .text(" \"\" \"*\" RETURN (STATUS (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ))")
+        } else {
+            Command::new("LIST").text(" \"\" \"*\"")
+        };
+        let tag = self.session.send(&command).await?;
         let mut found: BTreeMap<FolderName, String> = BTreeMap::new();
+        let mut statuses: HashMap<String, String> = HashMap::new();
         loop {
             match self.session.recv_for(&tag).await? {
                 Reply::Data(response) => {
-                    let Response::MailboxData(MailboxDatum::List(list)) = response.parsed() else {
-                        continue;
+                    let list = match response.parsed() {
+                        Response::MailboxData(MailboxDatum::List(list)) => list,
+                        Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
+                            if let Some(token) = status_token(status) {
+                                statuses.insert(mailbox.to_string(), token);
+                            }
+                            continue;
+                        }
+                        _ => continue,
                     };
                     let unselectable = list.name_attributes.iter().any(|a| match a {
                         NameAttribute::NoSelect => true,
@@ -322,11 +528,20 @@ impl Store for ImapStore {
                 }
             }
         }
+        self.listed_tokens = found
+            .iter()
+            .filter_map(|(folder, server)| {
+                statuses
+                    .get(server)
+                    .map(|token| (folder.clone(), token.clone()))
+            })
+            .collect();
         self.server_names = found.clone().into_iter().collect();
         Ok(found.into_keys().collect())
     }
 
     async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
+        self.settle_prefetch().await?;
         let server = self.server_name(folder)?;
         let quoted = self.quoted_name(folder)?;
         let done = self
@@ -346,59 +561,74 @@ impl Store for ImapStore {
     }
 
     async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError> {
-        let info = self.select(folder).await?;
-        let exists = info.exists.unwrap_or(0);
-        let mut messages = BTreeMap::new();
-        if exists > 0 {
-            // The count the listing must match. A message arriving or expunged during the
-            // FETCH can make one listing disagree; a second one then sees a settled folder.
-            // Never is a listing that disagrees returned: the engine would take the missing
-            // messages for deleted ones.
-            let mut attempt = 0;
-            let mut expected = exists;
-            loop {
-                let (listed, count) = self.fetch_flags(expected).await?;
-                if listed.len() == count as usize {
-                    messages = listed;
-                    break;
-                }
-                attempt += 1;
-                if attempt >= 2 {
-                    return Err(self.protocol(
-                        "UID FETCH",
-                        format!(
-                            "{} messages listed in {folder}, but the folder holds {count}",
-                            listed.len()
-                        ),
-                    ));
-                }
-                tracing::debug!(%folder, "listing had {} of {count} messages; listing again", listed.len());
-                expected = count;
-            }
+        let info = self.select(folder, None).await?;
+        self.list_selected(folder, &info).await
+    }
+
+    async fn change_token(&mut self, folder: &FolderName) -> Result<Option<String>, StoreError> {
+        if let Some(token) = self.listed_tokens.remove(folder) {
+            return Ok(Some(token));
         }
-        // A message that arrived during the listing may be in it with a UID at or past the
-        // UIDNEXT reported before.
-        let past_last = messages
-            .keys()
-            .next_back()
-            .map(|u| u.get().saturating_add(1));
-        let uid_next = match (info.uid_next, past_last) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
+        self.status_token(folder).await
+    }
+
+    async fn scan_since(
+        &mut self,
+        folder: &FolderName,
+        since: Option<Since>,
+    ) -> Result<Listing, StoreError> {
+        let since = since.filter(|_| self.capabilities.condstore());
+        let info = self.select(folder, since.filter(|_| self.qresync)).await?;
         let uid_validity = self.selected()?.uid_validity;
-        Ok(FolderSnapshot {
-            uid_validity: Some(uid_validity),
-            uid_next,
-            highest_modseq: info.highest_modseq,
-            messages: messages
+        let (Some(since), Some(highest_modseq)) = (since, info.highest_modseq) else {
+            return Ok(Listing::Full(self.list_selected(folder, &info).await?));
+        };
+        // Renumbered, or a server that lost its MODSEQs: only a full listing can be trusted.
+        if since.uid_validity != uid_validity || highest_modseq < since.highest_modseq {
+            return Ok(Listing::Full(self.list_selected(folder, &info).await?));
+        }
+        let mut exists = info.exists.unwrap_or(0);
+        let (changed, vanished) = if self.qresync {
+            (info.changed.clone(), Some(info.vanished.clone()))
+        } else if highest_modseq == since.highest_modseq {
+            (BTreeMap::new(), None)
+        } else {
+            let (changed, count) = self.fetch_flags(exists, Some(since.highest_modseq)).await?;
+            exists = count;
+            (changed, None)
+        };
+        tracing::debug!(
+            %folder,
+            changed = changed.len(),
+            vanished = ?vanished.as_ref().map(Vec::len),
+            "incremental listing since MODSEQ {}",
+            since.highest_modseq
+        );
+        Ok(Listing::Changes(FolderChanges {
+            uid_validity,
+            uid_next: uid_next_after(info.uid_next, changed.keys().next_back().copied()),
+            highest_modseq,
+            exists,
+            token: info.token(uid_validity),
+            changed: changed
                 .into_iter()
                 .map(|(uid, flags)| MessageMeta {
                     id: MsgId::from_uid(uid),
                     flags,
                 })
                 .collect(),
-        })
+            vanished: vanished.map(|v| v.into_iter().map(MsgId::from_uid).collect()),
+        }))
+    }
+
+    async fn prefetch(&mut self, ids: &[MsgId]) -> Result<(), StoreError> {
+        self.settle_prefetch().await?;
+        self.selected()?;
+        let uids = Self::uids(ids)?;
+        if !uids.is_empty() {
+            self.prefetched = Some(fetch::send_bodies(&mut self.session, &uids).await?);
+        }
+        Ok(())
     }
 
     fn staging_dir(&self, _folder: &FolderName) -> Option<PathBuf> {
@@ -412,15 +642,23 @@ impl Store for ImapStore {
     async fn stage(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError> {
         self.selected()?;
         let uids = Self::uids(ids)?;
-        if uids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let metas = fetch::fetch_meta(&mut self.session, &uids).await?;
+        let in_flight = match self.prefetched.take() {
+            Some(in_flight) if in_flight.is_for(&uids) => in_flight,
+            other => {
+                if let Some(stale) = other {
+                    fetch::discard(&mut self.session, stale).await?;
+                }
+                if uids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                fetch::send_bodies(&mut self.session, &uids).await?
+            }
+        };
         let mut collector = fetch::Collector::Stage {
             dir: staging,
             staged: Vec::new(),
         };
-        match fetch::fetch_bodies(&mut self.session, &metas, &mut collector).await {
+        match fetch::receive_bodies(&mut self.session, in_flight, &mut collector).await {
             Ok(()) => match collector {
                 fetch::Collector::Stage { staged, .. } => Ok(staged),
                 fetch::Collector::Fingerprint { .. } => Ok(Vec::new()),
@@ -438,6 +676,7 @@ impl Store for ImapStore {
         flags: Flags,
         _reserved: Option<&MsgId>,
     ) -> Result<Option<MsgId>, StoreError> {
+        self.settle_prefetch().await?;
         let selected = self.selected()?.clone();
         let done = append::append(&mut self.session, &selected.quoted, message, flags).await?;
         if message.temporary
@@ -478,6 +717,7 @@ impl Store for ImapStore {
     }
 
     async fn set_flags(&mut self, updates: &[FlagUpdate]) -> Result<(), StoreError> {
+        self.settle_prefetch().await?;
         self.selected()?;
         // One command per distinct change instead of one per message.
         let mut groups: BTreeMap<(u8, u8), Vec<Uid>> = BTreeMap::new();
@@ -505,6 +745,7 @@ impl Store for ImapStore {
     }
 
     async fn delete(&mut self, ids: &[MsgId]) -> Result<(), StoreError> {
+        self.settle_prefetch().await?;
         let folder = self.selected()?.folder.clone();
         let uids = Self::uids(ids)?;
         if uids.is_empty() {
@@ -534,14 +775,15 @@ impl Store for ImapStore {
         &mut self,
         ids: &[MsgId],
     ) -> Result<Vec<(MsgId, Fingerprint)>, StoreError> {
+        self.settle_prefetch().await?;
         self.selected()?;
         let uids = Self::uids(ids)?;
         if uids.is_empty() {
             return Ok(Vec::new());
         }
-        let metas = fetch::fetch_meta(&mut self.session, &uids).await?;
+        let in_flight = fetch::send_bodies(&mut self.session, &uids).await?;
         let mut collector = fetch::Collector::Fingerprint { prints: Vec::new() };
-        fetch::fetch_bodies(&mut self.session, &metas, &mut collector).await?;
+        fetch::receive_bodies(&mut self.session, in_flight, &mut collector).await?;
         match collector {
             fetch::Collector::Fingerprint { prints } => Ok(prints),
             fetch::Collector::Stage { .. } => Ok(Vec::new()),
@@ -549,6 +791,8 @@ impl Store for ImapStore {
     }
 
     async fn close(&mut self) {
+        // Unread prefetched bodies do not matter to a session that ends.
+        self.prefetched = None;
         self.session.logout(LOGOUT_LIMIT).await;
         self.selected = None;
     }

@@ -27,6 +27,7 @@ use async_imap::imap_proto::{self, Response, ResponseCode};
 use futures_util::Stream;
 use tokio::io::AsyncWriteExt;
 
+use super::capabilities::Capabilities;
 use crate::store::StoreError;
 
 use super::capabilities::LiteralMode;
@@ -64,6 +65,8 @@ pub enum Code {
         uid_validity: u32,
         uids: Vec<UidSetMember>,
     },
+    /// RFC 3501 §7.1: the capabilities, sent with a login's completion by most servers.
+    Capabilities(Capabilities),
     /// Any other code the parser knew, for messages.
     Other(String),
 }
@@ -83,7 +86,7 @@ impl Done {
     pub fn detail(&self) -> String {
         match &self.code {
             Some(Code::Other(code)) => format!("[{code}] {}", self.text),
-            Some(Code::AppendUid { .. }) | None => self.text.clone(),
+            Some(Code::AppendUid { .. } | Code::Capabilities(_)) | None => self.text.clone(),
         }
     }
 }
@@ -471,6 +474,9 @@ impl Session {
                         uid_validity: *uid_validity,
                         uids: uids.clone(),
                     },
+                    ResponseCode::Capabilities(caps) => {
+                        Code::Capabilities(Capabilities::from_proto(caps))
+                    }
                     other => Code::Other(format!("{other:?}")),
                 }),
                 text: outcome.information.as_deref().unwrap_or("").to_owned(),

@@ -12,7 +12,7 @@ use idlewild::model::Flags;
 
 pub mod daemon;
 
-use crate::support::dovecot::Dovecot;
+use crate::support::dovecot::{Dovecot, DovecotOptions};
 use crate::support::imapctl::ImapCtl;
 
 pub struct Env {
@@ -33,7 +33,12 @@ pub type Side = BTreeMap<String, Vec<Seen>>;
 
 impl Env {
     pub fn new() -> Env {
-        let dovecot = Dovecot::start().expect("start a private Dovecot");
+        Env::with(DovecotOptions::default())
+    }
+
+    /// An environment whose Dovecot is started with `options`.
+    pub fn with(options: DovecotOptions) -> Env {
+        let dovecot = Dovecot::start_with(options).expect("start a private Dovecot");
         let ctl = ImapCtl::new(&dovecot);
         let dir = tempfile::tempdir().expect("tempdir");
         let env = Env { dovecot, ctl, dir };

@@ -1,0 +1,239 @@
+//! Re-syncs that cost what changed, not what the folders hold: unchanged folders skipped on the
+//! strength of the change tokens (LIST-STATUS/STATUS with HIGHESTMODSEQ; Maildir directory
+//! times), changed ones listed incrementally (QRESYNC, or CONDSTORE with the message count as
+//! the check for expunges), and servers without either listed in full — all against a real
+//! Dovecot whose capabilities are narrowed per test, with the bytes the server sent taken from
+//! its own per-session log line.
+
+mod common;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use common::{Env, set_local_flags, stderr};
+use support::corpus;
+use support::dovecot::DovecotOptions;
+
+const FOLDERS: [&str; 4] = ["INBOX", "Archive/2019", "Entwürfe", "Lists/rust"];
+
+/// Capabilities a server without QRESYNC, or without CONDSTORE too, would announce.
+const CONDSTORE_ONLY: &str = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE UIDPLUS MOVE CONDSTORE";
+const NEITHER: &str = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE UIDPLUS MOVE";
+
+fn env_with_capabilities(capabilities: Option<&str>) -> Env {
+    let mut options = DovecotOptions::default();
+    if let Some(caps) = capabilities {
+        options.extra_config.push(format!(
+            "protocol imap {{\n  imap_capability = {caps}\n}}\n"
+        ));
+    }
+    Env::with(options)
+}
+
+fn fill(env: &Env, seed: u64, n: usize) {
+    for f in &FOLDERS[1..] {
+        env.ctl.create(f);
+    }
+    let mut ops = Vec::new();
+    for i in 0..n {
+        let flags: Vec<&str> = if i % 3 == 0 { vec!["\\Seen"] } else { vec![] };
+        ops.push(serde_json::json!({
+            "op": "append",
+            "folder": FOLDERS[i % FOLDERS.len()],
+            "message": String::from_utf8_lossy(&corpus::message(seed, i)),
+            "flags": flags,
+        }));
+    }
+    env.ctl.run(serde_json::Value::Array(ops));
+}
+
+/// Bytes the server received and sent in the IMAP sessions that ended while `run` ran, from
+/// Dovecot's `Logged out in=N out=M` lines (the session after login).
+fn wire_bytes(env: &Env, run: impl FnOnce()) -> (u64, u64) {
+    let before = env.dovecot.log().len();
+    run();
+    // The log line is written by Dovecot's log process, a moment after the session ends.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = env.dovecot.log();
+        let new = log.get(before..).unwrap_or("");
+        let sessions: Vec<(u64, u64)> = new
+            .lines()
+            .filter(|l| l.contains("Logged out") || l.contains("Disconnected"))
+            .filter_map(|l| Some((counter(l, "in=")?, counter(l, "out=")?)))
+            .collect();
+        if !sessions.is_empty() || Instant::now() > deadline {
+            assert!(!sessions.is_empty(), "no session ended in the log:\n{new}");
+            return sessions
+                .iter()
+                .fold((0, 0), |(i, o), (a, b)| (i + a, o + b));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn counter(line: &str, key: &str) -> Option<u64> {
+    let at = line.find(&format!(" {key}"))? + 1 + key.len();
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Maildir directory times are trusted once they are two seconds old (see `dir_token`).
+fn let_directory_times_settle() {
+    std::thread::sleep(Duration::from_millis(2100));
+}
+
+#[test]
+fn a_resync_without_changes_skips_every_folder_for_a_few_hundred_bytes() {
+    let env = env_with_capabilities(None);
+    fill(&env, 11, 400);
+    env.sync_ok(&[]);
+    let_directory_times_settle();
+    // The first re-sync sees the Maildir changed by the initial sync (its own deliveries) and
+    // lists it; the server side is already incremental.
+    let (_, second_out) = wire_bytes(&env, || {
+        env.sync_ok(&[]);
+    });
+    let out = env.sync_ok(&[]);
+    let skipped = stderr(&out).matches("unchanged on both sides").count();
+    assert_eq!(
+        skipped,
+        FOLDERS.len(),
+        "every folder is skipped once both tokens settled:\n{}",
+        stderr(&out)
+    );
+    let (sent, received) = wire_bytes(&env, || {
+        env.sync_ok(&[]);
+    });
+    eprintln!(
+        "no-change re-sync: {sent} bytes sent, {received} received; the one before: {second_out} received"
+    );
+    assert!(
+        received < 2048 && sent < 1024,
+        "a no-change re-sync of 400 messages cost {sent} bytes up and {received} down"
+    );
+    // 400 messages listed with their flags would be well over 10 KB.
+    assert!(
+        second_out < 4096,
+        "the incremental re-sync received {second_out} bytes"
+    );
+    env.assert_in_step();
+}
+
+fn changes_travel(capabilities: Option<&str>, expect_in_log: &str, not_in_log: Option<&str>) {
+    let env = env_with_capabilities(capabilities);
+    fill(&env, 12, 60);
+    env.sync_ok(&[]);
+    let_directory_times_settle();
+    env.sync_ok(&[]);
+
+    // Another client: a flag set, a flag removed, an expunge and a new message in INBOX;
+    // a flag set in Lists/rust.
+    let inbox = env.ctl.dump("INBOX");
+    assert!(inbox.len() >= 10);
+    env.ctl.store("INBOX", inbox[1].uid, &["\\Flagged"], "+");
+    env.ctl.store("INBOX", inbox[0].uid, &["\\Seen"], "-");
+    env.ctl.expunge("INBOX", &[inbox[2].uid]);
+    env.ctl
+        .append("INBOX", &corpus::message(99, 1), &["\\Answered"]);
+    let rust = env.ctl.dump("Lists/rust");
+    env.ctl.store("Lists/rust", rust[3].uid, &["\\Seen"], "+");
+    // And the mail client: a flag on a local file.
+    let file = env
+        .local_files("Archive/2019")
+        .into_iter()
+        .next()
+        .expect("a local message");
+    set_local_flags(&file, "FS");
+
+    let out = env.sync_ok(&[]);
+    let log = stderr(&out);
+    assert!(
+        log.contains(expect_in_log),
+        "expected {expect_in_log:?} in the log:\n{log}"
+    );
+    if let Some(unexpected) = not_in_log {
+        assert!(
+            !log.contains(unexpected),
+            "did not expect {unexpected:?} in the log:\n{log}"
+        );
+    }
+    let (remote, local) = env.assert_in_step();
+    assert_eq!(env.count(&remote), 60);
+    assert_eq!(env.count(&local), 60);
+    // The next run has nothing to do, and says so.
+    let out = env.sync_ok(&["--json"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the --json report is JSON");
+    let text = report.to_string();
+    for key in ["downloaded", "uploaded", "flags_remote", "flags_local"] {
+        assert!(
+            !text.contains(&format!("\"{key}\":1")),
+            "a re-sync after convergence did something ({key}): {text}"
+        );
+    }
+}
+
+#[test]
+fn changes_on_a_qresync_server_arrive_through_the_incremental_listing() {
+    // VANISHED reports the expunge: the rebuilt listing needs no full one to back it.
+    changes_travel(
+        None,
+        "incremental listing since MODSEQ",
+        Some("do not add up"),
+    );
+}
+
+#[test]
+fn expunges_on_a_condstore_only_server_are_found_by_the_message_count() {
+    // Without QRESYNC the expunge is not reported: the rebuilt listing is one message long,
+    // and the folder is listed in full instead.
+    changes_travel(Some(CONDSTORE_ONLY), "do not add up", None);
+}
+
+#[test]
+fn a_server_without_condstore_is_listed_in_full_and_still_converges() {
+    let env = env_with_capabilities(Some(NEITHER));
+    fill(&env, 13, 40);
+    env.sync_ok(&[]);
+    let inbox = env.ctl.dump("INBOX");
+    env.ctl.store("INBOX", inbox[0].uid, &["\\Flagged"], "+");
+    env.ctl.expunge("INBOX", &[inbox[1].uid]);
+    let out = env.sync_ok(&[]);
+    assert!(
+        !stderr(&out).contains("incremental listing"),
+        "no incremental listing without CONDSTORE"
+    );
+    let (remote, _) = env.assert_in_step();
+    assert_eq!(env.count(&remote), 39);
+}
+
+#[test]
+fn a_local_change_after_skipped_runs_is_seen() {
+    let env = env_with_capabilities(None);
+    fill(&env, 14, 20);
+    env.sync_ok(&[]);
+    let_directory_times_settle();
+    env.sync_ok(&[]);
+    let out = env.sync_ok(&[]);
+    assert_eq!(
+        stderr(&out).matches("unchanged on both sides").count(),
+        FOLDERS.len()
+    );
+    // A flag change (a rename in cur/) and a deletion, right after a skipped run.
+    let files = env.local_files("Entwürfe");
+    set_local_flags(&files[0], "T");
+    std::fs::remove_file(&files[1]).expect("delete a local message");
+    env.deliver_locally(
+        "Entwürfe",
+        "1700000000.local1.host",
+        &corpus::message(77, 3),
+        None,
+    );
+    env.sync_ok(&[]);
+    let (remote, _) = env.assert_in_step();
+    assert_eq!(env.count(&remote), 20);
+}

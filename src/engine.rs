@@ -23,7 +23,7 @@ use crate::model::{Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid};
 use crate::plan::{self, Action, FolderAction, Plan, Record, RecordId, Side};
 use crate::recover::{self, Known};
 use crate::state::{FolderState, FolderStatus, Pending, StateDb, StateError};
-use crate::store::{FailureKind, FlagUpdate, Listing, Since, Store, StoreError};
+use crate::store::{FailureKind, FlagUpdate, Listing, Since, Staged, Store, StoreError};
 
 /// How many messages are uploaded between two state commits.
 const BATCH: usize = 64;
@@ -872,22 +872,24 @@ async fn execute(
             .stage(&present, &options.scratch_dir)
             .await
             .map_err(SyncError::local)?;
-        let mut confirmed = Vec::new();
-        let mut result = Ok(());
-        for s in &staged {
-            let Some((_, flags, _)) = intents.iter().find(|(id, _, _)| *id == s.source_id) else {
-                continue;
-            };
-            match remote.deliver(s, *flags, None).await {
-                Ok(Some(uid)) => confirmed.push((s.source_id.clone(), uid, *flags)),
-                // No APPENDUID: the intent stays; the next run finds the copy by content.
-                Ok(None) => {}
-                Err(e) => {
-                    result = Err(SyncError::remote(e));
-                    break;
-                }
-            }
-        }
+        let messages: Vec<(&Staged, Flags)> = staged
+            .iter()
+            .filter_map(|s| {
+                intents
+                    .iter()
+                    .find(|(id, _, _)| *id == s.source_id)
+                    .map(|(_, flags, _)| (s, *flags))
+            })
+            .collect();
+        let (ids, failure) = remote.deliver_all(&messages).await;
+        // Without APPENDUID an id is `None`: the intent stays, and the next run finds the copy
+        // by content.
+        let confirmed: Vec<(MsgId, MsgId, Flags)> = messages
+            .iter()
+            .zip(ids)
+            .filter_map(|((s, flags), id)| id.map(|uid| (s.source_id.clone(), uid, *flags)))
+            .collect();
+        let result = failure.map_or(Ok(()), |e| Err(SyncError::remote(e)));
         for s in &staged {
             if s.temporary {
                 let _ = std::fs::remove_file(&s.path);

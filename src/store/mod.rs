@@ -217,6 +217,23 @@ pub trait Store: Send {
         reserved: Option<&MsgId>,
     ) -> Result<Option<MsgId>, StoreError>;
 
+    /// Stores several messages in the open folder, as [`Store::deliver`] without reserved ids.
+    /// Returns one entry per message delivered, in order, up to the first failure, which is
+    /// returned with them.
+    async fn deliver_all(
+        &mut self,
+        messages: &[(&Staged, Flags)],
+    ) -> (Vec<Option<MsgId>>, Option<StoreError>) {
+        let mut ids = Vec::with_capacity(messages.len());
+        for (message, flags) in messages {
+            match self.deliver(message, *flags, None).await {
+                Ok(id) => ids.push(id),
+                Err(e) => return (ids, Some(e)),
+            }
+        }
+        (ids, None)
+    }
+
     /// Completes and makes durable every delivery since the last call.
     async fn flush(&mut self) -> Result<(), StoreError>;
 

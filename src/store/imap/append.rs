@@ -27,34 +27,61 @@ pub async fn append(
     message: &Staged,
     flags: Flags,
 ) -> Result<Done, StoreError> {
-    let path = message.path.as_path();
-    let mut file = File::open(path)
-        .await
-        .map_err(|e| StoreError::io(path, e))?;
-    // The literal's length is that of the CRLF form, so it takes a first pass over the file.
-    let length = crlf_length(&mut file, path).await?;
-    file.seek(SeekFrom::Start(0))
-        .await
-        .map_err(|e| StoreError::io(path, e))?;
+    let done = multiappend(session, quoted_mailbox, &[(message, flags)]).await?;
+    session.check(done, "APPEND")
+}
 
-    let mut line = format!("APPEND {quoted_mailbox}");
-    if !flags.is_empty() {
-        line.push_str(&format!(" ({})", flags.imap_list()));
+/// Appends all `messages` with one command (MULTIAPPEND, RFC 3502, when there are several):
+/// one server transaction for the lot, which stores all of them or none. Returns the
+/// completion, NO and BAD included, for the caller to decide.
+pub async fn multiappend(
+    session: &mut Session,
+    quoted_mailbox: &str,
+    messages: &[(&Staged, Flags)],
+) -> Result<Done, StoreError> {
+    // Every file is opened and measured before the command starts: a failure in the middle of
+    // the command line would leave the server waiting for the rest of it.
+    let mut files = Vec::with_capacity(messages.len());
+    for (message, _) in messages {
+        let path = message.path.as_path();
+        let mut file = File::open(path)
+            .await
+            .map_err(|e| StoreError::io(path, e))?;
+        // The literal's length is that of the CRLF form, so it takes a first pass over the file.
+        let length = crlf_length(&mut file, path).await?;
+        file.seek(SeekFrom::Start(0))
+            .await
+            .map_err(|e| StoreError::io(path, e))?;
+        files.push((file, length));
     }
-    if let Some(date) = message.internal_date.and_then(date::format) {
-        line.push_str(&format!(" \"{date}\""));
-    }
-    line.push(' ');
 
-    let tag = session.begin(&format!("{line}{{{length}}}")).await?;
-    session.write(line.as_bytes()).await?;
-    session.literal_header(&tag, "APPEND", length).await?;
-    send_body(session, &mut file, path, length).await?;
+    let tag = session
+        .begin(&format!(
+            "APPEND {quoted_mailbox} <{} message(s)>",
+            messages.len()
+        ))
+        .await?;
+    session
+        .write(format!("APPEND {quoted_mailbox}").as_bytes())
+        .await?;
+    for ((message, flags), (file, length)) in messages.iter().zip(files.iter_mut()) {
+        let mut part = String::new();
+        if !flags.is_empty() {
+            part.push_str(&format!(" ({})", flags.imap_list()));
+        }
+        if let Some(date) = message.internal_date.and_then(date::format) {
+            part.push_str(&format!(" \"{date}\""));
+        }
+        part.push(' ');
+        session.write(part.as_bytes()).await?;
+        session.literal_header(&tag, "APPEND", *length).await?;
+        send_body(session, file, &message.path, *length).await?;
+    }
     session.end().await?;
 
     loop {
         if let Reply::Done(done) = session.recv_for(&tag).await? {
-            return session.check(done, "APPEND");
+            return Ok(done);
         }
     }
 }

@@ -43,7 +43,7 @@ pub use notify_watch::NotifyWatcher;
 pub use tls::format_fingerprint;
 pub use watch::{Wake, Watcher};
 
-use session::{Code, Command, Reply, Session, Status};
+use session::{Code, Command, Done, Reply, Session, Status};
 
 /// How long LOGOUT may take before the connection is simply dropped.
 const LOGOUT_LIMIT: Duration = Duration::from_secs(5);
@@ -388,6 +388,60 @@ impl ImapStore {
     }
 }
 
+impl ImapStore {
+    async fn deliver_each(
+        &mut self,
+        messages: &[(&Staged, Flags)],
+    ) -> (Vec<Option<MsgId>>, Option<StoreError>) {
+        let mut ids = Vec::with_capacity(messages.len());
+        for (message, flags) in messages {
+            match self.deliver(message, *flags, None).await {
+                Ok(id) => ids.push(id),
+                Err(e) => return (ids, Some(e)),
+            }
+        }
+        (ids, None)
+    }
+}
+
+/// The UIDs an APPEND of `count` messages got (RFC 4315 APPENDUID, in the order appended);
+/// `None` each where the server did not say, or said it for another generation of the folder
+/// (the folder was recreated meanwhile: the UIDs would name the wrong messages).
+fn appended_uids(done: &Done, selected: &Selected, count: usize) -> Vec<Option<MsgId>> {
+    let unknown = vec![None; count];
+    let Some(Code::AppendUid { uid_validity, uids }) = &done.code else {
+        return unknown;
+    };
+    if *uid_validity != selected.uid_validity.get() {
+        tracing::warn!(
+            folder = %selected.folder,
+            "APPENDUID names UIDVALIDITY {uid_validity}, the folder was opened with {}",
+            selected.uid_validity
+        );
+        return unknown;
+    }
+    let mut listed = Vec::new();
+    for member in uids {
+        match member {
+            UidSetMember::Uid(uid) => listed.push(*uid),
+            UidSetMember::UidRange(range) => {
+                // More UIDs than messages is a broken answer; do not expand it without bound.
+                if range.clone().count() > count {
+                    return unknown;
+                }
+                listed.extend(range.clone());
+            }
+        }
+    }
+    if listed.len() != count {
+        return unknown;
+    }
+    listed
+        .into_iter()
+        .map(|uid| Uid::new(uid).map(MsgId::from_uid))
+        .collect()
+}
+
 #[derive(Debug, Default, Clone)]
 struct SelectInfo {
     exists: Option<u32>,
@@ -687,28 +741,42 @@ impl Store for ImapStore {
                 message.path.display()
             );
         }
-        let id = match &done.code {
-            Some(Code::AppendUid { uid_validity, uids })
-                if *uid_validity == selected.uid_validity.get() =>
-            {
-                match uids.as_slice() {
-                    [UidSetMember::Uid(uid)] => Uid::new(*uid).map(MsgId::from_uid),
-                    _ => None,
-                }
-            }
-            // Appended, but with another UIDVALIDITY (the folder was recreated meanwhile)
-            // the UID would name a message in the wrong generation of the folder.
-            Some(Code::AppendUid { uid_validity, .. }) => {
-                tracing::warn!(
-                    folder = %selected.folder,
-                    "APPENDUID names UIDVALIDITY {uid_validity}, the folder was opened with {}",
-                    selected.uid_validity
-                );
-                None
-            }
-            _ => None,
+        Ok(appended_uids(&done, &selected, 1).pop().flatten())
+    }
+
+    async fn deliver_all(
+        &mut self,
+        messages: &[(&Staged, Flags)],
+    ) -> (Vec<Option<MsgId>>, Option<StoreError>) {
+        if messages.len() < 2 || !self.capabilities.has("MULTIAPPEND") {
+            return self.deliver_each(messages).await;
+        }
+        if let Err(e) = self.settle_prefetch().await {
+            return (Vec::new(), Some(e));
+        }
+        let selected = match self.selected() {
+            Ok(s) => s.clone(),
+            Err(e) => return (Vec::new(), Some(e)),
         };
-        Ok(id)
+        let done = match append::multiappend(&mut self.session, &selected.quoted, messages).await {
+            Ok(done) => done,
+            Err(e) => return (Vec::new(), Some(e)),
+        };
+        if done.status != Status::Ok {
+            // MULTIAPPEND stores all or nothing: one message the server refuses (too big, say)
+            // must not hold back the others.
+            tracing::debug!(
+                "MULTIAPPEND refused ({}); appending one by one",
+                done.detail()
+            );
+            return self.deliver_each(messages).await;
+        }
+        for (message, _) in messages {
+            if message.temporary {
+                let _ = tokio::fs::remove_file(&message.path).await;
+            }
+        }
+        (appended_uids(&done, &selected, messages.len()), None)
     }
 
     async fn flush(&mut self) -> Result<(), StoreError> {

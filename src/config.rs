@@ -75,6 +75,9 @@ pub struct ImapConfig {
     pub cert_fingerprint: Option<[u8; 32]>,
     /// How long to wait for any answer from the server.
     pub timeout: Duration,
+    /// COMPRESS=DEFLATE where offered: `None` decides by the address (on, except for loopback
+    /// and private networks, where deflating costs more time than it saves).
+    pub compress: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +273,7 @@ struct FileImap {
     ca_file: Option<String>,
     cert_fingerprint: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
+    compress: Option<bool>,
 }
 
 fn default_tls() -> Spanned<TlsMode> {
@@ -319,6 +323,7 @@ pub const KEYS: &[&str] = &[
     "accounts.*.remote.ca_file",
     "accounts.*.remote.cert_fingerprint",
     "accounts.*.remote.timeout",
+    "accounts.*.remote.compress",
     "accounts.*.local.type",
     "accounts.*.local.path",
     "accounts.*.local.layout",
@@ -537,6 +542,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 ca_file: imap.ca_file.as_deref().map(expand_tilde),
                 cert_fingerprint,
                 timeout,
+                compress: imap.compress,
             },
             local: MaildirConfig {
                 path: absolute(&maildir.path, &key("local.path"), &at)?,

@@ -32,6 +32,7 @@ fn config(d: &Dovecot, tls: TlsMode) -> ImapConfig {
         ca_file: Some(d.ca_file()),
         cert_fingerprint: None,
         timeout: Duration::from_secs(20),
+        compress: None,
     }
 }
 
@@ -212,6 +213,7 @@ async fn a_refused_connection_names_the_address() {
         ca_file: None,
         cert_fingerprint: None,
         timeout: Duration::from_secs(5),
+        compress: None,
     };
     let e = ImapStore::connect(&cfg).await.unwrap_err();
     let StoreError::Connect { address, .. } = &e else {
@@ -613,6 +615,7 @@ fn scripted_config(port: u16, tls: TlsMode) -> ImapConfig {
         ca_file: None,
         cert_fingerprint: None,
         timeout: Duration::from_secs(5),
+        compress: None,
     }
 }
 

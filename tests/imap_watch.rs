@@ -28,6 +28,7 @@ fn config(d: &Dovecot) -> ImapConfig {
         ca_file: Some(d.ca_file()),
         cert_fingerprint: None,
         timeout: Duration::from_secs(10),
+        compress: None,
     }
 }
 

@@ -50,6 +50,7 @@ pub async fn connect(config: &ImapConfig) -> Result<Connected, StoreError> {
     let credentials = config.credentials.login().await?;
 
     let tcp = connect_tcp(config).await?;
+    let peer = tcp.peer_addr().ok();
     let (mut session, greeting) = match config.tls {
         TlsMode::Implicit => {
             let tls = tls::handshake(tcp, config, host, config.timeout).await?;
@@ -83,6 +84,13 @@ pub async fn connect(config: &ImapConfig) -> Result<Connected, StoreError> {
     };
     session.set_literal_mode(capabilities.literal_mode());
     tracing::debug!(host, "imap capabilities: {capabilities}");
+    let wanted = config
+        .compress
+        .unwrap_or_else(|| peer.is_none_or(|p| !is_nearby(p.ip())));
+    if wanted && capabilities.compress_deflate() {
+        session = compress(session, host, config.timeout).await?;
+        session.set_literal_mode(capabilities.literal_mode());
+    }
     let (delimiter, qresync) = delimiter_and_enable(&mut session, &capabilities).await?;
     Ok(Connected {
         session,
@@ -459,6 +467,49 @@ async fn delimiter_and_enable(
     }
 }
 
+/// Whether an address is on this machine or a private network, where the link is fast and
+/// compressing costs more time (the server's and ours) than it saves.
+fn is_nearby(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_nearby(std::net::IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                // fc00::/7 unique local, fe80::/10 link local.
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// COMPRESS DEFLATE (RFC 4978): after the OK, both directions are deflated. Nothing else may
+/// be in flight: the command is sent alone and the stream is taken over after its completion.
+async fn compress(
+    mut session: Session,
+    host: &str,
+    timeout: Duration,
+) -> Result<Session, StoreError> {
+    let done = session
+        .run_unchecked(&Command::new("COMPRESS").text(" DEFLATE"))
+        .await?;
+    if done.status != Status::Ok {
+        // Already compressed by TLS, or refused: carry on uncompressed.
+        tracing::debug!(host, "COMPRESS DEFLATE refused: {}", done.detail());
+        return Ok(session);
+    }
+    let transport = session
+        .into_transport()
+        .ok_or_else(|| StoreError::ConnectionLost {
+            host: host.to_owned(),
+            detail: "the connection closed while compression was being turned on".to_owned(),
+        })?;
+    tracing::debug!(host, "imap compression (DEFLATE) on");
+    Ok(Session::new(transport.deflate(), host, timeout))
+}
+
 /// Standard BASE64 with padding (RFC 4648 §4), for SASL.
 fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -491,6 +542,27 @@ mod tests {
         assert_eq!(address("::1", 143), "[::1]:143");
         assert_eq!(address("[::1]", 143), "[::1]:143");
         assert_eq!(bare_host("[::1]"), "::1");
+    }
+
+    #[test]
+    fn only_distant_addresses_are_compressed_by_default() {
+        let nearby = |a: &str| is_nearby(a.parse().expect("an address"));
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.20.0.5",
+            "192.168.1.10",
+            "169.254.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:192.168.0.1",
+        ] {
+            assert!(nearby(a), "{a}");
+        }
+        for a in ["142.250.27.108", "2a00:1450:4013::6c", "::ffff:8.8.8.8"] {
+            assert!(!nearby(a), "{a}");
+        }
     }
 
     #[test]

@@ -272,6 +272,10 @@ pub fn include_exclude(selections: &[Selection]) -> Result<FolderSet, String> {
                         partial[0].render()
                     ));
                 };
+                // The complement is built recursively, one level per character.
+                if partial.iter().any(|b| b.render().chars().count() > 1000) {
+                    return Err("a folder name is too long to narrow an exclude by".into());
+                }
                 let mut root = Node::default();
                 for b in &partial {
                     // `overlap` finds a prefix exclude partly covered only by names and longer

@@ -254,6 +254,9 @@ fn parse(text: &str, ctx: &Context) -> Result<Parsed, ImportError> {
             continue;
         }
         let mut args = words(trimmed).map_err(|e| parse_error(ctx, number, e))?;
+        if args.is_empty() {
+            continue;
+        }
         let keyword = args.remove(0);
         let key = keyword.to_ascii_lowercase();
         let line = Line {
@@ -796,12 +799,25 @@ fn account(t: &Translation<'_>, name: String, pairs: &[Pair]) -> Result<Account,
     }
     a.remote = imap(t, remote_store, &mut a, Table::Remote)?;
     let new_maildir_dir;
+    let mut below: Vec<Pair> = Vec::new();
     if let Some(store) = t.find(Kind::MaildirStore, &first.local) {
-        let (local, old) = maildir(t, store, &mut a)?;
+        let sub = common_local_dir(pairs);
+        let (local, old, used) = maildir(t, store, sub.as_deref(), &mut a)?;
         a.local = local;
         note_new_maildir(&mut a, Tool::Mbsync, &old);
         a.at(store.head.number);
         new_maildir_dir = true;
+        if used {
+            // The directory is the account's root; the folders' names start below it.
+            below = pairs
+                .iter()
+                .cloned()
+                .map(|mut p| {
+                    p.local_box = None;
+                    p
+                })
+                .collect();
+        }
     } else {
         let store = t.find(Kind::ImapStore, &first.local).ok_or_else(|| {
             t.error(
@@ -1030,7 +1046,11 @@ fn account(t: &Translation<'_>, name: String, pairs: &[Pair]) -> Result<Account,
         );
     }
 
-    folders_of(pairs, &prefix, &mut a);
+    folders_of(
+        if below.is_empty() { pairs } else { &below },
+        &prefix,
+        &mut a,
+    );
     Ok(a)
 }
 
@@ -1182,11 +1202,36 @@ fn remote_prefix(
 }
 
 /// The Maildir side and the directory mbsync used.
+/// The directory below a MaildirStore that every Channel of an account keeps its folders in
+/// (`Near :local:gmail/` with Patterns), as when several accounts share one MaildirStore.
+fn common_local_dir(pairs: &[Pair]) -> Option<String> {
+    let mut dir: Option<&str> = None;
+    for p in pairs {
+        let patterns = p
+            .channel
+            .all("pattern")
+            .chain(p.channel.all("patterns"))
+            .count();
+        let b = p
+            .local_box
+            .as_deref()
+            .filter(|b| b.ends_with('/') && patterns > 0)?;
+        if dir.is_some_and(|d| d != b) {
+            return None;
+        }
+        dir = Some(b);
+    }
+    dir.map(str::to_owned)
+}
+
+/// The Maildir side, the directory mbsync used, and whether `sub` (a directory below the
+/// store's Path) was taken as the account's root.
 fn maildir(
     t: &Translation<'_>,
     store: &Section,
+    sub: Option<&str>,
     a: &mut Account,
-) -> Result<(Local, String), ImportError> {
+) -> Result<(Local, String, bool), ImportError> {
     let path = store.get("path").map(|l| t.one_arg(l)).transpose()?;
     let inbox = store.get("inbox").map(|l| t.one_arg(l)).transpose()?;
     let subfolders = store
@@ -1259,7 +1304,11 @@ fn maildir(
             "trashremotenew",
         ],
     );
-    let old = old.trim_end_matches('/').to_owned();
+    let mut old = old.trim_end_matches('/').to_owned();
+    let used = layout == Layout::Nested && path.is_some() && sub.is_some();
+    if let Some(sub) = sub.filter(|_| used) {
+        old = format!("{old}/{}", sub.trim_end_matches('/'));
+    }
     let old = if old.is_empty() { "/".to_owned() } else { old };
     Ok((
         Local::Maildir {
@@ -1268,6 +1317,7 @@ fn maildir(
             readonly: false,
         },
         old,
+        used,
     ))
 }
 
@@ -1617,7 +1667,7 @@ mod convert_tests {
             home: PathBuf::from("/home/me"),
             env: Default::default(),
         };
-        convert(text, &ctx).unwrap()
+        crate::import::convert(Tool::Mbsync, text, &ctx).unwrap()
     }
 
     fn local_name(a: &Account, remote: &str) -> String {
@@ -1677,6 +1727,50 @@ mod convert_tests {
         // Create Slave: the near side, the server; the new Maildir's folders are created anyway.
         assert_eq!(a.create, None);
         assert!(a.notes.iter().any(|n| n.text.contains("near side")));
+    }
+
+    #[test]
+    fn passcmd_with_xoauth2_gives_the_token_command() {
+        let c = convert_text(
+            "IMAPAccount o\nHost outlook.office365.com\nUser me@example.com\n\
+             PassCmd \"oama access me@example.com\"\nAuthMechs XOAUTH2\nTLSType IMAPS\n\n\
+             IMAPStore o-remote\nAccount o\n\nMaildirStore o-local\nPath ~/m/\nInbox ~/m/INBOX\n\n\
+             Channel o\nFar :o-remote:\nNear :o-local:\nPatterns *\nCreate Both\nExpunge Both\n",
+        );
+        let Auth::OAuth2(o) = &c.accounts[0].remote.auth else {
+            panic!("not oauth2: {:?}", c.accounts[0].remote.auth)
+        };
+        assert_eq!(
+            o.token_command.as_deref(),
+            Some(&["oama".to_string(), "access".into(), "me@example.com".into()][..])
+        );
+        assert_eq!(o.mechanism.as_deref(), Some("xoauth2"));
+        assert_eq!(o.provider, None);
+    }
+
+    #[test]
+    fn accounts_sharing_a_maildir_store_get_their_directories() {
+        let c = convert_text(
+            "IMAPStore g-remote\nHost imap.gmail.com\nUser u\n\nIMAPStore w-remote\nHost w\nUser u\n\n\
+             MaildirStore local\nPath ~/Mail/\nInbox ~/Mail/INBOX\nSubFolders Verbatim\n\n\
+             Channel g\nFar :g-remote:\nNear :local:gmail/\nPatterns *\nCreate Both\nExpunge Both\n\n\
+             Channel w\nFar :w-remote:\nNear :local:work/\nPatterns *\nCreate Both\nExpunge Both\n",
+        );
+        let paths: Vec<&str> = c
+            .accounts
+            .iter()
+            .map(|a| match &a.local {
+                Local::Maildir { path, .. } => path.as_str(),
+                Local::Imap(_) => "",
+            })
+            .collect();
+        assert_eq!(paths, ["~/Mail/gmail-idlewild", "~/Mail/work-idlewild"]);
+        assert!(c.accounts.iter().all(|a| a.folders.rename.is_empty()));
+        assert!(
+            !c.notes.iter().any(|n| n.text.contains("share or nest")),
+            "{:?}",
+            c.notes
+        );
     }
 
     #[test]

@@ -1078,15 +1078,23 @@ fn password_eval(
             );
             return Auth::Keyring;
         }
-        if let Some((argv, shell)) = command_of(e) {
-            if shell {
-                a.info(
+        if let Some((argv, had_shell, shell)) = command_of(e) {
+            match (had_shell, shell) {
+                (_, true) => a.info(
                     table,
                     Some("password"),
                     "the command is a shell command line: run by sh -c, as before",
-                );
-            } else {
-                a.info(table, Some("password"), "the command runs without a shell, as before; the first line it prints is the password");
+                ),
+                (true, false) => a.warn(
+                    table,
+                    Some("password"),
+                    "the command is run without a shell now (it holds nothing a shell would interpret, so it behaves the same)",
+                ),
+                (false, false) => a.info(
+                    table,
+                    Some("password"),
+                    "the command runs without a shell, as before; the first line it prints is the password",
+                ),
             }
             return Auth::Command(argv);
         }
@@ -1113,8 +1121,8 @@ fn shell_quote(s: &str) -> String {
 
 /// The command a Python expression runs, as `subprocess.check_output([...])`,
 /// `subprocess.check_output("...", shell=True)` or `os.popen("...").read()` with `.strip()` and
-/// the like around it. The flag says whether it needs a shell.
-fn command_of(e: &Expr) -> Option<(Vec<String>, bool)> {
+/// the like around it. The flags say whether it was run by a shell, and whether it needs one.
+fn command_of(e: &Expr) -> Option<(Vec<String>, bool, bool)> {
     let mut e = e;
     // Peel what only tidies the output: the first line of the output is taken anyway.
     loop {
@@ -1150,13 +1158,19 @@ fn command_of(e: &Expr) -> Option<(Vec<String>, bool)> {
                 .iter()
                 .map(|i| i.as_str().map(str::to_owned))
                 .collect();
-            argv.filter(|v| !v.is_empty()).map(|v| (v, false))
+            argv.filter(|v| !v.is_empty()).map(|v| (v, false, false))
         }
         (
             "subprocess.check_output" | "check_output" | "subprocess.run" | "run",
             Expr::Str(line),
-        ) if shell => Some(command_argv(line)),
-        ("subprocess.getoutput" | "os.popen", Expr::Str(line)) => Some(command_argv(line)),
+        ) if shell => {
+            let (argv, needs) = command_argv(line);
+            Some((argv, true, needs))
+        }
+        ("subprocess.getoutput" | "os.popen", Expr::Str(line)) => {
+            let (argv, needs) = command_argv(line);
+            Some((argv, true, needs))
+        }
         _ => None,
     }
 }
@@ -2091,18 +2105,27 @@ mod tests {
         let cmd = |src: &str| command_of(&python::parse(src).unwrap());
         assert_eq!(
             cmd("subprocess.check_output(['pass', 'show', 'mail']).strip().decode('utf-8')"),
-            Some((vec!["pass".into(), "show".into(), "mail".into()], false))
+            Some((
+                vec!["pass".into(), "show".into(), "mail".into()],
+                false,
+                false
+            ))
         );
         assert_eq!(
             cmd("subprocess.check_output('gpg -dq ~/.pw.gpg', shell=True).strip()"),
             Some((
                 vec!["sh".into(), "-c".into(), "gpg -dq ~/.pw.gpg".into()],
+                true,
                 true
             ))
         );
         assert_eq!(
             cmd("os.popen('pass show mail').read().strip()"),
-            Some((vec!["pass".into(), "show".into(), "mail".into()], false))
+            Some((
+                vec!["pass".into(), "show".into(), "mail".into()],
+                true,
+                false
+            ))
         );
         assert_eq!(cmd("get_pass('x')"), None);
         let argv = python_command("get_pass('x')", Some("/home/me/.offlineimap.py"));

@@ -256,7 +256,11 @@ type CallArgs = (Vec<Expr>, Vec<(String, Expr)>);
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    depth: usize,
 }
+
+/// Deeper nesting than any configuration needs is refused rather than risk the stack.
+const MAX_DEPTH: usize = 100;
 
 /// Parses one expression; the whole text must be used.
 pub fn parse(src: &str) -> Result<Expr, String> {
@@ -264,7 +268,11 @@ pub fn parse(src: &str) -> Result<Expr, String> {
     if toks.is_empty() {
         return Err("the expression is empty".into());
     }
-    let mut p = Parser { toks, pos: 0 };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        depth: 0,
+    };
     let e = p.expr()?;
     match p.peek() {
         None => Ok(e),
@@ -300,6 +308,16 @@ impl Parser {
     }
 
     fn expr(&mut self) -> Result<Expr, String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err("the expression is nested too deeply".into());
+        }
+        let e = self.expr_inner();
+        self.depth -= 1;
+        e
+    }
+
+    fn expr_inner(&mut self) -> Result<Expr, String> {
         if self.is_word("lambda") {
             self.pos += 1;
             let mut params = Vec::new();
@@ -356,11 +374,16 @@ impl Parser {
     }
 
     fn not(&mut self) -> Result<Expr, String> {
-        if self.is_word("not") {
+        let mut negations = 0;
+        while self.is_word("not") {
             self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            negations += 1;
         }
-        self.comparison()
+        let mut e = self.comparison()?;
+        for _ in 0..negations {
+            e = Expr::Not(Box::new(e));
+        }
+        Ok(e)
     }
 
     fn comparison(&mut self) -> Result<Expr, String> {
@@ -672,6 +695,10 @@ mod tests {
             ("1.5", "floating"),
             ("a b", "unexpected"),
             ("", "empty"),
+            (
+                &format!("{}1{}", "(".repeat(500), ")".repeat(500)),
+                "too deeply",
+            ),
         ] {
             let e = parse(src).unwrap_err();
             assert!(e.contains(why), "{src}: {e}");

@@ -633,7 +633,9 @@ fn mbsync_channels_and_groups_become_accounts_with_patterns_and_renames() {
         at(&doc, &format!("{w}.sync_deletes")).as_bool(),
         Some(false)
     );
-    assert_eq!(s(&doc, &format!("{w}.remove")), "local");
+    // mbsync's Remove only removed emptied folders: idlewild's default.
+    assert!(!has(&doc, &format!("{w}.remove")));
+    assert!(text.contains("# Remove Near: mbsync removed a folder deleted on the other side only when it was empty"), "{text}");
     assert_eq!(s(&doc, &format!("{w}.max_size")), "10M");
     assert_eq!(
         s(&doc, &format!("{w}.folders.remote_prefix_strip")),

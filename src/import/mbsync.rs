@@ -1036,13 +1036,23 @@ fn account(t: &Translation<'_>, name: String, pairs: &[Pair]) -> Result<Account,
     if create != Sides::Both {
         a.create = Some(create);
     }
+    // mbsync's Remove never deletes a mailbox that still holds messages: that is idlewild's
+    // default (remove = "none" removes a survivor only when it is empty), whereas a side named
+    // in idlewild's remove loses the folder with its messages.
     let remove = Sides::of(remove_remote, remove_local);
     if remove != Sides::None {
-        a.remove = Some(remove);
         a.info(
             Table::Account,
-            Some("remove"),
-            "a folder deleted on one side is removed on the other with its messages (mbsync removed only emptied ones)",
+            None,
+            format!(
+                "Remove {}: mbsync removed a folder deleted on the other side only when it was empty, as idlewild does by default; remove = \"{}\" would also remove one that still holds messages",
+                match (remove.remote(), remove.local(), pairs[0].far_is_remote) {
+                    (true, true, _) => "Both",
+                    (true, false, true) | (false, true, false) => "Far",
+                    _ => "Near",
+                },
+                remove.name()
+            ),
         );
     }
 

@@ -69,6 +69,8 @@ pub enum Command {
     /// Authorize idlewild with an OAuth2 provider and keep the refresh token in the keyring
     #[command(subcommand, name = "oauth2")]
     OAuth2(OAuth2Command),
+    /// Translate an OfflineIMAP or mbsync configuration into an idlewild one
+    Import(ImportArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -158,6 +160,31 @@ pub struct CheckConfigArgs {
     /// Print the result as JSON on standard output
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The program whose configuration is read
+    #[arg(value_enum, value_name = "PROGRAM")]
+    pub from: ImportFrom,
+
+    /// Its configuration file, `-` for standard input [default: the file the program reads]
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Write the configuration to FILE (mode 600) instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// With --output: replace FILE if it exists
+    #[arg(long, requires = "output")]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFrom {
+    Offlineimap,
+    Mbsync,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod dbus;
 pub mod engine;
 pub mod hooks;
+pub mod import;
 pub mod incremental;
 pub mod logging;
 pub mod message;

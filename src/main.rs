@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     init_logging(&cli, interactive);
     let code = match &cli.command {
         Command::Completions { shell } => completions(*shell),
+        Command::Import(args) => import(args),
         Command::CheckConfig(args) => match load_config(&cli) {
             Ok(config) => check_config(&config, args.json),
             Err(code) => code,
@@ -145,6 +146,66 @@ fn completions(shell: cli::Shell) -> i32 {
             "idlewild",
             &mut out,
         ),
+    }
+    exit::OK
+}
+
+fn import(args: &cli::ImportArgs) -> i32 {
+    use idlewild::import::{self, Context, ImportError, Tool};
+    let tool = match args.from {
+        cli::ImportFrom::Offlineimap => Tool::OfflineImap,
+        cli::ImportFrom::Mbsync => Tool::Mbsync,
+    };
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/"));
+    let (source, text) = match import::read_input(tool, args.file.as_deref(), &home, &env) {
+        Ok(input) => input,
+        Err(e) => {
+            eprintln!("idlewild: {e}");
+            return exit::USAGE;
+        }
+    };
+    let ctx = Context { source, home, env };
+    let converted = match import::convert(tool, &text, &ctx) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("idlewild: {e}");
+            return exit::USAGE;
+        }
+    };
+    let rendered = match import::render(&converted) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("idlewild: {e}");
+            return exit::FAILED;
+        }
+    };
+    let messages = converted.messages();
+    for m in &messages {
+        eprintln!("idlewild: warning: {m}");
+    }
+    match &args.output {
+        Some(path) => match import::write_output(path, &rendered, args.force) {
+            Ok(()) => eprintln!(
+                "idlewild: wrote {} ({} account(s), {} warning(s)); check it with `idlewild --config {} check-config`",
+                path.display(),
+                converted.accounts.len(),
+                messages.len(),
+                path.display()
+            ),
+            Err(e @ ImportError::Exists { .. }) => {
+                eprintln!("idlewild: {e}");
+                return exit::USAGE;
+            }
+            Err(e) => {
+                eprintln!("idlewild: {e}");
+                return exit::FAILED;
+            }
+        },
+        None => print!("{rendered}"),
     }
     exit::OK
 }

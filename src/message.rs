@@ -16,20 +16,30 @@ pub struct CrlfToLf {
 }
 
 impl CrlfToLf {
-    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        for &b in input {
-            if self.pending_cr {
-                self.pending_cr = false;
-                if b != b'\n' {
-                    out.push(b'\r');
-                }
-            }
-            if b == b'\r' {
-                self.pending_cr = true;
-            } else {
-                out.push(b);
+    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        out.reserve(input.len() + 1);
+        if self.pending_cr {
+            // Still undecided with an empty chunk: the next one tells.
+            let Some(&first) = input.first() else {
+                return;
+            };
+            self.pending_cr = false;
+            if first != b'\n' {
+                out.push(b'\r');
             }
         }
+        // Whole runs without CR are copied at once: this is the hot loop of every download.
+        while let Some(at) = memchr::memchr(b'\r', input) {
+            out.extend_from_slice(&input[..at]);
+            match input.get(at + 1) {
+                // The CR of a CRLF goes; the LF starts the next run.
+                Some(b'\n') => {}
+                Some(_) => out.push(b'\r'),
+                None => self.pending_cr = true,
+            }
+            input = &input[at + 1..];
+        }
+        out.extend_from_slice(input);
     }
 
     pub fn finish(&mut self, out: &mut Vec<u8>) {
@@ -46,14 +56,25 @@ pub struct LfToCrlf {
 }
 
 impl LfToCrlf {
-    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        for &b in input {
-            if b == b'\n' && !self.last_was_cr {
+    pub fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        out.reserve(input.len() + input.len() / 16 + 1);
+        while let Some(at) = memchr::memchr(b'\n', input) {
+            let before_cr = match at {
+                0 => self.last_was_cr,
+                _ => input[at - 1] == b'\r',
+            };
+            out.extend_from_slice(&input[..at]);
+            if !before_cr {
                 out.push(b'\r');
             }
-            out.push(b);
-            self.last_was_cr = b == b'\r';
+            out.push(b'\n');
+            self.last_was_cr = false;
+            input = &input[at + 1..];
         }
+        if let Some(&last) = input.last() {
+            self.last_was_cr = last == b'\r';
+        }
+        out.extend_from_slice(input);
     }
 }
 
@@ -172,6 +193,71 @@ mod tests {
         let input = b"a\r\nb\rc\r\n\r\nd\r";
         for chunk in 1..input.len() + 1 {
             assert_eq!(crlf_to_lf_chunked(input, chunk), b"a\nb\rc\n\nd\r");
+        }
+    }
+
+    /// The conversions byte by byte, as the definition the fast versions must agree with.
+    fn crlf_to_lf_reference(input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut pending_cr = false;
+        for &b in input {
+            if std::mem::take(&mut pending_cr) && b != b'\n' {
+                out.push(b'\r');
+            }
+            if b == b'\r' {
+                pending_cr = true;
+            } else {
+                out.push(b);
+            }
+        }
+        if pending_cr {
+            out.push(b'\r');
+        }
+        out
+    }
+
+    fn lf_to_crlf_reference(input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut last_was_cr = false;
+        for &b in input {
+            if b == b'\n' && !last_was_cr {
+                out.push(b'\r');
+            }
+            out.push(b);
+            last_was_cr = b == b'\r';
+        }
+        out
+    }
+
+    #[test]
+    fn run_copying_conversions_agree_with_byte_by_byte_ones_on_any_chunking() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for _ in 0..2000 {
+            let len = next(40) as usize;
+            let input: Vec<u8> = (0..len).map(|_| b"a\r\n"[next(3) as usize]).collect();
+            let mut chunks = Vec::new();
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let (a, b) = rest.split_at((next(6) as usize).min(rest.len()));
+                chunks.push(a);
+                rest = b;
+            }
+            let mut to_lf = CrlfToLf::default();
+            let mut to_crlf = LfToCrlf::default();
+            let (mut lf, mut crlf) = (Vec::new(), Vec::new());
+            for chunk in &chunks {
+                to_lf.push(chunk, &mut lf);
+                to_crlf.push(chunk, &mut crlf);
+            }
+            to_lf.finish(&mut lf);
+            assert_eq!(lf, crlf_to_lf_reference(&input), "{input:?} in {chunks:?}");
+            assert_eq!(crlf, lf_to_crlf_reference(&input), "{input:?} in {chunks:?}");
         }
     }
 

@@ -10,8 +10,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use async_imap::imap_proto::{AttributeValue, Response};
-use tokio::fs::{self, File, OpenOptions};
-use tokio::io::AsyncWriteExt;
+// Plain std files: a staged body is a few writes to the page cache, and tokio's files would
+// cost a thread hand-off for each of them (three or more per message).
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 
 use crate::message::CrlfToLf;
 use crate::model::{Fingerprint, MsgId, Uid};
@@ -80,7 +83,6 @@ impl Collector<'_> {
                     .create_new(true)
                     .mode(0o600)
                     .open(&path)
-                    .await
                     .map_err(|e| StoreError::io(&path, e))?;
                 Ok(Body::File {
                     file,
@@ -106,16 +108,11 @@ impl Collector<'_> {
             ) => {
                 buf.clear();
                 to_lf.finish(&mut buf);
-                let written = async {
-                    file.write_all(&buf).await?;
-                    // tokio's File writes in the background; flush waits for the last write.
-                    // No fsync: the receiving store makes its copy durable.
-                    file.flush().await
-                }
-                .await;
+                // No fsync: the receiving store makes its copy durable.
+                let written = file.write_all(&buf).and_then(|()| file.flush());
                 if let Err(e) = written {
                     drop(file);
-                    let _ = fs::remove_file(&path).await;
+                    let _ = fs::remove_file(&path);
                     return Err(StoreError::io(&path, e));
                 }
                 staged.push(Staged {
@@ -143,7 +140,7 @@ impl Collector<'_> {
     pub async fn discard(self) {
         if let Collector::Stage { staged, .. } = self {
             for s in staged {
-                let _ = fs::remove_file(&s.path).await;
+                let _ = fs::remove_file(&s.path);
             }
         }
     }
@@ -161,7 +158,6 @@ impl Body {
                 buf.clear();
                 to_lf.push(chunk, buf);
                 file.write_all(buf)
-                    .await
                     .map_err(|e| StoreError::io(path.as_path(), e))
             }
             Body::Hash(hash) => {
@@ -174,7 +170,7 @@ impl Body {
     async fn abandon(self) {
         if let Body::File { file, path, .. } = self {
             drop(file);
-            let _ = fs::remove_file(&path).await;
+            let _ = fs::remove_file(&path);
         }
     }
 }

@@ -239,7 +239,8 @@ pub async fn plan_folders(
     };
     let local_names = state.folder_local_names()?;
     let mut planned = Vec::new();
-    let mut known_selected = 0;
+    // The facts and decisions of the folders acted on, in `planned`'s order.
+    let mut facts = Vec::new();
     for m in map.folders.iter().filter(|m| asked(m)) {
         let relocated_from = local_names
             .get(&m.remote)
@@ -264,7 +265,6 @@ pub async fn plan_folders(
             planned.push(folder);
             continue;
         }
-        known_selected += usize::from(count.is_some());
         let survivor = match (state_folder, m.on_remote, m.on_local) {
             (Some(f), true, false) => survivor(remote, state, f.id, &m.remote, Side::Remote).await,
             (Some(f), false, true) => survivor(local, state, f.id, &m.local, Side::Local).await,
@@ -279,43 +279,22 @@ pub async fn plan_folders(
                 continue;
             }
         };
-        let facts = FolderFacts {
+        let these = FolderFacts {
             known: count,
             on_remote: m.on_remote,
             on_local: m.on_local,
             inbox: m.remote == FolderName::inbox() || m.local == FolderName::inbox(),
             survivor,
         };
-        folder.step = Step::Act(plan::decide_folder(
-            facts,
-            options.policy,
-            options.allow_mass_delete,
-        ));
+        let action = plan::decide_folder(these, options.policy, options.allow_mass_delete);
+        facts.push((these, action));
+        folder.step = Step::Act(action);
         planned.push(folder);
     }
 
-    // The folder-level safety valve sees every decision at once.
-    let acts: Vec<FolderAction> = planned
-        .iter()
-        .filter_map(|p| match p.step {
-            Step::Act(a) => Some(a),
-            Step::Skipped(_) | Step::Failed(_) => None,
-        })
-        .collect();
-    let held = plan::hold_mass_folder_removal(
-        &acts,
-        known_selected,
-        options.guard,
-        options.allow_mass_delete,
-    );
-    let mut held = held.into_iter();
-    for p in &mut planned {
-        if let Step::Act(a) = &mut p.step
-            && let Some(h) = held.next()
-        {
-            *a = h;
-        }
-    }
+    // The folder-level safety valves see every decision at once.
+    let valve = plan::hold_mass_folder_removal(&facts, options.guard, options.allow_mass_delete);
+    replace_actions(&mut planned, valve);
     let decided: Vec<(FolderName, FolderAction)> = planned
         .iter()
         .filter_map(|p| match p.step {
@@ -323,18 +302,26 @@ pub async fn plan_folders(
             Step::Skipped(_) | Step::Failed(_) => None,
         })
         .collect();
-    let mut held = plan::hold_server_parents(&decided, &remote_folders).into_iter();
-    for p in &mut planned {
-        if let Step::Act(a) = &mut p.step
-            && let Some(h) = held.next()
-        {
-            *a = h;
-        }
-    }
+    replace_actions(
+        &mut planned,
+        plan::hold_server_parents(&decided, &remote_folders),
+    );
     Ok(FolderOverview {
         folders: planned,
         problems: Vec::new(),
     })
+}
+
+/// Puts `actions` (one per folder acted on, in order) in place of the folders' decisions.
+fn replace_actions(planned: &mut [PlannedFolder], actions: Vec<FolderAction>) {
+    let mut actions = actions.into_iter();
+    for p in planned {
+        if let Step::Act(a) = &mut p.step
+            && let Some(new) = actions.next()
+        {
+            *a = new;
+        }
+    }
 }
 
 /// What the side that still has a folder holds: its messages, and how many of them the state

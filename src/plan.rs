@@ -503,31 +503,37 @@ pub fn decide_folder(
     }
 }
 
-/// The safety valve for folders: when at least two folders holding mail vanished from one side
-/// at once and they are `guard.max_percent` or more of the folders the state knows, their
-/// removals on the other side are held back — a Maildir tree emptied by a wrong path or an
-/// unmounted disk looks exactly like a user deleting every folder.
+/// The safety valve for folders: when two or more known folders vanished from one side at once
+/// and they are `guard.max_percent` or more of the folders the state knows, the removals of
+/// folders holding mail on the other side are held back — a Maildir tree emptied by a wrong
+/// path, or a mount point without its disk, looks exactly like a user deleting every folder.
+/// Every vanished folder counts, INBOX and kept ones included, so an account of two folders
+/// that both vanished is held too. `decided` holds every selected folder of the account.
 pub fn hold_mass_folder_removal(
-    actions: &[FolderAction],
-    known_folders: usize,
+    decided: &[(FolderFacts, FolderAction)],
     guard: MassDeleteGuard,
     allow_mass_delete: bool,
 ) -> Vec<FolderAction> {
-    let mut out = actions.to_vec();
+    let mut out: Vec<FolderAction> = decided.iter().map(|(_, a)| *a).collect();
     if allow_mass_delete {
         return out;
     }
-    for on in [Side::Local, Side::Remote] {
-        let holding_mail = |a: &FolderAction| matches!(a, FolderAction::Remove { on: s, messages } if *s == on && *messages > 0);
-        let vanished = actions.iter().filter(|a| holding_mail(a)).count();
-        if vanished >= 2 && vanished * 100 >= usize::from(guard.max_percent) * known_folders {
-            for a in out.iter_mut().filter(|a| holding_mail(a)) {
+    let known = decided.iter().filter(|(f, _)| f.known.is_some()).count();
+    for from in [Side::Local, Side::Remote] {
+        let gone = |f: &FolderFacts| match from {
+            Side::Local => f.known.is_some() && f.on_remote && !f.on_local,
+            Side::Remote => f.known.is_some() && f.on_local && !f.on_remote,
+        };
+        let vanished = decided.iter().filter(|(f, _)| gone(f)).count();
+        if vanished < 2 || vanished * 100 < usize::from(guard.max_percent) * known {
+            continue;
+        }
+        let on = from.other();
+        for a in out.iter_mut() {
+            if matches!(a, FolderAction::Remove { on: s, messages } if *s == on && *messages > 0) {
                 *a = FolderAction::Kept {
-                    from: on.other(),
-                    reason: Kept::ManyFolders {
-                        vanished,
-                        known: known_folders,
-                    },
+                    from,
+                    reason: Kept::ManyFolders { vanished, known },
                 };
             }
         }
@@ -1086,41 +1092,57 @@ mod tests {
         use FolderAction::*;
         let (r, l) = (Side::Remote, Side::Local);
         let guard = MassDeleteGuard::default();
-        let gone = Remove { on: r, messages: 5 };
-        let empty = Remove { on: r, messages: 0 };
-        let held = Kept {
+        // Known folders gone from the Maildir, one empty on the server, and one still here.
+        let gone = (
+            facts(Some(5), true, false, Some((5, 0))),
+            Remove { on: r, messages: 5 },
+        );
+        let empty = (
+            facts(Some(0), true, false, Some((0, 0))),
+            Remove { on: r, messages: 0 },
+        );
+        let here = (facts(Some(3), true, true, None), Sync);
+        let held = |vanished, known| Kept {
             from: l,
-            reason: super::Kept::ManyFolders {
-                vanished: 2,
-                known: 4,
-            },
+            reason: super::Kept::ManyFolders { vanished, known },
         };
-        // Two of four folders holding mail: held; the empty one still goes.
-        let actions = [gone, gone, empty, Sync];
+        let actions =
+            |d: &[(FolderFacts, FolderAction)]| d.iter().map(|(_, a)| *a).collect::<Vec<_>>();
+        // Three of four gone: those holding mail stay; the empty one still goes.
+        let d = [gone, gone, empty, here];
         assert_eq!(
-            hold_mass_folder_removal(&actions, 4, guard, false),
-            vec![held, held, empty, Sync]
+            hold_mass_folder_removal(&d, guard, false),
+            vec![held(3, 4), held(3, 4), empty.1, Sync]
         );
-        assert_eq!(
-            hold_mass_folder_removal(&actions, 4, guard, true),
-            actions.to_vec()
+        assert_eq!(hold_mass_folder_removal(&d, guard, true), actions(&d));
+        // Two of five, or a single one: ordinary deletions.
+        let d = [gone, gone, here, here, here];
+        assert_eq!(hold_mass_folder_removal(&d, guard, false), actions(&d));
+        let d = [gone, here];
+        assert_eq!(hold_mass_folder_removal(&d, guard, false), actions(&d));
+        // A vanished INBOX counts: an account of two folders that both vanished is held.
+        let inbox = (
+            FolderFacts {
+                inbox: true,
+                ..facts(Some(9), true, false, Some((9, 0)))
+            },
+            Kept {
+                from: l,
+                reason: super::Kept::NotAllowed { messages: 9 },
+            },
         );
-        // Two of ten, or a single one: ordinary deletions.
+        let d = [inbox, gone];
         assert_eq!(
-            hold_mass_folder_removal(&actions, 10, guard, false),
-            actions.to_vec()
-        );
-        let one = [gone, Sync];
-        assert_eq!(
-            hold_mass_folder_removal(&one, 2, guard, false),
-            one.to_vec()
+            hold_mass_folder_removal(&d, guard, false),
+            vec![inbox.1, held(2, 2)]
         );
         // Each side counts on its own.
-        let mixed = [gone, Remove { on: l, messages: 1 }, Sync, Sync];
-        assert_eq!(
-            hold_mass_folder_removal(&mixed, 4, guard, false),
-            mixed.to_vec()
+        let other_side = (
+            facts(Some(1), false, true, Some((1, 0))),
+            Remove { on: l, messages: 1 },
         );
+        let d = [gone, other_side, here, here];
+        assert_eq!(hold_mass_folder_removal(&d, guard, false), actions(&d));
     }
 
     #[test]

@@ -593,3 +593,24 @@ fn the_daemon_translates_wake_ups_through_the_map_and_writes_the_list() {
     assert!(daemon.wait_exit(Duration::from_secs(25)).success());
     assert!(!server_folders(&env).contains("Sent"));
 }
+
+#[test]
+fn an_emptied_maildir_tree_removes_no_server_folder_even_when_removing_is_allowed() {
+    let env = Env::new();
+    fill(&env, 12, &["INBOX", "Archive", "Lists/rust"], 2);
+    env.sync_ok(&[]);
+    let before = env.remote();
+    // A mount point without its disk: the root is there, the folders are not.
+    for entry in std::fs::read_dir(env.maildir()).expect("maildir") {
+        std::fs::remove_dir_all(entry.expect("entry").path()).expect("empty the tree");
+    }
+    env.write_config_with("", "[accounts.test]\nremove = \"remote\"\n");
+    let out = env.run(&["sync"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("3 of 3 folders holding mail vanished from the local side at once"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.remote(), before, "the server changed");
+}

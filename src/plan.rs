@@ -470,11 +470,13 @@ pub fn decide_folder(
         let allowed = policy.remove.includes(on) || allow_mass_delete;
         let kept = |reason| FolderAction::Kept { from, reason };
         match (facts.inbox, facts.survivor) {
-            // INBOX is where new mail arrives and cannot be deleted on an IMAP server: it is
-            // made again. Its messages' deletions then go through the message planner and its
-            // safety valve, unless it held none or the user allowed mass deletion.
+            // INBOX is where new mail arrives and cannot be deleted on an IMAP server, so it is
+            // made again; with nothing in it on the other side that deletes nothing.
             (true, Some(Survivor { messages: 0, .. })) => create(from),
+            // It held no pairs, or the user allowed mass deletion: its messages then go through
+            // the message planner (copied if new, deleted if they vanished with the folder).
             (true, _) if known == 0 || allow_mass_delete => create(from),
+            // Otherwise it stays as it is until the user says what happened.
             (true, _) => kept(Kept::NotAllowed {
                 messages: facts.survivor.map_or(known, |s| s.messages),
             }),
@@ -484,21 +486,32 @@ pub fn decide_folder(
             (false, Some(Survivor { unsynced, .. })) if unsynced > 0 => {
                 kept(Kept::Unsynced { unsynced })
             }
+            // Every message in it was synced, and the user allowed removing folders there.
             (false, Some(Survivor { messages, .. })) if allowed => {
                 FolderAction::Remove { on, messages }
             }
+            // Mail in it and no permission: never a silent cascade delete.
             (false, Some(Survivor { messages, .. })) => kept(Kept::NotAllowed { messages }),
+            // Unknown contents are treated as precious.
             (false, None) => kept(Kept::NotInspected),
         }
     };
     match (facts.known, facts.on_remote, facts.on_local) {
+        // Both sides have a folder the state does not know yet: the first sync pairs them.
         (None, true, true) => FolderAction::Sync,
+        // New on the server.
         (None, true, false) => create(Side::Local),
+        // New in the Maildir.
         (None, false, true) => create(Side::Remote),
+        // The caller never asks, but the table is complete.
         (None, false, false) => FolderAction::Nothing,
+        // Known and on both sides: an ordinary sync.
         (Some(_), true, true) => FolderAction::Sync,
+        // Deleted in the Maildir since the last sync.
         (Some(n), true, false) => vanished(Side::Local, n),
+        // Deleted on the server since the last sync.
         (Some(n), false, true) => vanished(Side::Remote, n),
+        // Gone from both sides: only the state is left to drop.
         (Some(_), false, false) => FolderAction::Forget,
     }
 }

@@ -734,8 +734,10 @@ fn folder_rules(
         }
         None => false,
     };
-    let rename =
-        Rename::new(rules, gmail).map_err(|e| at(0..0, &format!("{key}.preset"), e.message))?;
+    let rename = Rename::new(rules, gmail).map_err(|e| {
+        let span = file.preset.as_ref().map_or(0..0, Spanned::span);
+        at(span, &format!("{key}.preset"), e.message)
+    })?;
     Ok(FolderRules::new(Filter::new(include, exclude), rename))
 }
 

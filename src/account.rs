@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Account, Config};
-use crate::engine::{self, FolderReport, Observer, SyncError, SyncOptions};
+use crate::engine::{self, FolderOverview, FolderReport, Observer, SyncError, SyncOptions};
 use crate::hooks::HookEvent;
 use crate::model::FolderName;
 use crate::plan::Side;
@@ -89,6 +89,8 @@ pub fn state_path(config: &Config, account: &Account) -> PathBuf {
 /// Options for [`sync_account`] that come from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// Only these folders (all when empty): local names, as a mail client shows them; a name
+    /// that is no local folder's is taken as the server's name for one.
     pub folders: Vec<FolderName>,
     /// Folders a person asked for: one that exists on neither side is an error in the report,
     /// not silently nothing (as for a wake-up about a folder deleted meanwhile).
@@ -182,6 +184,7 @@ impl AccountSession {
         if !run.dry_run {
             run_hook(&self.account, HookEvent::Presync, None, 0).await;
         }
+        let options = self.options(run);
         let remote = match self.remote.take().filter(ImapStore::is_alive) {
             Some(remote) => remote,
             None => ImapStore::connect(&self.account.remote)
@@ -199,24 +202,26 @@ impl AccountSession {
                 source: e,
             })?;
         }
-        let options = SyncOptions {
-            folders: run.folders.clone(),
-            dry_run: run.dry_run,
-            allow_mass_delete: run.allow_mass_delete,
-            guard: self.account.mass_delete,
-            scratch_dir: self.scratch_dir.clone(),
-        };
         let mut result =
             engine::sync_folders(remote, &mut self.local, &mut self.state, &options, observer)
                 .await;
         if let Ok(reports) = &mut result {
             for folder in &run.required_folders {
-                if !reports.iter().any(|r| r.folder == folder.as_str()) {
+                let named = |r: &&FolderReport| {
+                    r.folder == folder.as_str() || r.remote_folder == folder.as_str()
+                };
+                if !reports.iter().any(|r| named(&r)) {
+                    let why = match self.account.folders.selection(folder) {
+                        crate::folders::Selection::Included => {
+                            format!("no folder named \"{folder}\" on the server or in the Maildir")
+                        }
+                        left_out => format!(
+                            "folder \"{folder}\" is left out by the configuration ({left_out} in folders.include/folders.exclude)"
+                        ),
+                    };
                     reports.push(FolderReport {
                         folder: folder.to_string(),
-                        error: Some(format!(
-                            "no folder named \"{folder}\" on the server or in the Maildir"
-                        )),
+                        error: Some(why),
                         ..FolderReport::default()
                     });
                 }
@@ -243,9 +248,57 @@ impl AccountSession {
         Ok(result?)
     }
 
-    /// Messages in step per folder, as of the last sync.
+    fn options(&self, run: &RunOptions) -> SyncOptions {
+        SyncOptions {
+            folders: run.folders.clone(),
+            dry_run: run.dry_run,
+            allow_mass_delete: run.allow_mass_delete,
+            guard: self.account.mass_delete,
+            scratch_dir: self.scratch_dir.clone(),
+            rules: self.account.folders.clone(),
+            policy: self.account.folder_policy,
+        }
+    }
+
+    /// Every folder pair with what a sync would do, connecting first if needed; changes
+    /// nothing (`idlewild folders`).
+    pub async fn overview(&mut self) -> Result<FolderOverview, AccountError> {
+        let options = self.options(&RunOptions {
+            dry_run: true,
+            ..RunOptions::default()
+        });
+        let remote = match self.remote.take().filter(ImapStore::is_alive) {
+            Some(remote) => remote,
+            None => ImapStore::connect(&self.account.remote)
+                .await
+                .map_err(|e| SyncError::Store {
+                    side: Side::Remote,
+                    source: e,
+                })?,
+        };
+        let remote = self.remote.insert(remote);
+        Ok(engine::plan_folders(remote, &mut self.local, &mut self.state, &options).await?)
+    }
+
+    /// Messages in step per folder (by local name), as of the last sync. The state knows
+    /// folders by their server names; folders now left out are not shown.
     pub fn counts(&self) -> Result<BTreeMap<String, FolderCount>, AccountError> {
-        Ok(self.state.message_counts()?)
+        let rules = &self.account.folders;
+        Ok(self
+            .state
+            .message_counts()?
+            .into_iter()
+            .filter_map(|(remote, count)| {
+                let Some(remote) = FolderName::new(&remote) else {
+                    return Some((remote, count));
+                };
+                if !rules.selection(&remote).is_included() {
+                    return None;
+                }
+                let local = rules.local_name(&remote).unwrap_or(remote);
+                Some((local.to_string(), count))
+            })
+            .collect())
     }
 
     pub async fn close(&mut self) {

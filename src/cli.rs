@@ -63,6 +63,8 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Check the configuration file and print what it configures
     CheckConfig(CheckConfigArgs),
+    /// Show each folder's server and local name and what a sync would do with it; changes nothing
+    Folders(FoldersArgs),
     /// Store, delete or check an account's password in the system keyring
     #[command(subcommand)]
     Password(PasswordCommand),
@@ -84,7 +86,7 @@ pub struct SyncArgs {
     #[arg(value_name = "ACCOUNT")]
     pub account: Option<String>,
 
-    /// Only these folders of ACCOUNT (as named on the server, with / between levels)
+    /// Only these folders of ACCOUNT (local names, with / between levels; a server name is taken when no local folder has it)
     #[arg(value_name = "FOLDER", requires = "account")]
     pub folder_args: Vec<String>,
 
@@ -153,6 +155,17 @@ pub enum LogChoice {
     Auto,
     Stderr,
     Journald,
+}
+
+#[derive(Debug, Args)]
+pub struct FoldersArgs {
+    /// The account whose folders to show
+    #[arg(value_name = "ACCOUNT")]
+    pub account: String,
+
+    /// Print the table as JSON on standard output
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

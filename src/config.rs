@@ -145,6 +145,12 @@ pub struct Account {
     pub name: String,
     pub remote: ImapConfig,
     pub local: MaildirConfig,
+    /// Which folders are synced and their local names (`[accounts.NAME.folders]`).
+    pub folders: crate::folders::FolderRules,
+    /// Where folders are created and removed (`create`, `remove`).
+    pub folder_policy: crate::plan::FolderPolicy,
+    /// Whether the account's folders are in the mailbox list (`mbnames`).
+    pub mbnames: bool,
     pub mass_delete: MassDeleteGuard,
     pub watch: Watch,
     pub hooks: crate::hooks::HooksConfig,
@@ -153,10 +159,23 @@ pub struct Account {
     pub source: String,
 }
 
+/// The mailbox list file written for mail clients (`[general.mbnames]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mbnames {
+    pub path: PathBuf,
+    pub header: String,
+    /// With `{account}`, `{folder}` and `{path}` replaced for each folder.
+    pub item: String,
+    pub separator: String,
+    pub footer: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
     pub state_dir: PathBuf,
+    /// `None` when not configured or not enabled.
+    pub mbnames: Option<Mbnames>,
     pub accounts: Vec<Account>,
     /// Things worth telling the user that do not stop the program (a readable password file).
     pub warnings: Vec<String>,
@@ -240,6 +259,38 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileGeneral {
     state_dir: Option<Spanned<String>>,
+    mbnames: Option<FileMbnames>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMbnames {
+    path: Spanned<String>,
+    header: Option<String>,
+    item: Option<Spanned<String>>,
+    separator: Option<String>,
+    footer: Option<String>,
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileFolders {
+    include: Option<Vec<Spanned<String>>>,
+    exclude: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    rename: Vec<FileRenameRule>,
+    remote_prefix_strip: Option<Spanned<String>>,
+    preset: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRenameRule {
+    remote: Spanned<String>,
+    local: Spanned<String>,
+    local_match: Option<Spanned<String>>,
+    remote_replace: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,6 +305,11 @@ struct FileAccount {
     max_connections: Option<Spanned<u32>>,
     #[serde(default)]
     hooks: crate::hooks::HooksConfig,
+    create: Option<crate::plan::Sides>,
+    remove: Option<crate::plan::Sides>,
+    mbnames: Option<bool>,
+    #[serde(default)]
+    folders: FileFolders,
 }
 
 // The `type` keys are plain strings checked by hand: serde's internally tagged enums buffer their
@@ -294,11 +350,29 @@ struct FileMaildir {
 /// schema so the documentation test can check the manual names them all.
 pub const KEYS: &[&str] = &[
     "general.state_dir",
+    "general.mbnames.path",
+    "general.mbnames.header",
+    "general.mbnames.item",
+    "general.mbnames.separator",
+    "general.mbnames.footer",
+    "general.mbnames.enabled",
     "accounts.*.mass_delete_percent",
     "accounts.*.mass_delete_min_messages",
     "accounts.*.idle",
     "accounts.*.interval",
     "accounts.*.max_connections",
+    "accounts.*.create",
+    "accounts.*.remove",
+    "accounts.*.mbnames",
+    "accounts.*.folders.include",
+    "accounts.*.folders.exclude",
+    "accounts.*.folders.rename",
+    "accounts.*.folders.remote_prefix_strip",
+    "accounts.*.folders.preset",
+    "accounts.*.folders.rename.remote",
+    "accounts.*.folders.rename.local",
+    "accounts.*.folders.rename.local_match",
+    "accounts.*.folders.rename.remote_replace",
     "accounts.*.hooks.presync",
     "accounts.*.hooks.postsync",
     "accounts.*.hooks.new_mail",
@@ -404,6 +478,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let state_dir = match &file.general.state_dir {
         Some(dir) => absolute(dir, "general.state_dir", &at)?,
         None => default_state_dir(),
+    };
+    let mbnames = match &file.general.mbnames {
+        Some(m) => mbnames(m, &at)?,
+        None => None,
     };
 
     let mut accounts = Vec::new();
@@ -521,6 +599,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             }
             watch.max_connections = *max.get_ref();
         }
+        let folders = folder_rules(&account.folders, &key("folders"), &at)?;
+        let folder_policy = crate::plan::FolderPolicy {
+            create: account
+                .create
+                .unwrap_or(crate::plan::FolderPolicy::default().create),
+            remove: account
+                .remove
+                .unwrap_or(crate::plan::FolderPolicy::default().remove),
+        };
         let auth = crate::credentials::resolve(imap.password.as_ref(), imap.oauth2.as_ref())
             .map_err(|e| at(e.span, &key(&format!("remote.{}", e.key)), e.message))?;
         let source = raw_accounts
@@ -548,6 +635,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 path: absolute(&maildir.path, &key("local.path"), &at)?,
                 layout: maildir.layout,
             },
+            folders,
+            folder_policy,
+            mbnames: account.mbnames.unwrap_or(true),
             mass_delete,
             watch,
             hooks: account.hooks.clone(),
@@ -560,9 +650,132 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     Ok(Config {
         path: path.to_owned(),
         state_dir,
+        mbnames,
         accounts,
         warnings: Vec::new(),
     })
+}
+
+/// `[accounts.NAME.folders]` checked and compiled; `key` is `accounts.NAME.folders`.
+fn folder_rules(
+    file: &FileFolders,
+    key: &str,
+    at: &impl Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<crate::folders::FolderRules, ConfigError> {
+    use crate::folders::{Filter, FolderRules, Pattern, Rename, Rule, rename};
+    let patterns = |list: &[Spanned<String>], leaf: &str| {
+        list.iter()
+            .map(|p| {
+                Pattern::new(p.get_ref()).map_err(|e| {
+                    at(
+                        p.span(),
+                        &format!("{key}.{leaf}"),
+                        format!("\"{}\": {e}", p.get_ref()),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let include = match &file.include {
+        Some(list) => Some(patterns(list, "include")?),
+        None => None,
+    };
+    let exclude = match &file.exclude {
+        Some(list) => patterns(list, "exclude")?,
+        None => Vec::new(),
+    };
+    let mut rules = Vec::new();
+    for (i, rule) in file.rename.iter().enumerate() {
+        let rule_key = |leaf: &str| format!("{key}.rename[{i}].{leaf}");
+        let reverse = match (&rule.local_match, &rule.remote_replace) {
+            (Some(m), Some(r)) => Some((m.get_ref().as_str(), r.get_ref().as_str())),
+            (None, None) => None,
+            (Some(m), None) => {
+                return Err(at(
+                    m.span(),
+                    &rule_key("local_match"),
+                    "needs remote_replace too: the reverse of a rule is both".into(),
+                ));
+            }
+            (None, Some(r)) => {
+                return Err(at(
+                    r.span(),
+                    &rule_key("remote_replace"),
+                    "needs local_match too: the reverse of a rule is both".into(),
+                ));
+            }
+        };
+        let built =
+            Rule::new(rule.remote.get_ref(), rule.local.get_ref(), reverse).map_err(|e| {
+                let span = match e.key {
+                    "local_match" => rule.local_match.as_ref().map(Spanned::span),
+                    _ => None,
+                }
+                .unwrap_or_else(|| rule.remote.span());
+                at(span, &rule_key(e.key), e.message)
+            })?;
+        rules.push(built);
+    }
+    if let Some(prefix) = &file.remote_prefix_strip {
+        let strip = rename::prefix_strip_rules(prefix.get_ref()).map_err(|e| {
+            at(
+                prefix.span(),
+                &format!("{key}.remote_prefix_strip"),
+                e.message,
+            )
+        })?;
+        rules.extend(strip);
+    }
+    let gmail = match &file.preset {
+        Some(p) if p.get_ref() == "gmail" => true,
+        Some(p) => {
+            return Err(at(
+                p.span(),
+                &format!("{key}.preset"),
+                format!(
+                    "unknown preset \"{}\"; the one preset is \"gmail\"",
+                    p.get_ref()
+                ),
+            ));
+        }
+        None => false,
+    };
+    let rename = Rename::new(rules, gmail).map_err(|e| {
+        let span = file.preset.as_ref().map_or(0..0, Spanned::span);
+        at(span, &format!("{key}.preset"), e.message)
+    })?;
+    Ok(FolderRules::new(Filter::new(include, exclude), rename))
+}
+
+/// `[general.mbnames]` checked; `None` when it is switched off.
+fn mbnames(
+    file: &FileMbnames,
+    at: &impl Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<Option<Mbnames>, ConfigError> {
+    let path = absolute(&file.path, "general.mbnames.path", at)?;
+    let item = match &file.item {
+        Some(item) => {
+            if let Some(unknown) = crate::mbnames::unknown_placeholder(item.get_ref()) {
+                return Err(at(
+                    item.span(),
+                    "general.mbnames.item",
+                    format!(
+                        "unknown placeholder {{{unknown}}}; an item may use {{account}}, {{folder}} and {{path}}"
+                    ),
+                ));
+            }
+            item.get_ref().clone()
+        }
+        None => "\"+{account}/{folder}\"".to_owned(),
+    };
+    let config = Mbnames {
+        path,
+        header: file.header.clone().unwrap_or_else(|| "mailboxes ".into()),
+        item,
+        separator: file.separator.clone().unwrap_or_else(|| " ".into()),
+        footer: file.footer.clone().unwrap_or_else(|| "\n".into()),
+    };
+    Ok(file.enabled.unwrap_or(true).then_some(config))
 }
 
 fn absolute(
@@ -784,6 +997,142 @@ path = "/tmp/iw-mail/personal"
         assert!(parse_fingerprint("sha1:abcd").is_none());
         let e = err(&GOOD.replace("user = ", "cert_fingerprint = \"x\"\nuser = "));
         assert!(e.contains("cert_fingerprint"), "{e}");
+    }
+
+    const FOLDERS: &str = r#"
+[accounts.personal]
+create = "remote"
+remove = "local"
+mbnames = false
+
+[accounts.personal.folders]
+include = ["*"]
+exclude = ["Trash", "regex:Spam|Junk"]
+rename = [
+  { remote = "^Sent Items$", local = "Sent" },
+  { remote = "^(?i)deleted$", local = "Deleted", local_match = "^Deleted$", remote_replace = "Deleted" },
+]
+remote_prefix_strip = "INBOX."
+preset = "gmail"
+
+[general.mbnames]
+path = "~/.mutt/mailboxes"
+"#;
+
+    #[test]
+    fn folder_keys_are_read() {
+        let c = parse(Path::new("/c.toml"), &format!("{GOOD}{FOLDERS}")).unwrap();
+        let a = c.account("personal").unwrap();
+        assert_eq!(a.folder_policy.create, crate::plan::Sides::Remote);
+        assert_eq!(a.folder_policy.remove, crate::plan::Sides::Local);
+        assert!(!a.mbnames);
+        let name = |s: &str| crate::model::FolderName::new(s).unwrap();
+        assert!(!a.folders.selection(&name("Junk")).is_included());
+        assert!(a.folders.selection(&name("INBOX/Junk")).is_included());
+        assert_eq!(
+            a.folders.local_name(&name("Sent Items")).unwrap(),
+            name("Sent")
+        );
+        assert_eq!(
+            a.folders.local_name(&name("INBOX/Lists")).unwrap(),
+            name("Lists")
+        );
+        assert_eq!(
+            a.folders.local_name(&name("[Gmail]/Sent Mail")).unwrap(),
+            name("Sent")
+        );
+        let m = c.mbnames.unwrap();
+        assert_eq!(m.header, "mailboxes ");
+        assert_eq!(m.item, "\"+{account}/{folder}\"");
+        assert_eq!(m.footer, "\n");
+        assert!(m.path.is_absolute());
+        // The defaults: create everywhere, remove nowhere, in the mailbox list.
+        let d = parse(Path::new("/c.toml"), GOOD).unwrap();
+        let a = d.account("personal").unwrap();
+        assert_eq!(a.folder_policy, crate::plan::FolderPolicy::default());
+        assert!(a.mbnames);
+        assert!(d.mbnames.is_none());
+        let off = format!("{GOOD}\n[general.mbnames]\npath = \"/m\"\nenabled = false\n");
+        assert!(parse(Path::new("/c.toml"), &off).unwrap().mbnames.is_none());
+    }
+
+    #[test]
+    fn a_bad_regex_names_the_place_and_the_regex_error() {
+        let text = format!(
+            "{GOOD}\n[accounts.personal.folders]\nexclude = [\"Trash\", \"regex:(Spam\"]\n"
+        );
+        let e = err(&text);
+        assert!(
+            e.starts_with("/c.toml:16:21: accounts.personal.folders.exclude: \"regex:(Spam\": not a valid regex: "),
+            "{e}"
+        );
+        assert!(e.contains("unclosed group"), "{e}");
+        let text = format!(
+            "{GOOD}\n[accounts.personal.folders]\nrename = [\n  {{ remote = \"^a$\", local = \"b\" }},\n  {{ remote = \"^(x\", local = \"y\" }},\n]\n"
+        );
+        let e = err(&text);
+        assert!(
+            e.starts_with(
+                "/c.toml:18:14: accounts.personal.folders.rename[1].remote: not a valid regex: "
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_rule_without_a_reverse_is_refused() {
+        let text = format!(
+            "{GOOD}\n[accounts.personal.folders]\nrename = [{{ remote = \"^Foo(\\\\d+)$\", local = \"Bar\" }}]\n"
+        );
+        let e = err(&text);
+        assert!(
+            e.contains("accounts.personal.folders.rename[0].remote: "),
+            "{e}"
+        );
+        assert!(e.contains("local_match and remote_replace"), "{e}");
+        let half = format!(
+            "{GOOD}\n[accounts.personal.folders]\nrename = [{{ remote = \"^a$\", local = \"b\", local_match = \"^b$\" }}]\n"
+        );
+        let e = err(&half);
+        assert!(
+            e.contains("rename[0].local_match: needs remote_replace"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_presets_and_policy_values_are_named() {
+        let e = err(&format!(
+            "{GOOD}\n[accounts.personal.folders]\npreset = \"yahoo\"\n"
+        ));
+        assert!(
+            e.starts_with(
+                "/c.toml:16:10: accounts.personal.folders.preset: unknown preset \"yahoo\""
+            ),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}\n[accounts.personal]\nremove = \"all\"\n"));
+        assert!(
+            e.starts_with("/c.toml:16:10: accounts.personal.remove: "),
+            "{e}"
+        );
+        assert!(e.contains("`both`, `remote`, `local`, `none`"), "{e}");
+        let e = err(&format!(
+            "{GOOD}\n[accounts.personal.folders]\nremote_prefix_strip = \".\"\n"
+        ));
+        assert!(
+            e.contains("accounts.personal.folders.remote_prefix_strip: "),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{GOOD}\n[general.mbnames]\npath = \"/m\"\nitem = \"{{acount}}\"\n"
+        ));
+        assert!(
+            e.starts_with("/c.toml:17:8: general.mbnames.item: unknown placeholder {acount}"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}\n[general.mbnames]\npath = \"m\"\n"));
+        assert!(e.contains("general.mbnames.path"), "{e}");
     }
 
     #[test]

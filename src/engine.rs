@@ -18,9 +18,13 @@ use std::path::PathBuf;
 use tracing::Instrument;
 
 use crate::config::MassDeleteGuard;
+use crate::folders::{self, FolderMapError, FolderRules, Problem, Selection};
 use crate::incremental;
 use crate::model::{Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid};
-use crate::plan::{self, Action, FolderAction, Plan, Record, RecordId, Side};
+use crate::plan::{
+    self, Action, FolderAction, FolderFacts, FolderPolicy, Kept, Plan, Record, RecordId, Side,
+    Survivor,
+};
 use crate::recover::{self, Known};
 use crate::state::{FolderState, FolderStatus, Pending, StateDb, StateError};
 use crate::store::{FailureKind, FlagUpdate, Listing, Since, Staged, Store, StoreError};
@@ -47,7 +51,8 @@ fn download_batches<T>(downloads: &[T]) -> Vec<&[T]> {
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
-    /// Only these folders (all when empty).
+    /// Only these folders (all when empty), by their local name; a name no local folder has
+    /// is taken as a server name (wake-ups and people may name either).
     pub folders: Vec<FolderName>,
     /// Plan and report, change nothing on either side nor in the state.
     pub dry_run: bool,
@@ -56,6 +61,10 @@ pub struct SyncOptions {
     pub guard: MassDeleteGuard,
     /// Where stores that do not care stage messages.
     pub scratch_dir: PathBuf,
+    /// Which folders are synced, and their local names.
+    pub rules: FolderRules,
+    /// Where folders are created and removed.
+    pub policy: FolderPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +77,8 @@ pub enum SyncError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Folders(#[from] FolderMapError),
 }
 
 impl SyncError {
@@ -91,13 +102,16 @@ impl SyncError {
                 source,
             } => !matches!(
                 source,
-                StoreError::Refused { .. } | StoreError::NoSuchFolder(_) | StoreError::Invalid(_)
+                StoreError::Refused { .. }
+                    | StoreError::NoSuchFolder(_)
+                    | StoreError::Invalid(_)
+                    | StoreError::NotEmpty(_)
             ),
             SyncError::Store {
                 side: Side::Local,
                 source,
             } => source.kind() == FailureKind::Permanent,
-            SyncError::State(_) => true,
+            SyncError::State(_) | SyncError::Folders(_) => true,
         }
     }
 }
@@ -105,7 +119,11 @@ impl SyncError {
 /// What happened to one folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FolderReport {
+    /// The local name (what a mail client shows).
     pub folder: String,
+    /// The server's name for it (the same unless `folders.rename` or a preset renames it).
+    #[serde(default)]
+    pub remote_folder: String,
     pub downloaded: usize,
     pub uploaded: usize,
     pub flags_remote: usize,
@@ -114,6 +132,9 @@ pub struct FolderReport {
     pub deleted_local: usize,
     /// Created on this side before syncing.
     pub created: Option<String>,
+    /// Removed on this side, because it was deleted on the other.
+    #[serde(default)]
+    pub removed: Option<String>,
     /// Left alone by the safety valve, with the reason.
     pub refused: Option<String>,
     pub error: Option<String>,
@@ -124,9 +145,10 @@ pub struct FolderReport {
 }
 
 impl FolderReport {
-    fn new(folder: &FolderName) -> Self {
+    fn new(local: &FolderName, remote: &FolderName) -> Self {
         Self {
-            folder: folder.to_string(),
+            folder: local.to_string(),
+            remote_folder: remote.to_string(),
             ..Self::default()
         }
     }
@@ -142,9 +164,217 @@ pub trait Observer: Send {
 pub struct NoObserver;
 impl Observer for NoObserver {}
 
+/// One folder pair and what a run does with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFolder {
+    pub remote: FolderName,
+    pub local: FolderName,
+    pub on_remote: bool,
+    pub on_local: bool,
+    /// Message pairs the state holds for it; `None` when the state does not know the folder.
+    pub known: Option<usize>,
+    /// The local name the folder was last synced under, when the rules now give another: the
+    /// state's pairs name messages of that other local folder, so they are dropped and the
+    /// messages paired again by content, as on a first sync.
+    pub relocated_from: Option<FolderName>,
+    pub step: Step,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Left out by `folders.include`/`folders.exclude`: never created, touched or deleted on
+    /// either side, and its state is kept for when it is selected again.
+    Skipped(Selection),
+    Act(FolderAction),
+    /// Its contents could not be looked at; the folder is reported failed, the rest go on.
+    Failed(String),
+}
+
+/// Every folder pair of an account with what a run would do, and what is wrong with the
+/// mapping (when anything is, a sync does nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FolderOverview {
+    pub folders: Vec<PlannedFolder>,
+    pub problems: Vec<Problem>,
+}
+
+/// Lists both sides, maps the folders (`folders::map_folders`) and decides what to do with each
+/// selected pair (`plan::decide_folder`). Changes nothing, but opens the surviving side of a
+/// folder deleted on the other, to see what it holds.
+pub async fn plan_folders(
+    remote: &mut dyn Store,
+    local: &mut dyn Store,
+    // `&mut` only because a shared reference to the database is not `Send`.
+    state: &mut StateDb,
+    options: &SyncOptions,
+) -> Result<FolderOverview, SyncError> {
+    let remote_folders = remote.list_folders().await.map_err(SyncError::remote)?;
+    let local_folders = local.list_folders().await.map_err(SyncError::local)?;
+    // Keyed by the server name: renaming rules may change without the state losing track.
+    let known: HashMap<FolderName, FolderState> = state
+        .folders()?
+        .into_iter()
+        .map(|f| (f.name.clone(), f))
+        .collect();
+    let known_names: Vec<FolderName> = known.keys().cloned().collect();
+    let map = folders::map_folders(
+        &remote_folders,
+        &local_folders,
+        &known_names,
+        &options.rules,
+    );
+    if !map.problems.is_empty() {
+        // Nothing is decided: the folders are only listed, for `idlewild folders`.
+        let mut folders = Vec::new();
+        for m in &map.folders {
+            folders.push(PlannedFolder {
+                remote: m.remote.clone(),
+                local: m.local.clone(),
+                on_remote: m.on_remote,
+                on_local: m.on_local,
+                known: match known.get(&m.remote) {
+                    Some(f) => Some(state.count(f.id)?),
+                    None => None,
+                },
+                relocated_from: None,
+                step: if m.selection.is_included() {
+                    Step::Failed("not synced: the folder names do not map one to one".into())
+                } else {
+                    Step::Skipped(m.selection.clone())
+                },
+            });
+        }
+        return Ok(FolderOverview {
+            folders,
+            problems: map.problems,
+        });
+    }
+    let asked = |m: &folders::MappedFolder| {
+        options.folders.is_empty()
+            || options.folders.iter().any(|n| {
+                m.local == *n || (m.remote == *n && !map.folders.iter().any(|o| o.local == *n))
+            })
+    };
+    let local_names = state.folder_local_names()?;
+    let mut planned = Vec::new();
+    // The facts and decisions of the folders acted on, in `planned`'s order.
+    let mut facts = Vec::new();
+    for m in map.folders.iter().filter(|m| asked(m)) {
+        let relocated_from = local_names
+            .get(&m.remote)
+            .filter(|old| **old != m.local && m.selection.is_included())
+            .cloned();
+        // A relocated folder is planned as one the state does not know.
+        let state_folder = known.get(&m.remote).filter(|_| relocated_from.is_none());
+        let count = match state_folder {
+            Some(f) => Some(state.count(f.id)?),
+            None => None,
+        };
+        let mut folder = PlannedFolder {
+            remote: m.remote.clone(),
+            local: m.local.clone(),
+            on_remote: m.on_remote,
+            on_local: m.on_local,
+            known: count,
+            relocated_from,
+            step: Step::Skipped(m.selection.clone()),
+        };
+        if !m.selection.is_included() {
+            planned.push(folder);
+            continue;
+        }
+        let survivor = match (state_folder, m.on_remote, m.on_local) {
+            (Some(f), true, false) => survivor(remote, state, f.id, &m.remote, Side::Remote).await,
+            (Some(f), false, true) => survivor(local, state, f.id, &m.local, Side::Local).await,
+            _ => Ok(None),
+        };
+        let survivor = match survivor {
+            Ok(s) => s,
+            Err(e) if e.ends_account() => return Err(e),
+            Err(e) => {
+                folder.step = Step::Failed(e.to_string());
+                planned.push(folder);
+                continue;
+            }
+        };
+        let these = FolderFacts {
+            known: count,
+            on_remote: m.on_remote,
+            on_local: m.on_local,
+            inbox: m.remote == FolderName::inbox() || m.local == FolderName::inbox(),
+            survivor,
+        };
+        let action = plan::decide_folder(these, options.policy, options.allow_mass_delete);
+        facts.push((these, action));
+        folder.step = Step::Act(action);
+        planned.push(folder);
+    }
+
+    // The folder-level safety valves see every decision at once.
+    let valve = plan::hold_mass_folder_removal(&facts, options.guard, options.allow_mass_delete);
+    replace_actions(&mut planned, valve);
+    let decided: Vec<(FolderName, FolderAction)> = planned
+        .iter()
+        .filter_map(|p| match p.step {
+            Step::Act(a) => Some((p.remote.clone(), a)),
+            Step::Skipped(_) | Step::Failed(_) => None,
+        })
+        .collect();
+    replace_actions(
+        &mut planned,
+        plan::hold_server_parents(&decided, &remote_folders),
+    );
+    Ok(FolderOverview {
+        folders: planned,
+        problems: Vec::new(),
+    })
+}
+
+/// Puts `actions` (one per folder acted on, in order) in place of the folders' decisions.
+fn replace_actions(planned: &mut [PlannedFolder], actions: Vec<FolderAction>) {
+    let mut actions = actions.into_iter();
+    for p in planned {
+        if let Step::Act(a) = &mut p.step
+            && let Some(new) = actions.next()
+        {
+            *a = new;
+        }
+    }
+}
+
+/// What the side that still has a folder holds: its messages, and how many of them the state
+/// has no pair for.
+async fn survivor(
+    store: &mut dyn Store,
+    state: &mut StateDb,
+    folder: i64,
+    name: &FolderName,
+    side: Side,
+) -> Result<Option<Survivor>, SyncError> {
+    let wrap = |e| SyncError::Store { side, source: e };
+    let snapshot = store.scan(name).await.map_err(wrap)?;
+    let paired: HashSet<MsgId> = state
+        .records(folder)?
+        .into_iter()
+        .filter_map(|r| match side {
+            Side::Remote => r.remote,
+            Side::Local => r.local,
+        })
+        .collect();
+    let unsynced = snapshot
+        .messages
+        .iter()
+        .filter(|m| !paired.contains(&m.id))
+        .count();
+    Ok(Some(Survivor {
+        messages: snapshot.messages.len(),
+        unsynced,
+    }))
+}
+
 /// Syncs the folders of one account. Errors that end the account (a lost connection, the state
-/// database failing) stop it; a folder's own failure is recorded in its report and the next
-/// folder is tried.
+/// database failing, a folder mapping that is not one to one) stop it; a folder's own failure is
+/// recorded in its report and the next folder is tried.
 pub async fn sync_folders(
     remote: &mut dyn Store,
     local: &mut dyn Store,
@@ -152,65 +382,68 @@ pub async fn sync_folders(
     options: &SyncOptions,
     observer: &mut dyn Observer,
 ) -> Result<Vec<FolderReport>, SyncError> {
-    let remote_folders: HashSet<FolderName> = remote
-        .list_folders()
-        .await
-        .map_err(SyncError::remote)?
-        .into_iter()
-        .collect();
-    let local_folders: HashSet<FolderName> = local
-        .list_folders()
-        .await
-        .map_err(SyncError::local)?
-        .into_iter()
-        .collect();
-    let known: HashMap<FolderName, FolderState> = state
-        .folders()?
-        .into_iter()
-        .map(|f| (f.name.clone(), f))
-        .collect();
-
-    let mut names: Vec<FolderName> = remote_folders
-        .iter()
-        .chain(local_folders.iter())
-        .chain(known.keys())
-        .cloned()
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .filter(|n| options.folders.is_empty() || options.folders.contains(n))
-        .collect();
-    names.sort();
+    let overview = plan_folders(remote, local, state, options).await?;
+    if !overview.problems.is_empty() {
+        return Err(FolderMapError(overview.problems).into());
+    }
 
     let mut reports = Vec::new();
-    for name in names {
-        let span = tracing::info_span!("folder", folder = %name);
-        let known_count = match known.get(&name) {
-            Some(f) => Some(state.count(f.id)?),
-            None => None,
+    // Removals come last, sub-folders before their parents.
+    let mut removals = Vec::new();
+    for planned in overview.folders {
+        let (remote_name, name) = (&planned.remote, &planned.local);
+        let span = tracing::info_span!("folder", folder = %name, remote = %remote_name);
+        let mut report = FolderReport::new(name, remote_name);
+        let action = match &planned.step {
+            Step::Skipped(why) => {
+                tracing::debug!(folder = %name, remote = %remote_name, "left out: {why}");
+                continue;
+            }
+            Step::Failed(e) => {
+                tracing::error!(folder = %name, error = %e, "folder sync failed");
+                report.error = Some(e.clone());
+                observer.folder_done(&report);
+                reports.push(report);
+                continue;
+            }
+            Step::Act(action) => *action,
         };
-        let action = plan::decide_folder(
-            known_count,
-            remote_folders.contains(&name),
-            local_folders.contains(&name),
-            options.allow_mass_delete,
-        );
-        let mut report = FolderReport::new(&name);
+        if let Some(old) = &planned.relocated_from {
+            let how = format!(
+                "its local name changed from \"{old}\": its messages are paired again by content"
+            );
+            if options.dry_run {
+                report.planned.push(how);
+                observer.folder_done(&report);
+                reports.push(report);
+                continue;
+            }
+            tracing::info!(folder = %name, remote = %remote_name, "{how}");
+            if let Some(f) = state.folder(remote_name)? {
+                state.forget_folder(f.id)?;
+            }
+        }
         let result = match action {
             FolderAction::Nothing => continue,
+            FolderAction::NotCreated { on } => {
+                tracing::info!(folder = %name, remote = %remote_name, "not created on the {on} side (create = \"{}\")", options.policy.create);
+                continue;
+            }
             FolderAction::Forget => {
                 if !options.dry_run
-                    && let Some(f) = known.get(&name)
+                    && let Some(f) = state.folder(remote_name)?
                 {
                     state.forget_folder(f.id)?;
                 }
                 continue;
             }
-            FolderAction::Vanished { from, known } => {
-                report.refused = Some(format!(
-                    "the folder is gone from the {from} side but held {known} messages at the last sync; nothing was changed on either side (an unmounted disk or a wrong path looks the same). If you deleted it on purpose, run again with --allow-mass-delete to delete it on the {} side too",
-                    from.other()
-                ));
-                tracing::warn!(folder = %name, "{}", report.refused.as_deref().unwrap_or(""));
+            FolderAction::Remove { on, .. } => {
+                removals.push((on, planned));
+                continue;
+            }
+            FolderAction::Kept { from, reason } => {
+                report.refused = Some(FolderAction::explain_kept(from, reason));
+                tracing::warn!(folder = %name, remote = %remote_name, "{}", report.refused.as_deref().unwrap_or(""));
                 Ok(())
             }
             FolderAction::CreateThenSync { on } => {
@@ -223,12 +456,20 @@ pub async fn sync_folders(
                     Ok(Some(on))
                 } else {
                     match on {
-                        Side::Remote => {
-                            remote.create_folder(&name).await.map_err(SyncError::remote)
-                        }
-                        Side::Local => local.create_folder(&name).await.map_err(SyncError::local),
+                        Side::Remote => remote
+                            .create_folder(remote_name)
+                            .await
+                            .map_err(SyncError::remote),
+                        Side::Local => local.create_folder(name).await.map_err(SyncError::local),
                     }
                     .map(|()| None)
+                };
+                let created = match created {
+                    Ok(None) => state
+                        .set_folder_local_name(remote_name, name)
+                        .map(|()| None)
+                        .map_err(SyncError::from),
+                    other => other,
                 };
                 match created {
                     Ok(missing) => {
@@ -236,7 +477,8 @@ pub async fn sync_folders(
                             remote,
                             local,
                             state,
-                            &name,
+                            remote_name,
+                            name,
                             missing,
                             options,
                             observer,
@@ -249,11 +491,15 @@ pub async fn sync_folders(
                 }
             }
             FolderAction::Sync => {
+                if !options.dry_run {
+                    state.set_folder_local_name(remote_name, name)?;
+                }
                 sync_folder(
                     remote,
                     local,
                     state,
-                    &name,
+                    remote_name,
+                    name,
                     None,
                     options,
                     observer,
@@ -263,31 +509,145 @@ pub async fn sync_folders(
                 .await
             }
         };
-        if let Err(e) = result {
-            let ends = e.ends_account();
-            tracing::error!(folder = %name, error = %e, "folder sync failed");
-            report.error = Some(e.to_string());
-            observer.folder_done(&report);
-            reports.push(report);
-            if ends {
-                return Err(e);
-            }
-            continue;
-        }
-        observer.folder_done(&report);
-        reports.push(report);
+        finish(result, report, observer, &mut reports)?;
+    }
+
+    removals.sort_by(|(a_on, a), (b_on, b)| {
+        let key = |on: &Side, p: &PlannedFolder| match on {
+            Side::Remote => p.remote.clone(),
+            Side::Local => p.local.clone(),
+        };
+        key(b_on, b).cmp(&key(a_on, a))
+    });
+    for (on, planned) in removals {
+        let mut report = FolderReport::new(&planned.local, &planned.remote);
+        let span = tracing::info_span!("folder", folder = %planned.local, remote = %planned.remote);
+        let result = remove_folder(remote, local, state, &planned, on, options, &mut report)
+            .instrument(span)
+            .await;
+        finish(result, report, observer, &mut reports)?;
     }
     Ok(reports)
 }
 
-/// Syncs one folder pair. `missing` names a side where the folder does not exist yet (only in a
-/// dry run, which does not create it): that side is planned as empty.
+/// Records a folder's outcome; an error that ends the account is returned.
+fn finish(
+    result: Result<(), SyncError>,
+    mut report: FolderReport,
+    observer: &mut dyn Observer,
+    reports: &mut Vec<FolderReport>,
+) -> Result<(), SyncError> {
+    let ends = match result {
+        Ok(()) => None,
+        Err(e) => {
+            tracing::error!(folder = %report.folder, error = %e, "folder sync failed");
+            report.error = Some(e.to_string());
+            e.ends_account().then_some(e)
+        }
+    };
+    observer.folder_done(&report);
+    reports.push(report);
+    match ends {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Removes a folder deleted on the other side from `on`. Its messages go first, through the
+/// ordinary deletion (effect, then state), and only those the state pairs: anything else in it
+/// arrived after the last sync, exists nowhere else, and keeps the folder. The store removes
+/// only an empty folder, so mail arriving meanwhile keeps it too. Then the state forgets it; a
+/// crash in between leaves a known folder missing on both sides, which the next run forgets.
+async fn remove_folder(
+    remote: &mut dyn Store,
+    local: &mut dyn Store,
+    state: &mut StateDb,
+    planned: &PlannedFolder,
+    on: Side,
+    options: &SyncOptions,
+    report: &mut FolderReport,
+) -> Result<(), SyncError> {
+    let from = on.other();
+    if options.dry_run {
+        report.planned.push(format!(
+            "remove the folder on the {on} side (deleted on the {from} side)"
+        ));
+        report.removed = Some(on.to_string());
+        return Ok(());
+    }
+    let (store, name): (&mut dyn Store, &FolderName) = match on {
+        Side::Remote => (remote, &planned.remote),
+        Side::Local => (local, &planned.local),
+    };
+    let wrap = |source| SyncError::Store { side: on, source };
+    let known = state.folder(&planned.remote)?;
+    let snapshot = store.scan(name).await.map_err(wrap)?;
+    let records = match &known {
+        Some(f) => state.records(f.id)?,
+        None => Vec::new(),
+    };
+    let paired: HashMap<&MsgId, RecordId> = records
+        .iter()
+        .filter_map(|r| {
+            match on {
+                Side::Remote => r.remote.as_ref(),
+                Side::Local => r.local.as_ref(),
+            }
+            .map(|id| (id, r.id))
+        })
+        .collect();
+    let unsynced = snapshot
+        .messages
+        .iter()
+        .filter(|m| !paired.contains_key(&m.id))
+        .count();
+    let kept = |reason| Some(FolderAction::explain_kept(from, reason));
+    if unsynced > 0 {
+        report.refused = kept(Kept::Unsynced { unsynced });
+        tracing::warn!("{}", report.refused.as_deref().unwrap_or(""));
+        return Ok(());
+    }
+    let doomed: Vec<(MsgId, RecordId)> = snapshot
+        .messages
+        .iter()
+        .filter_map(|m| paired.get(&m.id).map(|r| (m.id.clone(), *r)))
+        .collect();
+    if !doomed.is_empty() {
+        let ids: Vec<MsgId> = doomed.iter().map(|(id, _)| id.clone()).collect();
+        store.delete(&ids).await.map_err(wrap)?;
+        state.remove(&doomed.iter().map(|(_, r)| *r).collect::<Vec<_>>())?;
+        match on {
+            Side::Remote => report.deleted_remote += ids.len(),
+            Side::Local => report.deleted_local += ids.len(),
+        }
+    }
+    match store.delete_folder(name).await {
+        Ok(()) => {}
+        Err(StoreError::NotEmpty(_)) => {
+            report.refused = kept(Kept::NotEmpty);
+            tracing::warn!("{}", report.refused.as_deref().unwrap_or(""));
+            return Ok(());
+        }
+        Err(e) => return Err(wrap(e)),
+    }
+    if let Some(f) = known {
+        state.forget_folder(f.id)?;
+    }
+    tracing::info!("removed the folder on the {on} side: it was deleted on the {from} side");
+    report.removed = Some(on.to_string());
+    Ok(())
+}
+
+/// Syncs one folder pair: `name` on the server (also its key in the state), `local_name` in the
+/// local store. `missing` names a side where the folder does not exist yet (only in a dry run,
+/// which does not create it): that side is planned as empty.
 #[allow(clippy::too_many_arguments)]
 async fn sync_folder(
     remote: &mut dyn Store,
     local: &mut dyn Store,
     state: &mut StateDb,
     name: &FolderName,
+    local_name: &FolderName,
     missing: Option<Side>,
     options: &SyncOptions,
     observer: &mut dyn Observer,
@@ -309,7 +669,10 @@ async fn sync_folder(
     } else {
         state.ensure_folder(name)?
     };
-    if !options.dry_run && missing.is_none() && unchanged(remote, local, state, &folder).await? {
+    if !options.dry_run
+        && missing.is_none()
+        && unchanged(remote, local, state, &folder, local_name).await?
+    {
         tracing::debug!(folder = %name, "unchanged on both sides since the last sync");
         return Ok(());
     }
@@ -336,7 +699,7 @@ async fn sync_folder(
     };
     let local_snap = match missing {
         Some(Side::Local) => empty,
-        _ => local.scan(name).await.map_err(SyncError::local)?,
+        _ => local.scan(local_name).await.map_err(SyncError::local)?,
     };
 
     let validity_changed = matches!(
@@ -424,7 +787,7 @@ async fn sync_folder(
         }
         Plan::Actions(actions) => actions,
     };
-    observer.folder_planned(name, actions.len());
+    observer.folder_planned(local_name, actions.len());
     if options.dry_run {
         report
             .planned
@@ -440,7 +803,7 @@ async fn sync_folder(
         local,
         state,
         folder.id,
-        name,
+        local_name,
         &remote_snap,
         actions,
         options,
@@ -472,6 +835,7 @@ async fn unchanged(
     // `&mut`: a shared `StateDb` is not `Send` (its connection is not `Sync`).
     state: &mut StateDb,
     folder: &FolderState,
+    local_name: &FolderName,
 ) -> Result<bool, SyncError> {
     let (Some(remote_was), Some(local_was)) = (&folder.remote_token, &folder.local_token) else {
         return Ok(false);
@@ -484,7 +848,7 @@ async fn unchanged(
         return Ok(false);
     }
     let local_now = local
-        .change_token(&folder.name)
+        .change_token(local_name)
         .await
         .map_err(SyncError::local)?;
     if local_now.as_ref() != Some(local_was) {

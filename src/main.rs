@@ -24,6 +24,10 @@ fn main() -> ExitCode {
             Ok(config) => check_config(&config, args.json),
             Err(code) => code,
         },
+        Command::Folders(args) => match load_config(&cli) {
+            Ok(config) => folders(&config, args),
+            Err(code) => code,
+        },
         Command::Daemon(_) => match load_config(&cli) {
             Ok(config) => daemon(&cli, config),
             Err(code) => code,
@@ -348,7 +352,60 @@ fn sync(config: &Config, args: &SyncArgs, show_bars: bool) -> i32 {
         futures_util::future::join_all(tasks).await
     });
     print_reports(&reports, args);
+    if !args.dry_run
+        && let Err(e) = idlewild::mbnames::update(config)
+    {
+        eprintln!("idlewild: warning: {e}");
+    }
     exit_code(&reports)
+}
+
+/// `idlewild folders ACCOUNT`: the folder map and what a sync would do, from the server's and
+/// the Maildir's folder lists and the state; nothing is changed.
+fn folders(config: &Config, args: &cli::FoldersArgs) -> i32 {
+    let Some(account) = config.account(&args.account) else {
+        eprintln!("idlewild: {}", unknown_account(config, &args.account));
+        return exit::USAGE;
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let mut session = account::AccountSession::open(config, account, true)?;
+        let overview = session.overview().await;
+        session.close().await;
+        overview
+    });
+    let overview = match result {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("idlewild: {}: {e}", account.name);
+            return exit::FAILED;
+        }
+    };
+    let rows = idlewild::report::folder_rows(&overview);
+    let problems = (!overview.problems.is_empty())
+        .then(|| idlewild::folders::FolderMapError(overview.problems.clone()));
+    if args.json {
+        let doc = serde_json::json!({
+            "account": account.name,
+            "folders": rows,
+            "problems": overview.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        });
+        println!("{doc:#}");
+    } else {
+        for line in idlewild::report::folder_table(&rows) {
+            println!("{line}");
+        }
+    }
+    match problems {
+        Some(e) => {
+            eprintln!("idlewild: {}: {e}", account.name);
+            exit::FAILED
+        }
+        None => exit::OK,
+    }
 }
 
 fn exit_code(reports: &[AccountReport]) -> i32 {

@@ -257,7 +257,11 @@ mod tests {
             }
             to_lf.finish(&mut lf);
             assert_eq!(lf, crlf_to_lf_reference(&input), "{input:?} in {chunks:?}");
-            assert_eq!(crlf, lf_to_crlf_reference(&input), "{input:?} in {chunks:?}");
+            assert_eq!(
+                crlf,
+                lf_to_crlf_reference(&input),
+                "{input:?} in {chunks:?}"
+            );
         }
     }
 

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use crate::config::MassDeleteGuard;
-use crate::model::{Flags, MessageMeta, MsgId};
+use crate::model::{Flags, FolderName, MessageMeta, MsgId};
 
 /// The database key of one synced message pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -294,8 +294,95 @@ pub fn plan_folder(
     Plan::Actions(actions)
 }
 
-/// What to do with one folder name, given whether the state knows it (and how many message
-/// pairs it holds there) and whether each side lists it now.
+/// Sides a folder policy applies to: `create` and `remove` of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sides {
+    Both,
+    Remote,
+    Local,
+    None,
+}
+
+impl Sides {
+    pub fn includes(self, side: Side) -> bool {
+        match (self, side) {
+            (Sides::Both, _) | (Sides::Remote, Side::Remote) | (Sides::Local, Side::Local) => true,
+            (Sides::Remote, Side::Local) | (Sides::Local, Side::Remote) | (Sides::None, _) => false,
+        }
+    }
+}
+
+impl fmt::Display for Sides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Sides::Both => "both",
+            Sides::Remote => "remote",
+            Sides::Local => "local",
+            Sides::None => "none",
+        })
+    }
+}
+
+/// Where folders may be created and removed (`create`, `remove` of the account).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderPolicy {
+    /// A folder new on one side is created on these sides.
+    pub create: Sides,
+    /// A folder deleted on one side is removed on these sides too, even when it holds mail.
+    pub remove: Sides,
+}
+
+impl Default for FolderPolicy {
+    fn default() -> Self {
+        Self {
+            create: Sides::Both,
+            remove: Sides::None,
+        }
+    }
+}
+
+/// What the side that still has a folder holds, when the folder vanished from the other side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Survivor {
+    pub messages: usize,
+    /// Messages the state has no pair for: they arrived after the last sync and exist nowhere
+    /// else.
+    pub unsynced: usize,
+}
+
+/// What is known of one folder pair before deciding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderFacts {
+    /// Message pairs the state holds for it; `None` when the state does not know the folder.
+    pub known: Option<usize>,
+    pub on_remote: bool,
+    pub on_local: bool,
+    pub inbox: bool,
+    /// For a known folder on one side only: what that side holds (`None`: not looked at).
+    pub survivor: Option<Survivor>,
+}
+
+/// Why a folder deleted on one side was left alone on the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// `remove` does not allow removing it there, and it holds messages.
+    NotAllowed { messages: usize },
+    /// It holds messages that were never synced: removing it would lose them.
+    Unsynced { unsynced: usize },
+    /// So many folders holding mail vanished from one side at once that it looks like an
+    /// unmounted disk or a wrong path, not deletions (see [`hold_mass_folder_removal`]).
+    ManyFolders { vanished: usize, known: usize },
+    /// Its contents could not be looked at.
+    NotInspected,
+    /// Something besides the synced messages was found in it while it was being removed (mail
+    /// that arrived meanwhile, or files of another program).
+    NotEmpty,
+    /// It has sub-folders on the server that stay (see [`hold_server_parents`]).
+    HasChildren,
+}
+
+/// What to do with one folder pair. See [`decide_folder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FolderAction {
     Sync,
@@ -303,44 +390,208 @@ pub enum FolderAction {
     CreateThenSync {
         on: Side,
     },
+    /// New on the other side, but `create` does not allow creating it on `on`.
+    NotCreated {
+        on: Side,
+    },
     /// The folder is gone from both sides: drop its state.
     Forget,
-    /// The folder vanished from `from` while the state says it held mail there: an unmounted
-    /// disk or a wrong path looks exactly like this, so nothing is done until the user says so.
-    Vanished {
+    /// Deleted on the other side: remove it on `on` too (with its `messages`, all of them
+    /// synced before, when `remove` or --allow-mass-delete allows it).
+    Remove {
+        on: Side,
+        messages: usize,
+    },
+    /// Deleted on `from`, left alone on the other side and reported.
+    Kept {
         from: Side,
-        known: usize,
+        reason: Kept,
     },
     /// Not listed anywhere and unknown: nothing to do.
     Nothing,
 }
 
-/// The folder decision table. A folder new on one side is created on the other; a known folder
-/// that vanished from one side is only re-created there when it held no mail or when the user
-/// allowed mass deletion (its messages' deletions then go through the message planner).
+impl FolderAction {
+    /// Why a kept folder was kept, and what the user can do, for reports and logs.
+    pub fn explain_kept(from: Side, reason: Kept) -> String {
+        let on = from.other();
+        let what = match reason {
+            Kept::NotAllowed { messages } => format!(
+                "it still holds {messages} messages there, and `remove` does not allow removing folders on the {on} side (it is only done for empty folders then). Move the messages you want elsewhere or delete the folder there yourself; to have idlewild remove it with its messages, set remove, or run once with --allow-mass-delete"
+            ),
+            Kept::Unsynced { unsynced } => format!(
+                "it holds {unsynced} messages there that arrived after the last sync and exist nowhere else, so it is not removed. Move them elsewhere or delete the folder there yourself"
+            ),
+            Kept::ManyFolders { vanished, known } => format!(
+                "{vanished} of {known} folders holding mail vanished from the {from} side at once, which looks like an unmounted disk or a wrong path rather than deletions. If you deleted them, run again with --allow-mass-delete"
+            ),
+            Kept::NotInspected => "its contents there could not be looked at".to_owned(),
+            Kept::HasChildren => format!(
+                "it has sub-folders on the {on} side that stay, and a server keeps listing a removed folder's name while it has sub-folders. Remove or move them first"
+            ),
+            Kept::NotEmpty => "something besides the synced messages is in it there (mail that arrived meanwhile, or another program's files), so it was not removed; its synced messages were deleted".to_owned(),
+        };
+        let nothing = match reason {
+            Kept::NotEmpty => "",
+            Kept::NotAllowed { .. }
+            | Kept::Unsynced { .. }
+            | Kept::ManyFolders { .. }
+            | Kept::HasChildren
+            | Kept::NotInspected => " Nothing was changed on either side.",
+        };
+        format!(
+            "the folder was deleted on the {from} side and kept on the {on} side: {what}.{nothing}"
+        )
+    }
+}
+
+/// The folder decision table.
+///
+/// A folder new on one side is created on the other where `create` allows. A known folder that
+/// vanished from one side was deleted there: it is removed on the other side when that loses
+/// nothing (it is empty) or when `remove` (or --allow-mass-delete) allows it — and then only if
+/// every message it holds was synced before, since the others exist nowhere else. Otherwise it
+/// is kept and reported: never a silent cascade delete. INBOX is never removed; a vanished INBOX
+/// is made again.
 pub fn decide_folder(
-    known: Option<usize>,
-    on_remote: bool,
-    on_local: bool,
+    facts: FolderFacts,
+    policy: FolderPolicy,
     allow_mass_delete: bool,
 ) -> FolderAction {
-    let missing_side = |side: Side, known: usize| {
-        if known == 0 || allow_mass_delete {
-            FolderAction::CreateThenSync { on: side }
+    let create = |on: Side| {
+        if policy.create.includes(on) {
+            FolderAction::CreateThenSync { on }
         } else {
-            FolderAction::Vanished { from: side, known }
+            FolderAction::NotCreated { on }
         }
     };
-    match (known, on_remote, on_local) {
+    let vanished = |from: Side, known: usize| {
+        let on = from.other();
+        let allowed = policy.remove.includes(on) || allow_mass_delete;
+        let kept = |reason| FolderAction::Kept { from, reason };
+        match (facts.inbox, facts.survivor) {
+            // INBOX is where new mail arrives and cannot be deleted on an IMAP server, so it is
+            // made again; with nothing in it on the other side that deletes nothing.
+            (true, Some(Survivor { messages: 0, .. })) => create(from),
+            // It held no pairs, or the user allowed mass deletion: its messages then go through
+            // the message planner (copied if new, deleted if they vanished with the folder).
+            (true, _) if known == 0 || allow_mass_delete => create(from),
+            // Otherwise it stays as it is until the user says what happened.
+            (true, _) => kept(Kept::NotAllowed {
+                messages: facts.survivor.map_or(known, |s| s.messages),
+            }),
+            // Nothing to lose: the deletion is carried over.
+            (false, Some(Survivor { messages: 0, .. })) => FolderAction::Remove { on, messages: 0 },
+            // Mail that arrived after the last sync exists only there.
+            (false, Some(Survivor { unsynced, .. })) if unsynced > 0 => {
+                kept(Kept::Unsynced { unsynced })
+            }
+            // Every message in it was synced, and the user allowed removing folders there.
+            (false, Some(Survivor { messages, .. })) if allowed => {
+                FolderAction::Remove { on, messages }
+            }
+            // Mail in it and no permission: never a silent cascade delete.
+            (false, Some(Survivor { messages, .. })) => kept(Kept::NotAllowed { messages }),
+            // Unknown contents are treated as precious.
+            (false, None) => kept(Kept::NotInspected),
+        }
+    };
+    match (facts.known, facts.on_remote, facts.on_local) {
+        // Both sides have a folder the state does not know yet: the first sync pairs them.
         (None, true, true) => FolderAction::Sync,
-        (None, true, false) => FolderAction::CreateThenSync { on: Side::Local },
-        (None, false, true) => FolderAction::CreateThenSync { on: Side::Remote },
+        // New on the server.
+        (None, true, false) => create(Side::Local),
+        // New in the Maildir.
+        (None, false, true) => create(Side::Remote),
+        // The caller never asks, but the table is complete.
         (None, false, false) => FolderAction::Nothing,
+        // Known and on both sides: an ordinary sync.
         (Some(_), true, true) => FolderAction::Sync,
-        (Some(n), true, false) => missing_side(Side::Local, n),
-        (Some(n), false, true) => missing_side(Side::Remote, n),
+        // Deleted in the Maildir since the last sync.
+        (Some(n), true, false) => vanished(Side::Local, n),
+        // Deleted on the server since the last sync.
+        (Some(n), false, true) => vanished(Side::Remote, n),
+        // Gone from both sides: only the state is left to drop.
         (Some(_), false, false) => FolderAction::Forget,
     }
+}
+
+/// The safety valve for folders: when two or more known folders vanished from one side at once
+/// and they are `guard.max_percent` or more of the folders the state knows, the removals of
+/// folders holding mail on the other side are held back — a Maildir tree emptied by a wrong
+/// path, or a mount point without its disk, looks exactly like a user deleting every folder.
+/// Every vanished folder counts, INBOX and kept ones included, so an account of two folders
+/// that both vanished is held too. `decided` holds every selected folder of the account.
+pub fn hold_mass_folder_removal(
+    decided: &[(FolderFacts, FolderAction)],
+    guard: MassDeleteGuard,
+    allow_mass_delete: bool,
+) -> Vec<FolderAction> {
+    let mut out: Vec<FolderAction> = decided.iter().map(|(_, a)| *a).collect();
+    if allow_mass_delete {
+        return out;
+    }
+    let known = decided.iter().filter(|(f, _)| f.known.is_some()).count();
+    for from in [Side::Local, Side::Remote] {
+        let gone = |f: &FolderFacts| match from {
+            Side::Local => f.known.is_some() && f.on_remote && !f.on_local,
+            Side::Remote => f.known.is_some() && f.on_local && !f.on_remote,
+        };
+        let vanished = decided.iter().filter(|(f, _)| gone(f)).count();
+        if vanished < 2 || vanished * 100 < usize::from(guard.max_percent) * known {
+            continue;
+        }
+        let on = from.other();
+        for a in out.iter_mut() {
+            if matches!(a, FolderAction::Remove { on: s, messages } if *s == on && *messages > 0) {
+                *a = FolderAction::Kept {
+                    from,
+                    reason: Kept::ManyFolders { vanished, known },
+                };
+            }
+        }
+    }
+    out
+}
+
+/// Removals on the server of folders with sub-folders that stay there are held back: a server
+/// may keep listing the removed parent's name (RFC 3501 §6.3.4 lets it; Dovecot does, without
+/// \Noselect, and then refuses to open it), which would come back here as a new folder.
+/// `folders` are the selected pairs as (server name, decision); `server` every server folder,
+/// selected or not.
+pub fn hold_server_parents(
+    folders: &[(FolderName, FolderAction)],
+    server: &[FolderName],
+) -> Vec<FolderAction> {
+    let removed: HashSet<&FolderName> = folders
+        .iter()
+        .filter(|(_, a)| {
+            matches!(
+                a,
+                FolderAction::Remove {
+                    on: Side::Remote,
+                    ..
+                }
+            )
+        })
+        .map(|(n, _)| n)
+        .collect();
+    folders
+        .iter()
+        .map(|(name, action)| {
+            let prefix = format!("{name}/");
+            let stays = |s: &&FolderName| s.as_str().starts_with(&prefix) && !removed.contains(s);
+            match action {
+                FolderAction::Remove {
+                    on: Side::Remote, ..
+                } if server.iter().any(|s| stays(&s)) => FolderAction::Kept {
+                    from: Side::Local,
+                    reason: Kept::HasChildren,
+                },
+                other => *other,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -615,56 +866,345 @@ mod tests {
         );
     }
 
+    fn facts(
+        known: Option<usize>,
+        on_remote: bool,
+        on_local: bool,
+        survivor: Option<(usize, usize)>,
+    ) -> FolderFacts {
+        FolderFacts {
+            known,
+            on_remote,
+            on_local,
+            inbox: false,
+            survivor: survivor.map(|(messages, unsynced)| Survivor { messages, unsynced }),
+        }
+    }
+
+    const DEFAULTS: FolderPolicy = FolderPolicy {
+        create: Sides::Both,
+        remove: Sides::None,
+    };
+
     #[test]
     fn folder_decision_table() {
         use FolderAction::*;
+        let (r, l) = (Side::Remote, Side::Local);
+        let kept_not_allowed = |from, messages| Kept {
+            from,
+            reason: super::Kept::NotAllowed { messages },
+        };
+        let remove_both = FolderPolicy {
+            remove: Sides::Both,
+            ..DEFAULTS
+        };
         let rows = [
-            ((None, true, true, false), Sync),
+            // New or unknown folders, created where `create` allows.
+            (facts(None, true, true, None), DEFAULTS, false, Sync),
             (
-                (None, true, false, false),
-                CreateThenSync { on: Side::Local },
+                facts(None, true, false, None),
+                DEFAULTS,
+                false,
+                CreateThenSync { on: l },
             ),
             (
-                (None, false, true, false),
-                CreateThenSync { on: Side::Remote },
+                facts(None, false, true, None),
+                DEFAULTS,
+                false,
+                CreateThenSync { on: r },
             ),
-            ((None, false, false, false), Nothing),
-            ((Some(3), true, true, false), Sync),
+            (facts(None, false, false, None), DEFAULTS, false, Nothing),
+            (facts(Some(3), true, true, None), DEFAULTS, false, Sync),
+            (facts(Some(3), false, false, None), DEFAULTS, false, Forget),
+            // Deleted locally: an empty server folder goes, whatever `remove` says.
             (
-                (Some(0), true, false, false),
-                CreateThenSync { on: Side::Local },
+                facts(Some(3), true, false, Some((0, 0))),
+                DEFAULTS,
+                false,
+                Remove { on: r, messages: 0 },
             ),
             (
-                (Some(3), true, false, false),
-                Vanished {
-                    from: Side::Local,
-                    known: 3,
+                facts(Some(0), true, false, Some((0, 0))),
+                DEFAULTS,
+                false,
+                Remove { on: r, messages: 0 },
+            ),
+            // ... one with mail stays unless `remove` or --allow-mass-delete says so.
+            (
+                facts(Some(3), true, false, Some((3, 0))),
+                DEFAULTS,
+                false,
+                kept_not_allowed(l, 3),
+            ),
+            (
+                facts(Some(3), true, false, Some((3, 0))),
+                remove_both,
+                false,
+                Remove { on: r, messages: 3 },
+            ),
+            (
+                facts(Some(3), true, false, Some((3, 0))),
+                DEFAULTS,
+                true,
+                Remove { on: r, messages: 3 },
+            ),
+            // ... and mail never synced keeps it whatever is allowed.
+            (
+                facts(Some(3), true, false, Some((4, 1))),
+                remove_both,
+                true,
+                Kept {
+                    from: l,
+                    reason: super::Kept::Unsynced { unsynced: 1 },
                 },
             ),
             (
-                (Some(3), true, false, true),
-                CreateThenSync { on: Side::Local },
-            ),
-            (
-                (Some(3), false, true, false),
-                Vanished {
-                    from: Side::Remote,
-                    known: 3,
+                facts(Some(0), true, false, Some((2, 2))),
+                DEFAULTS,
+                false,
+                Kept {
+                    from: l,
+                    reason: super::Kept::Unsynced { unsynced: 2 },
                 },
             ),
+            // The same, deleted on the server.
             (
-                (Some(0), false, true, false),
-                CreateThenSync { on: Side::Remote },
+                facts(Some(3), false, true, Some((0, 0))),
+                DEFAULTS,
+                false,
+                Remove { on: l, messages: 0 },
             ),
-            ((Some(3), false, false, false), Forget),
+            (
+                facts(Some(3), false, true, Some((3, 0))),
+                DEFAULTS,
+                false,
+                kept_not_allowed(r, 3),
+            ),
+            (
+                facts(Some(3), false, true, Some((3, 0))),
+                FolderPolicy {
+                    remove: Sides::Local,
+                    ..DEFAULTS
+                },
+                false,
+                Remove { on: l, messages: 3 },
+            ),
+            (
+                facts(Some(3), false, true, Some((3, 0))),
+                FolderPolicy {
+                    remove: Sides::Remote,
+                    ..DEFAULTS
+                },
+                false,
+                kept_not_allowed(r, 3),
+            ),
+            // Contents not looked at: nothing is removed.
+            (
+                facts(Some(3), false, true, None),
+                remove_both,
+                true,
+                Kept {
+                    from: r,
+                    reason: super::Kept::NotInspected,
+                },
+            ),
         ];
-        for ((known, r, l, allow), want) in rows {
+        for (i, (facts, policy, allow, want)) in rows.into_iter().enumerate() {
             assert_eq!(
-                decide_folder(known, r, l, allow),
+                decide_folder(facts, policy, allow),
                 want,
-                "{known:?} {r} {l} {allow}"
+                "row {i}: {facts:?}"
             );
         }
+    }
+
+    #[test]
+    fn create_policy_decides_where_new_folders_appear() {
+        use FolderAction::*;
+        let (r, l) = (Side::Remote, Side::Local);
+        let with = |create| FolderPolicy { create, ..DEFAULTS };
+        let new_on_server = facts(None, true, false, None);
+        let new_here = facts(None, false, true, None);
+        for (policy, server_made, local_made) in [
+            (
+                with(Sides::Both),
+                CreateThenSync { on: l },
+                CreateThenSync { on: r },
+            ),
+            (
+                with(Sides::Local),
+                CreateThenSync { on: l },
+                NotCreated { on: r },
+            ),
+            (
+                with(Sides::Remote),
+                NotCreated { on: l },
+                CreateThenSync { on: r },
+            ),
+            (
+                with(Sides::None),
+                NotCreated { on: l },
+                NotCreated { on: r },
+            ),
+        ] {
+            assert_eq!(decide_folder(new_on_server, policy, false), server_made);
+            assert_eq!(decide_folder(new_here, policy, false), local_made);
+        }
+    }
+
+    #[test]
+    fn a_vanished_inbox_is_made_again_never_removed() {
+        use FolderAction::*;
+        let inbox = |known, survivor| FolderFacts {
+            inbox: true,
+            ..facts(known, true, false, survivor)
+        };
+        let remove_both = FolderPolicy {
+            remove: Sides::Both,
+            ..DEFAULTS
+        };
+        let l = Side::Local;
+        assert_eq!(
+            decide_folder(inbox(Some(3), Some((0, 0))), remove_both, false),
+            CreateThenSync { on: l }
+        );
+        assert_eq!(
+            decide_folder(inbox(Some(0), Some((5, 5))), DEFAULTS, false),
+            CreateThenSync { on: l }
+        );
+        assert_eq!(
+            decide_folder(inbox(Some(3), Some((3, 0))), DEFAULTS, true),
+            CreateThenSync { on: l }
+        );
+        assert_eq!(
+            decide_folder(inbox(Some(3), Some((3, 0))), remove_both, false),
+            Kept {
+                from: l,
+                reason: super::Kept::NotAllowed { messages: 3 }
+            }
+        );
+        assert_eq!(
+            decide_folder(inbox(Some(3), None), DEFAULTS, false),
+            Kept {
+                from: l,
+                reason: super::Kept::NotAllowed { messages: 3 }
+            }
+        );
+        let none = FolderPolicy {
+            create: Sides::None,
+            ..DEFAULTS
+        };
+        assert_eq!(
+            decide_folder(inbox(Some(0), Some((0, 0))), none, false),
+            NotCreated { on: l }
+        );
+    }
+
+    #[test]
+    fn many_folders_vanishing_at_once_are_held_back() {
+        use FolderAction::*;
+        let (r, l) = (Side::Remote, Side::Local);
+        let guard = MassDeleteGuard::default();
+        // Known folders gone from the Maildir, one empty on the server, and one still here.
+        let gone = (
+            facts(Some(5), true, false, Some((5, 0))),
+            Remove { on: r, messages: 5 },
+        );
+        let empty = (
+            facts(Some(0), true, false, Some((0, 0))),
+            Remove { on: r, messages: 0 },
+        );
+        let here = (facts(Some(3), true, true, None), Sync);
+        let held = |vanished, known| Kept {
+            from: l,
+            reason: super::Kept::ManyFolders { vanished, known },
+        };
+        let actions =
+            |d: &[(FolderFacts, FolderAction)]| d.iter().map(|(_, a)| *a).collect::<Vec<_>>();
+        // Three of four gone: those holding mail stay; the empty one still goes.
+        let d = [gone, gone, empty, here];
+        assert_eq!(
+            hold_mass_folder_removal(&d, guard, false),
+            vec![held(3, 4), held(3, 4), empty.1, Sync]
+        );
+        assert_eq!(hold_mass_folder_removal(&d, guard, true), actions(&d));
+        // Two of five, or a single one: ordinary deletions.
+        let d = [gone, gone, here, here, here];
+        assert_eq!(hold_mass_folder_removal(&d, guard, false), actions(&d));
+        let d = [gone, here];
+        assert_eq!(hold_mass_folder_removal(&d, guard, false), actions(&d));
+        // A vanished INBOX counts: an account of two folders that both vanished is held.
+        let inbox = (
+            FolderFacts {
+                inbox: true,
+                ..facts(Some(9), true, false, Some((9, 0)))
+            },
+            Kept {
+                from: l,
+                reason: super::Kept::NotAllowed { messages: 9 },
+            },
+        );
+        let d = [inbox, gone];
+        assert_eq!(
+            hold_mass_folder_removal(&d, guard, false),
+            vec![inbox.1, held(2, 2)]
+        );
+        // Each side counts on its own.
+        let other_side = (
+            facts(Some(1), false, true, Some((1, 0))),
+            Remove { on: l, messages: 1 },
+        );
+        let d = [gone, other_side, here, here];
+        assert_eq!(hold_mass_folder_removal(&d, guard, false), actions(&d));
+    }
+
+    #[test]
+    fn a_server_parent_is_only_removed_with_all_its_sub_folders() {
+        use FolderAction::*;
+        let n = |s: &str| FolderName::new(s).unwrap();
+        let gone = Remove {
+            on: Side::Remote,
+            messages: 1,
+        };
+        let held = Kept {
+            from: Side::Local,
+            reason: super::Kept::HasChildren,
+        };
+        let server = [n("Lists"), n("Lists/rust"), n("Lists/go"), n("Listserv")];
+        // The whole tree goes: nothing held.
+        let all = [
+            (n("Lists"), gone),
+            (n("Lists/rust"), gone),
+            (n("Lists/go"), gone),
+        ];
+        assert_eq!(hold_server_parents(&all, &server), vec![gone, gone, gone]);
+        // A sub-folder stays (synced, or not selected at all): the parent is held.
+        let some = [
+            (n("Lists"), gone),
+            (n("Lists/rust"), gone),
+            (n("Lists/go"), Sync),
+        ];
+        assert_eq!(hold_server_parents(&some, &server), vec![held, gone, Sync]);
+        let unselected = [(n("Lists"), gone), (n("Lists/rust"), gone)];
+        assert_eq!(hold_server_parents(&unselected, &server), vec![held, gone]);
+        // A name that only starts alike is no sub-folder; local removals are not concerned.
+        let local = Remove {
+            on: Side::Local,
+            messages: 1,
+        };
+        let other = [(n("Lists"), local), (n("List"), gone)];
+        assert_eq!(hold_server_parents(&other, &server), vec![local, gone]);
+    }
+
+    #[test]
+    fn kept_folders_are_explained() {
+        let text = FolderAction::explain_kept(Side::Local, Kept::NotAllowed { messages: 7 });
+        assert!(text.starts_with("the folder was deleted on the local side and kept on the server side: it still holds 7 messages"), "{text}");
+        assert!(text.contains("--allow-mass-delete"), "{text}");
+        assert!(
+            text.ends_with("Nothing was changed on either side."),
+            "{text}"
+        );
     }
 
     mod properties {

@@ -64,6 +64,9 @@ ALTER TABLE folders ADD COLUMN remote_token TEXT;
 ALTER TABLE folders ADD COLUMN local_token TEXT;
 -- Finding interrupted copies must not cost a scan of every message of every folder.
 CREATE INDEX messages_pending ON messages(folder) WHERE pending IS NOT NULL;
+-- Folders are keyed by the server's name; this is the local name the folder was last synced
+-- under (NULL: the same as `name`, as for every folder synced before folders could be renamed).
+ALTER TABLE folders ADD COLUMN local_name TEXT;
 "#,
 ];
 
@@ -169,6 +172,35 @@ impl StateDb {
         })
     }
 
+    /// Opens a state database only to read it, changing nothing (not even its schema): for the
+    /// mailbox list, which reads accounts another process may be syncing.
+    pub fn open_read_only(path: &Path) -> Result<Self, StateError> {
+        let err = |source| StateError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        let version: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if version == 0 || version > MIGRATIONS.len() {
+            return Err(StateError::Corrupt {
+                path: path.to_owned(),
+                detail: format!("schema version {version}"),
+            });
+        }
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
     /// A state that lives only as long as the process (dry runs without a state file).
     pub fn open_in_memory() -> Result<Self, StateError> {
         let path = PathBuf::from(":memory:");
@@ -235,6 +267,42 @@ impl StateDb {
             });
         }
         Ok(out)
+    }
+
+    /// The local name each folder was last synced under, by server name.
+    pub fn folder_local_names(&self) -> Result<BTreeMap<FolderName, FolderName>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, coalesce(local_name, name) FROM folders")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (name, local) = row.map_err(|e| self.err(e))?;
+            let parse = |n: &str| {
+                FolderName::new(n).ok_or_else(|| self.corrupt(format!("folder name {n:?}")))
+            };
+            out.insert(parse(&name)?, parse(&local)?);
+        }
+        Ok(out)
+    }
+
+    /// Records the local name a folder is synced under (the folder is added when new).
+    pub fn set_folder_local_name(
+        &mut self,
+        name: &FolderName,
+        local: &FolderName,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO folders (name, local_name) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET local_name = excluded.local_name",
+                params![name.as_str(), local.as_str()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     pub fn folder(&self, name: &FolderName) -> Result<Option<FolderState>, StateError> {

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use idlewild::config::{MaildirConfig, MaildirLayout, MassDeleteGuard};
 use idlewild::engine::{NoObserver, SyncOptions, sync_folders};
 use idlewild::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MsgId};
+use idlewild::plan::{FolderPolicy, Sides};
 use idlewild::state::StateDb;
 use idlewild::store::maildir::MaildirStore;
 use idlewild::store::memory::{MemoryServer, MemoryStore};
@@ -72,6 +73,9 @@ impl<S: Store> Store for Faulty<S> {
     async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
         effect!(self, self.inner.create_folder(folder).await)
     }
+    async fn delete_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
+        effect!(self, self.inner.delete_folder(folder).await)
+    }
     async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError> {
         self.inner.scan(folder).await
     }
@@ -121,6 +125,7 @@ fn message(n: usize) -> Vec<u8> {
 struct World {
     dir: tempfile::TempDir,
     server: Arc<Mutex<MemoryServer>>,
+    policy: FolderPolicy,
 }
 
 impl World {
@@ -144,7 +149,11 @@ impl World {
                 archive.append(message(n), Flags::SEEN.union(Flags::FLAGGED));
             }
         }
-        World { dir, server }
+        World {
+            dir,
+            server,
+            policy: FolderPolicy::default(),
+        }
     }
 
     fn maildir(&self) -> MaildirConfig {
@@ -165,6 +174,7 @@ impl World {
         World {
             dir,
             server: Arc::new(Mutex::new(server)),
+            policy: self.policy,
         }
     }
 
@@ -191,6 +201,7 @@ impl World {
             let options = SyncOptions {
                 guard: MassDeleteGuard::default(),
                 scratch_dir: self.dir.path().join("scratch"),
+                policy: self.policy,
                 ..SyncOptions::default()
             };
             let result = sync_folders(
@@ -411,4 +422,35 @@ fn a_renumbered_server_folder_interrupted_at_every_effect_converges() {
     assert!(!done.sync(0, When::Before));
     let (remote, _) = done.contents();
     assert_eq!(remote["INBOX"].len(), 7);
+}
+
+#[test]
+fn folder_removals_interrupted_at_every_effect_converge() {
+    let mut world = World::new();
+    world.policy = FolderPolicy {
+        create: Sides::Both,
+        remove: Sides::Both,
+    };
+    world
+        .server
+        .lock()
+        .unwrap()
+        .folder("Lists/old")
+        .append(message(50), Flags::SEEN);
+    assert!(!world.sync(0, When::Before));
+    // The user deletes a folder with its mail on each side.
+    std::fs::remove_dir_all(world.dir.path().join("mail/Archive/2019")).unwrap();
+    world
+        .server
+        .lock()
+        .unwrap()
+        .folders
+        .remove(&FolderName::new("Lists/old").unwrap());
+    let runs = assert_interrupt_at_every_effect(&world);
+    assert!(runs > 4, "only {runs} runs");
+    let done = world.copy();
+    assert!(!done.sync(0, When::Before));
+    let (remote, local) = done.contents();
+    assert_eq!(remote.keys().collect::<Vec<_>>(), vec!["INBOX"]);
+    assert_eq!(local.keys().collect::<Vec<_>>(), vec!["INBOX"]);
 }

@@ -123,6 +123,19 @@ struct Job {
     reports: Vec<AccountReport>,
 }
 
+/// Rewrites the mailbox list if its content changed, off the main task (it reads every
+/// account's state database).
+fn update_mbnames(config: Arc<Config>) {
+    if config.mbnames.is_none() {
+        return;
+    }
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = crate::mbnames::update(&config) {
+            tracing::warn!("{e}");
+        }
+    });
+}
+
 /// Runs until SIGTERM or SIGINT. `config_path` is read again on SIGHUP and on a D-Bus Reload.
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
@@ -167,6 +180,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         api,
         notifier: Notifier::from_env(),
         ready: false,
+        mbnames_due: BTreeSet::new(),
     };
     let accounts = daemon.config.accounts.clone();
     for account in &accounts {
@@ -244,6 +258,8 @@ struct Daemon {
     api: Option<crate::dbus::Service>,
     notifier: Notifier,
     ready: bool,
+    /// Accounts started since their last sync: their first sync may change the mailbox list.
+    mbnames_due: BTreeSet<String>,
 }
 
 impl Daemon {
@@ -284,6 +300,7 @@ impl Daemon {
                 generation: self.generation,
             },
         );
+        self.mbnames_due.insert(account.name.clone());
         let known = self.statuses.insert(account.name.clone(), status.clone());
         self.publish(match known {
             Some(_) => Event::Status(status),
@@ -402,6 +419,14 @@ impl Daemon {
                 status.last_sync = Some(SystemTime::now());
                 if let Some(counts) = counts {
                     status.folders = counts;
+                }
+                let first = self.mbnames_due.remove(&account);
+                if first
+                    || folders
+                        .iter()
+                        .any(|f| f.created.is_some() || f.removed.is_some())
+                {
+                    update_mbnames(self.config.clone());
                 }
                 let problem = folders.iter().find_map(|f| {
                     f.error

@@ -194,7 +194,8 @@ pub async fn run(
                         // --- NOTIFY: one task for all folders, restarted when the list changes.
                         let all: BTreeSet<FolderName> = reports
                             .iter()
-                            .filter_map(|r| FolderName::new(&r.folder))
+                            .filter(|r| r.removed.is_none())
+                            .filter_map(|r| FolderName::new(&r.remote_folder))
                             .collect();
                         // A task stopped along with the other watchers is restarted too.
                         let stale = notify_task
@@ -359,7 +360,9 @@ pub async fn run(
                 }
                 let quiet = match wake {
                     Wake::ServerChanged(folder) => {
-                        pending.insert(folder);
+                        // Watchers speak the server's names; a sync is asked for by local name.
+                        let local = account.folders.local_name(&folder).unwrap_or(folder);
+                        pending.insert(local);
                         SERVER_DEBOUNCE
                     }
                     Wake::LocalChanged(folder) => {
@@ -425,17 +428,20 @@ fn start_local_watch(account: &Account, wake: &mpsc::Sender<Wake>) -> Option<Loc
     }
 }
 
-/// The folders to keep an IDLE connection on: those the configuration names that exist, within
-/// the connection budget (one connection stays for syncing).
+/// The folders to keep an IDLE connection on, by server name: those the configuration names
+/// (by local or server name) that exist, within the connection budget (one connection stays
+/// for syncing).
 fn idle_folders(
     account: &Account,
     reports: &[crate::engine::FolderReport],
 ) -> BTreeSet<FolderName> {
     let budget = account.watch.max_connections.saturating_sub(1) as usize;
+    let idle = &account.watch.idle_set;
     reports
         .iter()
-        .filter(|r| account.watch.idle_set.is_match(&r.folder))
-        .filter_map(|r| FolderName::new(&r.folder))
+        .filter(|r| r.removed.is_none())
+        .filter(|r| idle.is_match(&r.folder) || idle.is_match(&r.remote_folder))
+        .filter_map(|r| FolderName::new(&r.remote_folder))
         .take(budget)
         .collect()
 }

@@ -102,6 +102,12 @@ impl MaildirStore {
             .unwrap_or(false)
     }
 
+    /// The directory of `folder` (for the mailbox list), or `None` when this layout cannot
+    /// store that name.
+    pub fn folder_path(&self, folder: &FolderName) -> Option<PathBuf> {
+        self.folder_dir(folder).ok()
+    }
+
     fn folder_dir(&self, folder: &FolderName) -> Result<PathBuf, StoreError> {
         match self.layout {
             MaildirLayout::Nested => {
@@ -449,6 +455,25 @@ impl Store for MaildirStore {
         Ok(())
     }
 
+    async fn delete_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
+        if *folder == FolderName::inbox() {
+            return Err(StoreError::Invalid("INBOX is never removed".into()));
+        }
+        self.complete_deliveries().await?;
+        let dir = self.folder_dir(folder)?;
+        if !is_maildir(&dir) {
+            return Ok(());
+        }
+        if self.open.as_ref().is_some_and(|o| o.dir == dir) {
+            self.open = None;
+        }
+        remove_empty_maildir(folder, &dir)?;
+        if let Some(parent) = dir.parent() {
+            fsync_dir(parent)?;
+        }
+        Ok(())
+    }
+
     async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError> {
         self.complete_deliveries().await?;
         self.open = None;
@@ -711,6 +736,44 @@ fn copy_into(from: &Path, to: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Removes a folder's `cur/`, `new/` and `tmp/` when they hold nothing but our own leftovers,
+/// then its directory if nothing else is in it (in the nested layout it also holds the
+/// sub-folders, which stay). Directories are removed with rmdir, which fails on anything that
+/// arrived meanwhile: mail is never removed here. If one fails, those already removed are made
+/// again, so the folder stays a whole Maildir.
+fn remove_empty_maildir(folder: &FolderName, dir: &Path) -> Result<(), StoreError> {
+    remove_leftovers(&dir.join("tmp"));
+    for sub in SUBDIRS {
+        let path = dir.join(sub);
+        let mut entries = fs::read_dir(&path).map_err(|e| StoreError::io(&path, e))?;
+        if entries.next().is_some() {
+            return Err(StoreError::NotEmpty(folder.clone()));
+        }
+    }
+    let mut removed = Vec::new();
+    for sub in ["tmp", "new", "cur"] {
+        let path = dir.join(sub);
+        if let Err(e) = fs::remove_dir(&path) {
+            for r in &removed {
+                let _ = fs::create_dir(dir.join(r));
+            }
+            return Err(match e.kind() {
+                io::ErrorKind::DirectoryNotEmpty => StoreError::NotEmpty(folder.clone()),
+                _ => StoreError::io(&path, e),
+            });
+        }
+        removed.push(sub);
+    }
+    // Maildir++ (Courier, Dovecot) marks a folder with this empty file.
+    let _ = fs::remove_file(dir.join("maildirfolder"));
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        // Sub-folders or another program's files: the directory stays, no longer a Maildir.
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(()),
+        Err(e) => Err(StoreError::io(dir, e)),
+    }
+}
+
 fn remove_leftovers(tmp: &Path) {
     let Ok(entries) = fs::read_dir(tmp) else {
         return;
@@ -755,6 +818,48 @@ mod tests {
         let g = |p: &str| plus.folder_of_path(Path::new(p)).map(|f| f.to_string());
         assert_eq!(g("/m/cur/1").as_deref(), Some("INBOX"));
         assert_eq!(g("/m/.Lists.rust/new/1").as_deref(), Some("Lists/rust"));
+    }
+
+    #[test]
+    fn only_empty_folders_are_removed_and_sub_folders_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for layout in [MaildirLayout::Nested, MaildirLayout::MaildirPlusPlus] {
+            let root = dir.path().join(format!("{layout:?}"));
+            let mut store = MaildirStore::new(&MaildirConfig {
+                path: root.clone(),
+                layout,
+            });
+            let name = |s: &str| FolderName::new(s).unwrap();
+            rt.block_on(async {
+                for f in ["Lists", "Lists/rust", "Empty"] {
+                    store.create_folder(&name(f)).await.unwrap();
+                }
+                let child = store.folder_dir(&name("Lists/rust")).unwrap();
+                fs::write(child.join("new/1.host"), "Subject: kept\n\n").unwrap();
+                let parent = store.folder_dir(&name("Lists")).unwrap();
+                fs::write(parent.join("cur/2.host:2,S"), "Subject: mail\n\n").unwrap();
+                fs::write(parent.join(format!("tmp/{TEMP_PREFIX}x")), "").unwrap();
+
+                // Mail in it: refused, and nothing removed.
+                let e = store.delete_folder(&name("Lists")).await.unwrap_err();
+                assert!(matches!(e, StoreError::NotEmpty(_)), "{e}");
+                assert!(store.folder_exists(&name("Lists")));
+                fs::remove_file(parent.join("cur/2.host:2,S")).unwrap();
+
+                // Empty: removed, the sub-folder with its mail stays.
+                store.delete_folder(&name("Lists")).await.unwrap();
+                store.delete_folder(&name("Empty")).await.unwrap();
+                let left = store.list_folders().await.unwrap();
+                assert_eq!(left, vec![name("Lists/rust")], "{layout:?}");
+                assert!(child.join("new/1.host").is_file());
+                // Gone already is fine; INBOX never goes.
+                store.delete_folder(&name("Empty")).await.unwrap();
+                assert!(store.delete_folder(&FolderName::inbox()).await.is_err());
+            });
+        }
     }
 
     #[test]

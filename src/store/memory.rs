@@ -113,6 +113,26 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn delete_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
+        if *folder == FolderName::inbox() {
+            return Err(StoreError::Invalid("INBOX is never removed".into()));
+        }
+        let mut server = self.lock();
+        if server
+            .folders
+            .get(folder)
+            .is_some_and(|f| !f.messages.is_empty())
+        {
+            return Err(StoreError::NotEmpty(folder.clone()));
+        }
+        server.folders.remove(folder);
+        drop(server);
+        if self.selected.as_ref() == Some(folder) {
+            self.selected = None;
+        }
+        Ok(())
+    }
+
     async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError> {
         let server = self.lock();
         let f = server

@@ -60,6 +60,9 @@ pub enum StoreError {
     },
     #[error("folder {0} does not exist")]
     NoSuchFolder(FolderName),
+    /// A folder to remove still holds messages (or other files).
+    #[error("folder {0} is not empty")]
+    NotEmpty(FolderName),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -89,6 +92,7 @@ impl StoreError {
             | StoreError::Protocol { .. }
             | StoreError::Refused { .. }
             | StoreError::NoSuchFolder(_)
+            | StoreError::NotEmpty(_)
             | StoreError::Io { .. } => FailureKind::Temporary,
             StoreError::Tls { .. }
             | StoreError::Auth { .. }
@@ -165,6 +169,11 @@ pub trait Store: Send {
     async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError>;
 
     async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError>;
+
+    /// Removes an empty folder; one that holds anything fails with [`StoreError::NotEmpty`]
+    /// and stays as it was, and one already gone is fine. Messages are deleted first with
+    /// [`Store::delete`], so this never takes mail with it. INBOX is never removed.
+    async fn delete_folder(&mut self, folder: &FolderName) -> Result<(), StoreError>;
 
     /// Opens `folder` and lists every message in it with its flags.
     async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError>;

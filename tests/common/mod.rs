@@ -61,6 +61,12 @@ impl Env {
     /// Writes the account `test` with a plain loopback connection; `remote_extra` lines are
     /// added to (and may override) the remote table.
     pub fn write_config(&self, remote_extra: &str) {
+        self.write_config_with(remote_extra, "");
+    }
+
+    /// Like [`Env::write_config`], with `tables` (more TOML tables, such as
+    /// `[accounts.test.folders]` or `[general.mbnames]`) appended.
+    pub fn write_config_with(&self, remote_extra: &str, tables: &str) {
         let mut remote = format!(
             "type = \"imap\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nuser = \"{}\"\npassword = \"{}\"\ntimeout = 20\n",
             self.dovecot.port(),
@@ -80,7 +86,7 @@ impl Env {
             remote.push('\n');
         }
         let text = format!(
-            "[general]\nstate_dir = \"{}\"\n\n[accounts.test.remote]\n{remote}\n[accounts.test.local]\ntype = \"maildir\"\npath = \"{}\"\n",
+            "[general]\nstate_dir = \"{}\"\n\n[accounts.test.remote]\n{remote}\n[accounts.test.local]\ntype = \"maildir\"\npath = \"{}\"\n\n{tables}",
             self.state_dir().display(),
             self.maildir().display()
         );

@@ -372,6 +372,47 @@ impl ImapStore {
         }
     }
 
+    /// `STATUS <folder> (MESSAGES)`; `None` when the folder does not exist.
+    async fn message_count(
+        &mut self,
+        folder: &FolderName,
+        quoted: &str,
+    ) -> Result<Option<u32>, StoreError> {
+        let tag = self
+            .session
+            .send(&Command::new("STATUS").text(format!(" {quoted} (MESSAGES)")))
+            .await?;
+        let mut messages = None;
+        loop {
+            match self.session.recv_for(&tag).await? {
+                Reply::Data(response) => {
+                    if let Response::MailboxData(MailboxDatum::Status { status, .. }) =
+                        response.parsed()
+                    {
+                        for attribute in status {
+                            if let StatusAttribute::Messages(n) = attribute {
+                                messages = Some(*n);
+                            }
+                        }
+                    }
+                }
+                Reply::Done(done) => {
+                    if done.status != Status::Ok {
+                        let text = done.detail().to_ascii_lowercase();
+                        if text.contains("nonexistent") || text.contains("does not exist") {
+                            return Ok(None);
+                        }
+                        self.session.check(done, "STATUS")?;
+                    }
+                    break;
+                }
+            }
+        }
+        messages
+            .map(Some)
+            .ok_or_else(|| self.protocol("STATUS", format!("no MESSAGES count for {folder}")))
+    }
+
     /// Sends `UID STORE <set> <action> (<flags>)` for every batch of `uids`.
     async fn store_flags(
         &mut self,
@@ -611,6 +652,45 @@ impl Store for ImapStore {
             }
         }
         self.server_names.insert(folder.clone(), server);
+        Ok(())
+    }
+
+    async fn delete_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
+        if *folder == FolderName::inbox() {
+            return Err(StoreError::Invalid("INBOX is never removed".into()));
+        }
+        self.settle_prefetch().await?;
+        let quoted = self.quoted_name(folder)?;
+        if self.selected.as_ref().is_some_and(|s| s.folder == *folder) {
+            // RFC 3501 §6.3.10 advises against STATUS on the selected folder. UNSELECT
+            // (RFC 3691) leaves without expunging; CLOSE expunges only messages marked
+            // \Deleted, in a folder about to go because it was deleted on the other side.
+            let leave = if self.capabilities.has("UNSELECT") {
+                "UNSELECT"
+            } else {
+                "CLOSE"
+            };
+            self.session.run(&Command::new(leave)).await?;
+            self.selected = None;
+        }
+        // STATUS rather than the last listing: mail may have arrived since. DELETE removes a
+        // folder with everything in it (RFC 3501 §6.3.4), so it is only sent for an empty one.
+        match self.message_count(folder, &quoted).await? {
+            None => return Ok(()),
+            Some(0) => {}
+            Some(_) => return Err(StoreError::NotEmpty(folder.clone())),
+        }
+        let done = self
+            .session
+            .run_unchecked(&Command::new("DELETE").text(format!(" {quoted}")))
+            .await?;
+        if done.status != Status::Ok {
+            let text = done.detail().to_ascii_lowercase();
+            if !(text.contains("nonexistent") || text.contains("does not exist")) {
+                self.session.check(done, "DELETE")?;
+            }
+        }
+        self.server_names.remove(folder);
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Account, Config};
+use crate::config::{Account, Config, LocalConfig};
 use crate::engine::{self, FolderReport, Observer, SyncError, SyncOptions};
 use crate::hooks::HookEvent;
 use crate::model::FolderName;
@@ -129,9 +129,16 @@ pub struct AccountSession {
     account: Account,
     state: StateDb,
     state_file: PathBuf,
-    local: MaildirStore,
+    local: LocalStore,
     remote: Option<ImapStore>,
     scratch_dir: PathBuf,
+}
+
+/// The local side: a Maildir, or a second IMAP server (connected by the first sync, and again
+/// after its connection was lost).
+enum LocalStore {
+    Maildir(MaildirStore),
+    Imap(Option<Box<ImapStore>>),
 }
 
 impl AccountSession {
@@ -156,7 +163,14 @@ impl AccountSession {
             account: account.clone(),
             state,
             state_file,
-            local: MaildirStore::new(&account.local),
+            local: match &account.local {
+                LocalConfig::Maildir(m) => {
+                    let mut maildir = MaildirStore::new(m);
+                    maildir.set_read_only(account.policy.readonly_local);
+                    LocalStore::Maildir(maildir)
+                }
+                LocalConfig::Imap(_) => LocalStore::Imap(None),
+            },
             remote: None,
             scratch_dir: config.state_dir.join("tmp"),
         })
@@ -164,7 +178,11 @@ impl AccountSession {
 
     /// Whether the server connection is up (it is opened by the next sync when not).
     pub fn connected(&self) -> bool {
-        self.remote.as_ref().is_some_and(ImapStore::is_alive)
+        let local = match &self.local {
+            LocalStore::Maildir(_) => true,
+            LocalStore::Imap(store) => store.as_ref().is_some_and(|s| s.is_alive()),
+        };
+        local && self.remote.as_ref().is_some_and(ImapStore::is_alive)
     }
 
     /// Syncs the folders `run` names (all when none), connecting first if needed.
@@ -173,42 +191,84 @@ impl AccountSession {
         run: &RunOptions,
         observer: &mut dyn Observer,
     ) -> Result<Vec<FolderReport>, AccountError> {
-        if !self.local.root_exists() && !self.state.folders()?.is_empty() {
+        if let (LocalStore::Maildir(maildir), LocalConfig::Maildir(config)) =
+            (&self.local, &self.account.local)
+            && !maildir.root_exists()
+            && !self.state.folders()?.is_empty()
+        {
             return Err(AccountError::MaildirMissing {
-                path: self.account.local.path.clone(),
+                path: config.path.clone(),
                 state: self.state_file.clone(),
             });
         }
         if !run.dry_run {
             run_hook(&self.account, HookEvent::Presync, None, 0).await;
         }
+        let policy = self.account.policy;
         let remote = match self.remote.take().filter(ImapStore::is_alive) {
             Some(remote) => remote,
-            None => ImapStore::connect(&self.account.remote)
-                .await
-                .map_err(|e| SyncError::Store {
-                    side: Side::Remote,
-                    source: e,
-                })?,
+            None => {
+                let mut remote = ImapStore::connect(&self.account.remote)
+                    .await
+                    .map_err(|e| SyncError::Store {
+                        side: Side::Remote,
+                        source: e,
+                    })?;
+                remote.set_read_only(policy.readonly_remote);
+                remote
+            }
         };
         let remote = self.remote.insert(remote);
-        // Only now that the server let us in: a wrong password leaves no trace locally.
-        if !self.local.root_exists() && !run.dry_run {
-            self.local.create_root().map_err(|e| SyncError::Store {
-                side: Side::Local,
-                source: e,
-            })?;
-        }
+        let local: &mut dyn Store = match (&mut self.local, &self.account.local) {
+            (LocalStore::Maildir(maildir), _) => {
+                // Only now that the server let us in: a wrong password leaves no trace locally.
+                // A read-only Maildir is never created.
+                if !maildir.root_exists() && !run.dry_run && !policy.readonly_local {
+                    maildir.create_root().map_err(|e| SyncError::Store {
+                        side: Side::Local,
+                        source: e,
+                    })?;
+                }
+                maildir
+            }
+            (LocalStore::Imap(slot), LocalConfig::Imap(config)) => {
+                let store = match slot.take().filter(|s| s.is_alive()) {
+                    Some(store) => store,
+                    None => {
+                        let mut store =
+                            ImapStore::connect(config)
+                                .await
+                                .map_err(|e| SyncError::Store {
+                                    side: Side::Local,
+                                    source: e,
+                                })?;
+                        store.set_read_only(policy.readonly_local);
+                        Box::new(store)
+                    }
+                };
+                slot.insert(store).as_mut()
+            }
+            (LocalStore::Imap(_), LocalConfig::Maildir(_)) => {
+                return Err(SyncError::Store {
+                    side: Side::Local,
+                    source: crate::store::StoreError::Invalid(
+                        "the local store does not match the configuration".into(),
+                    ),
+                }
+                .into());
+            }
+        };
         let options = SyncOptions {
             folders: run.folders.clone(),
             dry_run: run.dry_run,
             allow_mass_delete: run.allow_mass_delete,
             guard: self.account.mass_delete,
             scratch_dir: self.scratch_dir.clone(),
+            policy,
+            limits: self.account.limits,
         };
         let mut result =
-            engine::sync_folders(remote, &mut self.local, &mut self.state, &options, observer)
-                .await;
+            engine::sync_folders(remote, local, &mut self.state, &options, observer).await;
         if let Ok(reports) = &mut result {
             for folder in &run.required_folders {
                 if !reports.iter().any(|r| r.folder == folder.as_str()) {
@@ -251,6 +311,11 @@ impl AccountSession {
     pub async fn close(&mut self) {
         if let Some(mut remote) = self.remote.take() {
             remote.close().await;
+        }
+        if let LocalStore::Imap(slot) = &mut self.local
+            && let Some(mut local) = slot.take()
+        {
+            local.close().await;
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::config::ImapConfig;
 use crate::model::{
     Fingerprint, Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid, UidValidity,
 };
-use crate::store::{FlagUpdate, Staged, Store, StoreError};
+use crate::store::{FlagUpdate, SizeAndDate, Staged, Store, StoreError};
 
 pub use capabilities::{Capabilities, LiteralMode};
 pub use notify_watch::NotifyWatcher;
@@ -59,6 +59,8 @@ pub struct ImapStore {
     /// a server's own spelling (say, `Inbox/Sub`) is what gets selected.
     server_names: HashMap<FolderName, String>,
     selected: Option<Selected>,
+    /// `readonly = true`: folders are opened with EXAMINE, so not even \Recent changes.
+    read_only: bool,
 }
 
 /// The folder of the last successful [`Store::scan`].
@@ -89,7 +91,14 @@ impl ImapStore {
             delimiter: connected.delimiter,
             server_names: HashMap::new(),
             selected: None,
+            read_only: false,
         })
+    }
+
+    /// Opens folders read-only from now on (EXAMINE instead of SELECT) for a side configured
+    /// `readonly = true`; writes are refused above this store anyway.
+    pub fn set_read_only(&mut self, read_only: bool) {
+        self.read_only = read_only;
     }
 
     /// What the server announced after login.
@@ -146,11 +155,13 @@ impl ImapStore {
     }
 
     /// SELECT (with CONDSTORE where offered, RFC 7162 §3.1.8), returning UIDVALIDITY, EXISTS,
-    /// UIDNEXT and HIGHESTMODSEQ. EXAMINE would not do: the folder is written to afterwards.
+    /// UIDNEXT and HIGHESTMODSEQ. EXAMINE would not do, as the folder is written to afterwards,
+    /// except on a read-only side.
     async fn select(&mut self, folder: &FolderName) -> Result<SelectInfo, StoreError> {
         self.selected = None;
         let quoted = self.quoted_name(folder)?;
-        let mut command = Command::new("SELECT").text(format!(" {quoted}"));
+        let verb = if self.read_only { "EXAMINE" } else { "SELECT" };
+        let mut command = Command::new(verb).text(format!(" {quoted}"));
         if self.capabilities.condstore() {
             command = command.text(" (CONDSTORE)");
         }
@@ -409,12 +420,38 @@ impl Store for ImapStore {
         None
     }
 
+    fn reserves_ids(&self) -> bool {
+        false
+    }
+
+    async fn sizes_and_dates(&mut self, ids: &[MsgId]) -> Result<Vec<SizeAndDate>, StoreError> {
+        self.selected()?;
+        let uids = Self::uids(ids)?;
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let metas = fetch::fetch_meta(&mut self.session, &uids).await?;
+        Ok(metas
+            .into_iter()
+            .map(|(uid, meta)| SizeAndDate {
+                id: MsgId::from_uid(uid),
+                size: u64::from(meta.size),
+                date: meta.internal_date,
+            })
+            .collect())
+    }
+
     async fn stage(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError> {
         self.selected()?;
         let uids = Self::uids(ids)?;
         if uids.is_empty() {
             return Ok(Vec::new());
         }
+        // Into a Maildir's tmp/ normally; the scratch directory (made here when missing) when
+        // the messages go to another server.
+        tokio::fs::create_dir_all(staging)
+            .await
+            .map_err(|e| StoreError::io(staging, e))?;
         let metas = fetch::fetch_meta(&mut self.session, &uids).await?;
         let mut collector = fetch::Collector::Stage {
             dir: staging,

@@ -407,7 +407,10 @@ async fn sync_folder(
         } else {
             &records
         };
-        let pairs = rematch(remote, local, history, &remote_snap, &local_snap).await?;
+        let mut pairs = rematch(remote, local, history, &remote_snap, &local_snap).await?;
+        if local_validity_changed {
+            pairs = recover::keep_server_survivors(&records, pairs);
+        }
         if options.dry_run {
             report.planned.push(format!(
                 "re-match {} messages by content",

@@ -83,6 +83,23 @@ pub fn rematch(records: &[Record], remote: &[Known], local: &[Known]) -> Vec<Pai
     pairs
 }
 
+/// After the local side renumbered a folder, the pairs are rebuilt without history, but the
+/// server ids are still good: a server survivor of a local deletion that was not carried over
+/// stays one (instead of being downloaded again), unless re-matching paired its server copy.
+pub fn keep_server_survivors(records: &[Record], mut pairs: Vec<Pair>) -> Vec<Pair> {
+    let paired: std::collections::HashSet<MsgId> =
+        pairs.iter().filter_map(|p| p.0.clone()).collect();
+    for r in records {
+        if r.deleted_on == Some(Side::Local)
+            && let Some(remote) = &r.remote
+            && !paired.contains(remote)
+        {
+            pairs.push((Some(remote.clone()), None, r.flags, Some(Side::Local)));
+        }
+    }
+    pairs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +182,34 @@ mod tests {
         assert_eq!(
             pairs,
             vec![(Some(id("1")), Some(id("a")), Flags::empty(), None)]
+        );
+    }
+
+    #[test]
+    fn server_survivors_outlive_a_local_renumbering() {
+        let records = vec![
+            Record {
+                id: RecordId(1),
+                remote: Some(id("5")),
+                local: None,
+                flags: Flags::FLAGGED,
+                deleted_on: Some(Side::Local),
+            },
+            Record {
+                id: RecordId(2),
+                remote: Some(id("6")),
+                local: Some(id("2")),
+                flags: Flags::SEEN,
+                deleted_on: None,
+            },
+        ];
+        let pairs = vec![(Some(id("6")), Some(id("9")), Flags::SEEN, None)];
+        assert_eq!(
+            keep_server_survivors(&records, pairs.clone()),
+            vec![
+                pairs[0].clone(),
+                (Some(id("5")), None, Flags::FLAGGED, Some(Side::Local))
+            ]
         );
     }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use common::{Seen, Side, set_mode, stdout};
@@ -630,4 +631,173 @@ fn a_renumbered_local_folder_interrupted_at_every_effect_converges() {
     assert!(!reference.sync(0, When::Before));
     assert_eq!(contents(&reference.remote)["INBOX"].len(), before + 1);
     assert_eq!(contents(&reference.local)["INBOX"].len(), before + 1);
+}
+
+// ---- the two sides' passwords in the keyring ------------------------------------------------
+
+#[test]
+fn the_two_sides_keep_their_passwords_apart_in_the_keyring() {
+    let env = TwoServers::new();
+    env.a.append("INBOX", &corpus::message(26, 0), &[]);
+    let keyring = support::keyring::SecretService::start();
+    // Both sides take their password from the keyring (no password key at all).
+    let text = std::fs::read_to_string(env.config_path()).expect("config");
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("password = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(env.config_path(), text).expect("config");
+    let run = |args: &[&str], input: &str| {
+        use std::io::Write as _;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_idlewild"));
+        cmd.arg("--config").arg(env.config_path()).args(args);
+        cmd.env("IDLEWILD_LOG", "trace")
+            .env("XDG_RUNTIME_DIR", env.dir.path().join("no-runtime-dir"));
+        for (key, value) in keyring.env() {
+            cmd.env(key, value);
+        }
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("run idlewild");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("stdin");
+        let out = child.wait_with_output().expect("wait");
+        let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        for secret in [env.dovecot.password(), SECOND_PASSWORD] {
+            assert!(
+                !text.contains(secret),
+                "a password is in the output:\n{text}"
+            );
+        }
+        (out.status.code(), text)
+    };
+
+    let (code, text) = run(&["sync"], "");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(
+            "no password in the keyring for account move: run `idlewild password set move`"
+        ),
+        "{text}"
+    );
+    let (code, text) = run(
+        &["password", "set", "move"],
+        &format!("{}\n", env.dovecot.password()),
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = run(&["sync"], "");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("no password in the keyring for account move/local: run `idlewild password set move/local`"),
+        "{text}"
+    );
+    let (code, text) = run(
+        &["password", "set", "move/local"],
+        &format!("{SECOND_PASSWORD}\n"),
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("username move/local"), "{text}");
+    assert_eq!(
+        keyring.lookup("idlewild", "move").as_deref(),
+        Some(env.dovecot.password())
+    );
+    assert_eq!(
+        keyring.lookup("idlewild", "move/local").as_deref(),
+        Some(SECOND_PASSWORD)
+    );
+    let (code, text) = run(&["password", "check", "move/local"], "");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("logged in to 127.0.0.1 as {SECOND}")),
+        "{text}"
+    );
+    let (code, text) = run(&["sync"], "");
+    assert_eq!(code, Some(0), "{text}");
+    env.assert_in_step();
+    // Deleting one side's password leaves the other's.
+    let (code, text) = run(&["password", "delete", "move/local"], "");
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(keyring.lookup("idlewild", "move/local"), None);
+    assert_eq!(
+        keyring.lookup("idlewild", "move").as_deref(),
+        Some(env.dovecot.password())
+    );
+}
+
+// ---- the daemon with an IMAP local side -----------------------------------------------------
+
+#[test]
+fn the_daemon_syncs_two_servers_and_reports_their_status() {
+    use common::daemon::{Daemon, eventually};
+    let mut env = common::Env::new();
+    env.dovecot
+        .add_user(SECOND, SECOND_PASSWORD)
+        .expect("second user");
+    let local = ImapCtl::for_user(&env.dovecot, SECOND, SECOND_PASSWORD);
+    for i in 0..3 {
+        env.ctl.append("INBOX", &corpus::message(27, i), &[]);
+    }
+    let text = format!(
+        "[general]\nstate_dir = \"{state}\"\n\n[accounts.test]\ninterval = 10\n\n[accounts.test.remote]\ntype = \"imap\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nuser = \"{user}\"\npassword = \"{password}\"\ntimeout = 20\n\n[accounts.test.local]\ntype = \"imap\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nuser = \"{SECOND}\"\npassword = \"{SECOND_PASSWORD}\"\ntimeout = 20\n",
+        state = env.state_dir().display(),
+        port = env.dovecot.port(),
+        user = env.dovecot.user(),
+        password = env.dovecot.password(),
+    );
+    std::fs::write(env.config_path(), text).expect("config");
+    set_mode(&env.config_path(), 0o600);
+
+    let bus = support::bus::PrivateBus::start();
+    let mut daemon = Daemon::start_with(&env, None, &[("DBUS_SESSION_BUS_ADDRESS", &bus.address)]);
+    daemon.expect_notify("READY=1", Duration::from_secs(20));
+    let in_local = |n: usize| {
+        let local = &local;
+        move || local.dump("INBOX").len() == n
+    };
+    eventually(Duration::from_secs(15), "the first sync", in_local(3));
+    // The remote server's IDLE wakes the daemon.
+    env.ctl.append("INBOX", &corpus::message(27, 10), &[]);
+    eventually(
+        Duration::from_secs(10),
+        "server mail on the local server",
+        in_local(4),
+    );
+    // The local server is not watched; the interval sync brings its change over.
+    local.append("INBOX", &corpus::message(27, 20), &["\\Seen"]);
+    eventually(Duration::from_secs(30), "local mail on the server", || {
+        env.ctl.dump("INBOX").len() == 5
+    });
+    let out = env
+        .command(&["status", "--json"])
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .output()
+        .expect("status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(status["accounts"][0]["name"], "test", "{status}");
+    assert!(status["accounts"][0]["error"].is_null(), "{status}");
+
+    daemon.signal("-TERM");
+    daemon.expect_notify("STOPPING=1", Duration::from_secs(5));
+    assert!(
+        daemon.wait_exit(Duration::from_secs(25)).success(),
+        "{}",
+        daemon.log_tail()
+    );
+    assert!(
+        !daemon.log_tail().contains("cannot watch"),
+        "{}",
+        daemon.log_tail()
+    );
+    assert_eq!(side_of(&env.ctl), side_of(&local));
 }

@@ -930,6 +930,116 @@ mod tests {
     }
 
     #[test]
+    fn a_database_of_the_first_schema_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            tx.execute_batch(
+                "INSERT INTO folders (id, name, uid_validity) VALUES (1, 'INBOX', 7);
+                 INSERT INTO messages (folder, remote, local, flags) VALUES (1, '1', 'a', 1);
+                 INSERT INTO messages (folder, local, flags, pending, upload_uid_next, upload_size, upload_sha256)
+                     VALUES (1, 'b', 0, 'upload', 5, 3, zeroblob(32));",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let db = StateDb::open(&path).unwrap();
+        let records = db.records(1).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].deleted_on, None);
+        assert!(matches!(
+            &db.pending(1).unwrap()[..],
+            [Pending::Upload { uid_next: 5, .. }]
+        ));
+        assert_eq!(db.local_uid_validity(1).unwrap(), None);
+        assert!(db.skipped(1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn survivors_copies_to_local_and_skipped_messages_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(&dir.path().join("a.sqlite")).unwrap();
+        let f = db.ensure_folder(&FolderName::inbox()).unwrap();
+        db.replace_folder_pairs(
+            f.id,
+            None,
+            &[
+                (Some(id("1")), Some(id("a")), Flags::SEEN, None),
+                (Some(id("2")), Some(id("b")), Flags::SEEN, None),
+            ],
+        )
+        .unwrap();
+        let records = db.records(f.id).unwrap();
+        db.detach(&[(records[0].id, Side::Remote), (records[1].id, Side::Local)])
+            .unwrap();
+        let records = db.records(f.id).unwrap();
+        assert_eq!(
+            (
+                records[0].remote.clone(),
+                records[0].local.clone(),
+                records[0].deleted_on
+            ),
+            (None, Some(id("a")), Some(Side::Remote))
+        );
+        assert_eq!(
+            (
+                records[1].remote.clone(),
+                records[1].local.clone(),
+                records[1].deleted_on
+            ),
+            (Some(id("2")), None, Some(Side::Local))
+        );
+
+        let fp = Fingerprint {
+            size: 3,
+            sha256: [9; 32],
+            message_id: None,
+        };
+        db.begin_copies_to_local(f.id, 40, &[(id("7"), Flags::FLAGGED, fp)])
+            .unwrap();
+        assert!(matches!(
+            &db.pending(f.id).unwrap()[..],
+            [Pending::CopyToLocal {
+                uid_next: 40,
+                size: 3,
+                ..
+            }]
+        ));
+        db.confirm_copies_to_local(f.id, &[(id("7"), id("41"), Flags::FLAGGED)])
+            .unwrap();
+        assert!(db.pending(f.id).unwrap().is_empty());
+        assert!(db.has_local(f.id, &id("41")).unwrap());
+
+        db.set_local_uid_validity(f.id, UidValidity::new(12))
+            .unwrap();
+        assert_eq!(db.local_uid_validity(f.id).unwrap(), UidValidity::new(12));
+
+        let big = Skipped {
+            side: Side::Remote,
+            id: id("9"),
+            size: 1 << 30,
+            date: Some(5),
+            max_age: None,
+            max_size: Some(1 << 20),
+        };
+        db.update_skipped(f.id, &[], std::slice::from_ref(&big))
+            .unwrap();
+        assert_eq!(db.skipped(f.id).unwrap(), vec![big.clone()]);
+        // A renumbering forgets them: the ids may name other messages now.
+        db.replace_folder_pairs(f.id, None, &[]).unwrap();
+        assert!(db.skipped(f.id).unwrap().is_empty());
+        db.update_skipped(f.id, &[], std::slice::from_ref(&big))
+            .unwrap();
+        db.update_skipped(f.id, &[(Side::Remote, id("9"))], &[])
+            .unwrap();
+        assert!(db.skipped(f.id).unwrap().is_empty());
+    }
+
+    #[test]
     fn counts_leave_out_pending_and_deleted_messages() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = StateDb::open(&dir.path().join("a.sqlite")).unwrap();

@@ -801,3 +801,72 @@ fn the_daemon_syncs_two_servers_and_reports_their_status() {
     );
     assert_eq!(side_of(&env.ctl), side_of(&local));
 }
+
+// ---- kill -9 in the middle of real IMAP -> IMAP syncs ---------------------------------------
+
+#[test]
+fn kill_9_during_imap_to_imap_syncs_neither_loses_nor_duplicates() {
+    let env = TwoServers::new();
+    env.a.create("Archive");
+    let mut ops = Vec::new();
+    let mut want: Vec<String> = Vec::new();
+    for i in 0..160 {
+        let folder = if i % 4 == 0 { "Archive" } else { "INBOX" };
+        ops.push(serde_json::json!({
+            "op": "append", "folder": folder,
+            "message": String::from_utf8_lossy(&corpus::message(28, i)),
+            "flags": if i % 3 == 0 { vec!["\\Seen"] } else { vec![] },
+        }));
+        want.push(corpus::message_id(28, i));
+    }
+    env.a.run(serde_json::Value::Array(ops));
+    let mut ops = Vec::new();
+    for i in 500..540 {
+        ops.push(serde_json::json!({
+            "op": "append", "folder": "INBOX",
+            "message": String::from_utf8_lossy(&corpus::message(28, i)),
+        }));
+        want.push(corpus::message_id(28, i));
+    }
+    env.b.run(serde_json::Value::Array(ops));
+    want.sort();
+
+    let mut killed = 0;
+    for delay_ms in [40u64, 90, 150, 230, 320, 450, 600, 800, 1100, 1500] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_idlewild"))
+            .arg("--config")
+            .arg(env.config_path())
+            .args(["-q", "sync"])
+            .env("IDLEWILD_LOG", "error")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env("XDG_RUNTIME_DIR", env.dir.path().join("no-runtime-dir"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn idlewild");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().expect("wait").is_none() {
+            killed += 1;
+        }
+        // SIGKILL: no destructor, no flush, no lock release but the kernel's.
+        let _ = child.kill();
+        let _ = child.wait();
+        // Between kills, new mail on both sides, so later runs are interrupted mid-copy too.
+        env.a
+            .append("INBOX", &corpus::message(28, 1000 + delay_ms as usize), &[]);
+        want.push(corpus::message_id(28, 1000 + delay_ms as usize));
+    }
+    want.sort();
+    assert!(killed >= 3, "only {killed} runs were interrupted");
+    env.sync_ok();
+    let both = env.assert_in_step();
+    let mut have: Vec<String> = both
+        .values()
+        .flatten()
+        .filter_map(|m| m.message_id.clone())
+        .collect();
+    have.sort();
+    assert_eq!(have, want, "lost or duplicated messages");
+    let out = env.sync_ok();
+    assert!(out.contains("0 new here, 0 new on the server"), "{out}");
+}

@@ -212,6 +212,25 @@ fn check_config(config: &Config, json: bool) -> i32 {
         if let idlewild::config::LocalConfig::Imap(i) = &a.local {
             println!("    local login: {}", i.credentials.auth().describe());
         }
+        let mut rules = Vec::new();
+        if a.policy.readonly_remote {
+            rules.push("server read-only".to_owned());
+        }
+        if a.policy.readonly_local {
+            rules.push("local side read-only".to_owned());
+        }
+        if !a.policy.sync_deletes {
+            rules.push("deletions not synced".to_owned());
+        }
+        if let Some(days) = a.limits.max_age_days {
+            rules.push(format!("only mail of the last {days} days"));
+        }
+        if let Some(bytes) = a.limits.max_size {
+            rules.push(format!("only mail up to {bytes} bytes"));
+        }
+        if !rules.is_empty() {
+            println!("    limits: {}", rules.join(", "));
+        }
     }
     exit::OK
 }

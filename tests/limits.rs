@@ -205,6 +205,12 @@ fn without_sync_deletes_a_deletion_stays_on_its_side_both_ways() {
     }
     env.sync_ok(&[]);
     configure(&env, "sync_deletes = false", "", "");
+    let out = env.run(&["check-config"]);
+    assert!(
+        stdout(&out).contains("    limits: deletions not synced\n"),
+        "{}",
+        stdout(&out)
+    );
 
     let inbox = env.ctl.dump("INBOX");
     env.ctl.expunge("INBOX", &[inbox[0].uid]);
@@ -397,7 +403,13 @@ fn max_size_skips_big_messages_and_lists_them() {
         None,
     );
     env.deliver_locally("INBOX", "small-local.host", &corpus::message(15, 1), None);
-    configure(&env, "max_size = \"200K\"", "", "");
+    configure(&env, "max_size = \"200K\"", "", "readonly = false");
+    let out = env.run(&["check-config"]);
+    assert!(
+        stdout(&out).contains("    limits: only mail up to 204800 bytes\n"),
+        "{}",
+        stdout(&out)
+    );
 
     let out = env.sync_ok(&["--json"]);
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");

@@ -190,15 +190,15 @@ pub fn decide(
         (None, None, None) => None,
         // New on the server. One already marked \Deleted is on its way out, so it is not copied
         // (mbsync does the same); it stays on the server untouched.
-        (None, Some(r), None) => {
-            (!r.flags.contains(Flags::DELETED)).then_some(())?;
-            copy(Side::Remote, r)
-        }
+        (None, Some(r), None) => match r.flags.contains(Flags::DELETED) {
+            true => None,
+            false => copy(Side::Remote, r),
+        },
         // New in the Maildir (and likewise, a trashed one is not uploaded).
-        (None, None, Some(l)) => {
-            (!l.flags.contains(Flags::DELETED)).then_some(())?;
-            copy(Side::Local, l)
-        }
+        (None, None, Some(l)) => match l.flags.contains(Flags::DELETED) {
+            true => None,
+            false => copy(Side::Local, l),
+        },
         // The caller pairs unknown messages by record only, so two unknown messages are never
         // handed in together; were they, copying both ways keeps both and loses nothing.
         (None, Some(r), Some(l)) => copy(Side::Remote, r).or_else(|| copy(Side::Local, l)),

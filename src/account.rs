@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Account, Config};
+use crate::config::{Account, Config, LocalConfig};
 use crate::engine::{self, FolderOverview, FolderReport, Observer, SyncError, SyncOptions};
 use crate::hooks::HookEvent;
 use crate::model::FolderName;
@@ -131,9 +131,16 @@ pub struct AccountSession {
     account: Account,
     state: StateDb,
     state_file: PathBuf,
-    local: MaildirStore,
+    local: LocalStore,
     remote: Option<ImapStore>,
     scratch_dir: PathBuf,
+}
+
+/// The local side: a Maildir, or a second IMAP server (connected by the first sync, and again
+/// after its connection was lost).
+enum LocalStore {
+    Maildir(MaildirStore),
+    Imap(Option<Box<ImapStore>>),
 }
 
 impl AccountSession {
@@ -158,7 +165,14 @@ impl AccountSession {
             account: account.clone(),
             state,
             state_file,
-            local: MaildirStore::new(&account.local),
+            local: match &account.local {
+                LocalConfig::Maildir(m) => {
+                    let mut maildir = MaildirStore::new(m);
+                    maildir.set_read_only(account.policy.readonly_local);
+                    LocalStore::Maildir(maildir)
+                }
+                LocalConfig::Imap(_) => LocalStore::Imap(None),
+            },
             remote: None,
             scratch_dir: config.state_dir.join("tmp"),
         })
@@ -166,7 +180,11 @@ impl AccountSession {
 
     /// Whether the server connection is up (it is opened by the next sync when not).
     pub fn connected(&self) -> bool {
-        self.remote.as_ref().is_some_and(ImapStore::is_alive)
+        let local = match &self.local {
+            LocalStore::Maildir(_) => true,
+            LocalStore::Imap(store) => store.as_ref().is_some_and(|s| s.is_alive()),
+        };
+        local && self.remote.as_ref().is_some_and(ImapStore::is_alive)
     }
 
     /// Syncs the folders `run` names (all when none), connecting first if needed.
@@ -175,36 +193,38 @@ impl AccountSession {
         run: &RunOptions,
         observer: &mut dyn Observer,
     ) -> Result<Vec<FolderReport>, AccountError> {
-        if !self.local.root_exists() && !self.state.folders()?.is_empty() {
+        if let (LocalStore::Maildir(maildir), LocalConfig::Maildir(config)) =
+            (&self.local, &self.account.local)
+            && !maildir.root_exists()
+            && !self.state.folders()?.is_empty()
+        {
             return Err(AccountError::MaildirMissing {
-                path: self.account.local.path.clone(),
+                path: config.path.clone(),
                 state: self.state_file.clone(),
             });
         }
         if !run.dry_run {
             run_hook(&self.account, HookEvent::Presync, None, 0).await;
         }
+        let policy = self.account.policy;
         let options = self.options(run);
         let remote = match self.remote.take().filter(ImapStore::is_alive) {
             Some(remote) => remote,
-            None => ImapStore::connect(&self.account.remote)
-                .await
-                .map_err(|e| SyncError::Store {
-                    side: Side::Remote,
-                    source: e,
-                })?,
+            None => {
+                let mut remote = ImapStore::connect(&self.account.remote)
+                    .await
+                    .map_err(|e| SyncError::Store {
+                        side: Side::Remote,
+                        source: e,
+                    })?;
+                remote.set_read_only(policy.readonly_remote);
+                remote
+            }
         };
         let remote = self.remote.insert(remote);
-        // Only now that the server let us in: a wrong password leaves no trace locally.
-        if !self.local.root_exists() && !run.dry_run {
-            self.local.create_root().map_err(|e| SyncError::Store {
-                side: Side::Local,
-                source: e,
-            })?;
-        }
+        let local = local_store(&mut self.local, &self.account.local, policy, run.dry_run).await?;
         let mut result =
-            engine::sync_folders(remote, &mut self.local, &mut self.state, &options, observer)
-                .await;
+            engine::sync_folders(remote, local, &mut self.state, &options, observer).await;
         if let Ok(reports) = &mut result {
             for folder in &run.required_folders {
                 let named = |r: &&FolderReport| {
@@ -256,7 +276,9 @@ impl AccountSession {
             guard: self.account.mass_delete,
             scratch_dir: self.scratch_dir.clone(),
             rules: self.account.folders.clone(),
-            policy: self.account.folder_policy,
+            folder_policy: self.account.folder_policy,
+            policy: self.account.policy,
+            limits: self.account.limits,
         }
     }
 
@@ -277,7 +299,14 @@ impl AccountSession {
                 })?,
         };
         let remote = self.remote.insert(remote);
-        Ok(engine::plan_folders(remote, &mut self.local, &mut self.state, &options).await?)
+        let local = local_store(
+            &mut self.local,
+            &self.account.local,
+            self.account.policy,
+            true,
+        )
+        .await?;
+        Ok(engine::plan_folders(remote, local, &mut self.state, &options).await?)
     }
 
     /// Messages in step per folder (by local name), as of the last sync. The state knows
@@ -305,6 +334,11 @@ impl AccountSession {
         if let Some(mut remote) = self.remote.take() {
             remote.close().await;
         }
+        if let LocalStore::Imap(slot) = &mut self.local
+            && let Some(mut local) = slot.take()
+        {
+            local.close().await;
+        }
     }
 }
 
@@ -320,4 +354,54 @@ async fn run_hook(account: &Account, event: HookEvent, folder: Option<&str>, new
         ("IDLEWILD_EVENT", event.as_str().to_owned()),
     ];
     crate::hooks::run_hook(event.as_str(), hook, &env).await;
+}
+
+/// The local store, connected first when it is a second IMAP server. A Maildir root is made
+/// only now that the server let us in (a wrong password leaves no trace locally), never for a
+/// dry run or a read-only Maildir.
+async fn local_store<'a>(
+    local: &'a mut LocalStore,
+    config: &LocalConfig,
+    policy: crate::plan::Policy,
+    dry_run: bool,
+) -> Result<&'a mut dyn Store, SyncError> {
+    let local: &'a mut dyn Store = match (local, config) {
+        (LocalStore::Maildir(maildir), _) => {
+            // Only now that the server let us in: a wrong password leaves no trace locally.
+            // A read-only Maildir is never created.
+            if !maildir.root_exists() && !dry_run && !policy.readonly_local {
+                maildir.create_root().map_err(|e| SyncError::Store {
+                    side: Side::Local,
+                    source: e,
+                })?;
+            }
+            maildir
+        }
+        (LocalStore::Imap(slot), LocalConfig::Imap(config)) => {
+            let store = match slot.take().filter(|s| s.is_alive()) {
+                Some(store) => store,
+                None => {
+                    let mut store =
+                        ImapStore::connect(config)
+                            .await
+                            .map_err(|e| SyncError::Store {
+                                side: Side::Local,
+                                source: e,
+                            })?;
+                    store.set_read_only(policy.readonly_local);
+                    Box::new(store)
+                }
+            };
+            slot.insert(store).as_mut()
+        }
+        (LocalStore::Imap(_), LocalConfig::Maildir(_)) => {
+            return Err(SyncError::Store {
+                side: Side::Local,
+                source: crate::store::StoreError::Invalid(
+                    "the local store does not match the configuration".into(),
+                ),
+            });
+        }
+    };
+    Ok(local)
 }

@@ -86,6 +86,32 @@ pub struct MaildirConfig {
     pub layout: MaildirLayout,
 }
 
+/// The local side of an account: a Maildir tree, or (`type = "imap"`) a second IMAP server
+/// synced with the same engine.
+#[derive(Debug, Clone)]
+pub enum LocalConfig {
+    Maildir(MaildirConfig),
+    Imap(ImapConfig),
+}
+
+impl LocalConfig {
+    /// The Maildir, when the local side is one.
+    pub fn maildir(&self) -> Option<&MaildirConfig> {
+        match self {
+            LocalConfig::Maildir(m) => Some(m),
+            LocalConfig::Imap(_) => None,
+        }
+    }
+
+    /// Where the local side is, for messages (never with a secret).
+    pub fn describe(&self) -> String {
+        match self {
+            LocalConfig::Maildir(m) => format!("maildir {}", m.path.display()),
+            LocalConfig::Imap(i) => format!("imap://{}@{}:{}", i.user, i.host, i.port),
+        }
+    }
+}
+
 /// When a sync would delete this much of a folder on one side because it vanished on the other,
 /// it is refused (see the safety valve in the planner).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +170,7 @@ fn glob_set(patterns: &[String]) -> Result<globset::GlobSet, globset::Error> {
 pub struct Account {
     pub name: String,
     pub remote: ImapConfig,
-    pub local: MaildirConfig,
+    pub local: LocalConfig,
     /// Which folders are synced and their local names (`[accounts.NAME.folders]`).
     pub folders: crate::folders::FolderRules,
     /// Where folders are created and removed (`create`, `remove`).
@@ -152,6 +178,10 @@ pub struct Account {
     /// Whether the account's folders are in the mailbox list (`mbnames`).
     pub mbnames: bool,
     pub mass_delete: MassDeleteGuard,
+    /// `remote.readonly`, `local.readonly`, `sync_deletes`.
+    pub policy: crate::plan::Policy,
+    /// `max_age`, `max_size`.
+    pub limits: crate::plan::Limits,
     pub watch: Watch,
     pub hooks: crate::hooks::HooksConfig,
     /// A digest of the account's table as written, so a reload can tell whether it changed
@@ -297,7 +327,10 @@ struct FileRenameRule {
 #[serde(deny_unknown_fields)]
 struct FileAccount {
     remote: FileImap,
-    local: FileMaildir,
+    local: FileLocal,
+    max_age: Option<Spanned<i64>>,
+    max_size: Option<Spanned<toml::Value>>,
+    sync_deletes: Option<bool>,
     mass_delete_percent: Option<Spanned<u8>>,
     mass_delete_min_messages: Option<u32>,
     idle: Option<Spanned<Vec<String>>>,
@@ -330,20 +363,47 @@ struct FileImap {
     cert_fingerprint: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
     compress: Option<bool>,
+    readonly: Option<bool>,
 }
 
 fn default_tls() -> Spanned<TlsMode> {
     Spanned::new(0..0, TlsMode::Implicit)
 }
 
+/// The local table: the Maildir keys with `type = "maildir"`, the remote table's keys with
+/// `type = "imap"`; which ones are allowed is checked by hand, to name the key that is wrong.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileMaildir {
+struct FileLocal {
     #[serde(rename = "type")]
     kind: Spanned<String>,
-    path: Spanned<String>,
-    #[serde(default)]
-    layout: MaildirLayout,
+    path: Option<Spanned<String>>,
+    layout: Option<Spanned<MaildirLayout>>,
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    tls: Option<Spanned<TlsMode>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<crate::credentials::FilePassword>>,
+    oauth2: Option<Spanned<crate::credentials::FileOAuth2>>,
+    ca_file: Option<Spanned<String>>,
+    cert_fingerprint: Option<Spanned<String>>,
+    timeout: Option<Spanned<u64>>,
+    compress: Option<Spanned<bool>>,
+    readonly: Option<bool>,
+}
+
+/// The keys of one IMAP side, from the remote table or an IMAP local table.
+struct ImapKeys<'a> {
+    host: &'a Spanned<String>,
+    port: Option<u16>,
+    tls: Spanned<TlsMode>,
+    user: String,
+    password: Option<&'a Spanned<crate::credentials::FilePassword>>,
+    oauth2: Option<&'a Spanned<crate::credentials::FileOAuth2>>,
+    ca_file: Option<&'a str>,
+    cert_fingerprint: Option<&'a Spanned<String>>,
+    timeout: Option<&'a Spanned<u64>>,
+    compress: Option<bool>,
 }
 
 /// Every key the file may hold, as `section.key` with `*` for an account name; kept next to the
@@ -356,6 +416,9 @@ pub const KEYS: &[&str] = &[
     "general.mbnames.separator",
     "general.mbnames.footer",
     "general.mbnames.enabled",
+    "accounts.*.max_age",
+    "accounts.*.max_size",
+    "accounts.*.sync_deletes",
     "accounts.*.mass_delete_percent",
     "accounts.*.mass_delete_min_messages",
     "accounts.*.idle",
@@ -398,9 +461,21 @@ pub const KEYS: &[&str] = &[
     "accounts.*.remote.cert_fingerprint",
     "accounts.*.remote.timeout",
     "accounts.*.remote.compress",
+    "accounts.*.local.compress",
+    "accounts.*.remote.readonly",
     "accounts.*.local.type",
     "accounts.*.local.path",
     "accounts.*.local.layout",
+    "accounts.*.local.readonly",
+    "accounts.*.local.host",
+    "accounts.*.local.port",
+    "accounts.*.local.tls",
+    "accounts.*.local.user",
+    "accounts.*.local.password",
+    "accounts.*.local.oauth2",
+    "accounts.*.local.ca_file",
+    "accounts.*.local.cert_fingerprint",
+    "accounts.*.local.timeout",
 ];
 
 // ---- loading -----------------------------------------------------------------------------------
@@ -495,62 +570,88 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 "an account name may only hold letters, digits, '-', '_' and '.', and must not start with '.'".into(),
             ));
         }
-        let (imap, maildir) = (&account.remote, &account.local);
-        for (kind, expected, k) in [
-            (&imap.kind, "imap", "remote.type"),
-            (&maildir.kind, "maildir", "local.type"),
-        ] {
-            if kind.get_ref() != expected {
-                return Err(at(
-                    kind.span(),
-                    &key(k),
-                    format!(
-                        "\"{}\" is not supported here; expected \"{expected}\"",
-                        kind.get_ref()
-                    ),
-                ));
-            }
-        }
-
-        let host = imap.host.get_ref().trim().to_owned();
-        if host.is_empty() {
-            return Err(at(imap.host.span(), &key("remote.host"), "is empty".into()));
-        }
-        let tls = *imap.tls.get_ref();
-        if tls == TlsMode::None && !is_loopback(&host) {
+        let imap = &account.remote;
+        if imap.kind.get_ref() != "imap" {
             return Err(at(
-                imap.tls.span(),
-                &key("remote.tls"),
+                imap.kind.span(),
+                &key("remote.type"),
                 format!(
-                    "\"none\" would send the password in clear text to {host}; it is only allowed for loopback hosts (127.0.0.1, ::1, localhost). Use \"implicit\" or \"starttls\""
+                    "\"{}\" is not supported here; expected \"imap\"",
+                    imap.kind.get_ref()
                 ),
             ));
         }
-        let port = imap.port.unwrap_or(match tls {
-            TlsMode::Implicit => 993,
-            TlsMode::Starttls | TlsMode::None => 143,
-        });
-        let cert_fingerprint = match &imap.cert_fingerprint {
-            Some(fp) => Some(parse_fingerprint(fp.get_ref()).ok_or_else(|| {
-                at(
-                    fp.span(),
-                    &key("remote.cert_fingerprint"),
-                    "expected \"sha256:\" followed by 64 hexadecimal digits (colons allowed)"
-                        .into(),
-                )
-            })?),
-            None => None,
+        let remote = imap_side(
+            name,
+            "remote",
+            ImapKeys {
+                host: &imap.host,
+                port: imap.port,
+                tls: imap.tls.clone(),
+                user: imap.user.clone(),
+                password: imap.password.as_ref(),
+                oauth2: imap.oauth2.as_ref(),
+                ca_file: imap.ca_file.as_deref(),
+                cert_fingerprint: imap.cert_fingerprint.as_ref(),
+                timeout: imap.timeout.as_ref(),
+                compress: imap.compress,
+            },
+            &at,
+        )?;
+        let local = local_side(name, &account.local, &at)?;
+        if let LocalConfig::Imap(l) = &local
+            && l.host.eq_ignore_ascii_case(&remote.host)
+            && l.port == remote.port
+            && l.user == remote.user
+        {
+            return Err(at(
+                account.local.kind.span(),
+                &key("local.type"),
+                format!(
+                    "the local side is the server's own mailbox ({}@{}:{}); name another server or user",
+                    l.user, l.host, l.port
+                ),
+            ));
+        }
+        let policy = crate::plan::Policy {
+            readonly_remote: imap.readonly.unwrap_or(false),
+            readonly_local: account.local.readonly.unwrap_or(false),
+            sync_deletes: account.sync_deletes.unwrap_or(true),
         };
-        let timeout = match &imap.timeout {
-            Some(t) if *t.get_ref() == 0 => {
-                return Err(at(
-                    t.span(),
-                    &key("remote.timeout"),
-                    "must be at least 1 (seconds)".into(),
-                ));
-            }
-            Some(t) => Duration::from_secs(*t.get_ref()),
-            None => Duration::from_secs(60),
+        if policy.readonly_remote && policy.readonly_local {
+            return Err(at(
+                account.local.kind.span(),
+                &key("local.readonly"),
+                "both sides are read-only, so nothing could ever be synced; make one side writable"
+                    .into(),
+            ));
+        }
+        let limits = crate::plan::Limits {
+            max_age_days: match &account.max_age {
+                Some(days) => Some(
+                    u32::try_from(*days.get_ref())
+                        .ok()
+                        .filter(|d| *d > 0)
+                        .ok_or_else(|| {
+                            at(
+                                days.span(),
+                                &key("max_age"),
+                                "is a number of days: a whole number of at least 1".into(),
+                            )
+                        })?,
+                ),
+                None => None,
+            },
+            max_size: match &account.max_size {
+                Some(size) => Some(parse_size(size.get_ref()).ok_or_else(|| {
+                    at(
+                        size.span(),
+                        &key("max_size"),
+                        "expected a size in bytes of at least 1, as a number (10485760) or with K, M or G (powers of 1024) as a string (\"10M\")".into(),
+                    )
+                })?),
+                None => None,
+            },
         };
         let mass_delete = MassDeleteGuard {
             max_percent: match &account.mass_delete_percent {
@@ -608,8 +709,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 .remove
                 .unwrap_or(crate::plan::FolderPolicy::default().remove),
         };
-        let auth = crate::credentials::resolve(imap.password.as_ref(), imap.oauth2.as_ref())
-            .map_err(|e| at(e.span, &key(&format!("remote.{}", e.key)), e.message))?;
         let source = raw_accounts
             .as_ref()
             .and_then(|t| t.get(name.as_str()))
@@ -620,21 +719,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             .unwrap_or_default();
         accounts.push(Account {
             name: name.clone(),
-            remote: ImapConfig {
-                host,
-                port,
-                tls,
-                user: imap.user.clone(),
-                credentials: crate::credentials::Credentials::new(name, auth),
-                ca_file: imap.ca_file.as_deref().map(expand_tilde),
-                cert_fingerprint,
-                timeout,
-                compress: imap.compress,
-            },
-            local: MaildirConfig {
-                path: absolute(&maildir.path, &key("local.path"), &at)?,
-                layout: maildir.layout,
-            },
+            remote,
+            local,
+            policy,
+            limits,
             folders,
             folder_policy,
             mbnames: account.mbnames.unwrap_or(true),
@@ -778,6 +866,189 @@ fn mbnames(
     Ok(file.enabled.unwrap_or(true).then_some(config))
 }
 
+/// One IMAP side's keys, checked. `side` is `remote` or `local`: it prefixes the keys in
+/// errors, and the local side's keyring item is `ACCOUNT/local` (an account name cannot hold a
+/// `/`, so it never meets another account's item).
+fn imap_side(
+    name: &str,
+    side: &str,
+    keys: ImapKeys<'_>,
+    at: &impl Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<ImapConfig, ConfigError> {
+    let key = |k: &str| format!("accounts.{name}.{side}.{k}");
+    let host = keys.host.get_ref().trim().to_owned();
+    if host.is_empty() {
+        return Err(at(keys.host.span(), &key("host"), "is empty".into()));
+    }
+    let tls = *keys.tls.get_ref();
+    if tls == TlsMode::None && !is_loopback(&host) {
+        return Err(at(
+            keys.tls.span(),
+            &key("tls"),
+            format!(
+                "\"none\" would send the password in clear text to {host}; it is only allowed for loopback hosts (127.0.0.1, ::1, localhost). Use \"implicit\" or \"starttls\""
+            ),
+        ));
+    }
+    let port = keys.port.unwrap_or(match tls {
+        TlsMode::Implicit => 993,
+        TlsMode::Starttls | TlsMode::None => 143,
+    });
+    let cert_fingerprint = match keys.cert_fingerprint {
+        Some(fp) => Some(parse_fingerprint(fp.get_ref()).ok_or_else(|| {
+            at(
+                fp.span(),
+                &key("cert_fingerprint"),
+                "expected \"sha256:\" followed by 64 hexadecimal digits (colons allowed)".into(),
+            )
+        })?),
+        None => None,
+    };
+    let timeout = match keys.timeout {
+        Some(t) if *t.get_ref() == 0 => {
+            return Err(at(
+                t.span(),
+                &key("timeout"),
+                "must be at least 1 (seconds)".into(),
+            ));
+        }
+        Some(t) => Duration::from_secs(*t.get_ref()),
+        None => Duration::from_secs(60),
+    };
+    let auth = crate::credentials::resolve(keys.password, keys.oauth2)
+        .map_err(|e| at(e.span, &key(e.key), e.message))?;
+    let credentials_name = match side {
+        "remote" => name.to_owned(),
+        other => format!("{name}/{other}"),
+    };
+    Ok(ImapConfig {
+        host,
+        port,
+        tls,
+        user: keys.user,
+        credentials: crate::credentials::Credentials::new(&credentials_name, auth),
+        ca_file: keys.ca_file.map(expand_tilde),
+        cert_fingerprint,
+        timeout,
+        compress: keys.compress,
+    })
+}
+
+/// The local table, by its `type`: every key that the type does not take is named.
+fn local_side(
+    name: &str,
+    local: &FileLocal,
+    at: &impl Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<LocalConfig, ConfigError> {
+    let key = |k: &str| format!("accounts.{name}.local.{k}");
+    let imap_only: [(&str, Option<Range<usize>>); 10] = [
+        ("host", local.host.as_ref().map(Spanned::span)),
+        ("port", local.port.as_ref().map(Spanned::span)),
+        ("tls", local.tls.as_ref().map(Spanned::span)),
+        ("user", local.user.as_ref().map(Spanned::span)),
+        ("password", local.password.as_ref().map(Spanned::span)),
+        ("oauth2", local.oauth2.as_ref().map(Spanned::span)),
+        ("ca_file", local.ca_file.as_ref().map(Spanned::span)),
+        (
+            "cert_fingerprint",
+            local.cert_fingerprint.as_ref().map(Spanned::span),
+        ),
+        ("timeout", local.timeout.as_ref().map(Spanned::span)),
+        ("compress", local.compress.as_ref().map(Spanned::span)),
+    ];
+    let maildir_only: [(&str, Option<Range<usize>>); 2] = [
+        ("path", local.path.as_ref().map(Spanned::span)),
+        ("layout", local.layout.as_ref().map(Spanned::span)),
+    ];
+    let refuse_keys = |keys: &[(&str, Option<Range<usize>>)], kind: &str| match keys
+        .iter()
+        .find_map(|(k, span)| span.clone().map(|s| (*k, s)))
+    {
+        Some((k, span)) => Err(at(
+            span,
+            &key(k),
+            format!("is not a key of a local side of type \"{kind}\""),
+        )),
+        None => Ok(()),
+    };
+    let missing = |k: &str| {
+        at(
+            local.kind.span(),
+            &key(k),
+            format!(
+                "missing key (required with type = \"{}\")",
+                local.kind.get_ref()
+            ),
+        )
+    };
+    match local.kind.get_ref().as_str() {
+        "maildir" => {
+            refuse_keys(&imap_only, "maildir")?;
+            let path = local.path.as_ref().ok_or_else(|| missing("path"))?;
+            Ok(LocalConfig::Maildir(MaildirConfig {
+                path: absolute(path, &key("path"), at)?,
+                layout: local
+                    .layout
+                    .as_ref()
+                    .map(|l| *l.get_ref())
+                    .unwrap_or_default(),
+            }))
+        }
+        "imap" => {
+            refuse_keys(&maildir_only, "imap")?;
+            let host = local.host.as_ref().ok_or_else(|| missing("host"))?;
+            let user = local.user.as_ref().ok_or_else(|| missing("user"))?;
+            imap_side(
+                name,
+                "local",
+                ImapKeys {
+                    host,
+                    port: local.port.as_ref().map(|p| *p.get_ref()),
+                    tls: local.tls.clone().unwrap_or_else(default_tls),
+                    user: user.get_ref().clone(),
+                    password: local.password.as_ref(),
+                    oauth2: local.oauth2.as_ref(),
+                    ca_file: local.ca_file.as_ref().map(|c| c.get_ref().as_str()),
+                    cert_fingerprint: local.cert_fingerprint.as_ref(),
+                    timeout: local.timeout.as_ref(),
+                    compress: local.compress.as_ref().map(|c| *c.get_ref()),
+                },
+                at,
+            )
+            .map(LocalConfig::Imap)
+        }
+        other => Err(at(
+            local.kind.span(),
+            &key("type"),
+            format!("\"{other}\" is not supported here; expected \"maildir\" or \"imap\""),
+        )),
+    }
+}
+
+/// `max_size`: a number of bytes, or a string with a K, M or G suffix (powers of 1024).
+fn parse_size(value: &toml::Value) -> Option<u64> {
+    let bytes = match value {
+        toml::Value::Integer(n) => u64::try_from(*n).ok()?,
+        toml::Value::String(text) => {
+            let text = text.trim();
+            let (digits, unit) = match text.char_indices().last()? {
+                (i, c) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
+                _ => (text, 'B'),
+            };
+            let shift = match unit {
+                'B' => 0,
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                _ => return None,
+            };
+            digits.trim().parse::<u64>().ok()?.checked_mul(1 << shift)?
+        }
+        _ => return None,
+    };
+    (bytes > 0).then_some(bytes)
+}
+
 fn absolute(
     raw: &Spanned<String>,
     key: &str,
@@ -816,22 +1087,26 @@ fn normalize(path: &Path) -> PathBuf {
 /// Two accounts syncing into one directory, or one inside the other, would each see the other's
 /// messages as new or deleted: OfflineIMAP's known way to lose mail.
 fn check_local_paths_apart(path: &Path, accounts: &[Account]) -> Result<(), ConfigError> {
-    let resolved: Vec<PathBuf> = accounts
+    let maildirs: Vec<(&str, &MaildirConfig)> = accounts
         .iter()
-        .map(|a| resolve_existing_prefix(&a.local.path))
+        .filter_map(|a| a.local.maildir().map(|m| (a.name.as_str(), m)))
         .collect();
-    for (i, a) in accounts.iter().enumerate() {
-        for (j, b) in accounts.iter().enumerate().skip(i + 1) {
+    let resolved: Vec<PathBuf> = maildirs
+        .iter()
+        .map(|(_, m)| resolve_existing_prefix(&m.path))
+        .collect();
+    for (i, (a_name, a)) in maildirs.iter().enumerate() {
+        for (j, (b_name, b)) in maildirs.iter().enumerate().skip(i + 1) {
             let (pa, pb) = (&resolved[i], &resolved[j]);
             if pa.starts_with(pb) || pb.starts_with(pa) {
                 return Err(ConfigError::Whole {
                     path: path.to_owned(),
                     message: format!(
                         "accounts \"{}\" ({}) and \"{}\" ({}) share or nest their local directories; each account needs a directory of its own, or they would delete each other's mail",
-                        a.name,
-                        a.local.path.display(),
-                        b.name,
-                        b.local.path.display()
+                        a_name,
+                        a.path.display(),
+                        b_name,
+                        b.path.display()
                     ),
                 });
             }
@@ -937,7 +1212,7 @@ path = "/tmp/iw-mail/personal"
         let a = c.account("personal").unwrap();
         assert_eq!(a.remote.port, 993);
         assert_eq!(a.remote.tls, TlsMode::Implicit);
-        assert_eq!(a.local.layout, MaildirLayout::Nested);
+        assert_eq!(a.local.maildir().unwrap().layout, MaildirLayout::Nested);
         assert_eq!(a.mass_delete, MassDeleteGuard::default());
         assert!(!format!("{a:?}").contains("hunter2"));
     }
@@ -1133,6 +1408,106 @@ path = "~/.mutt/mailboxes"
         );
         let e = err(&format!("{GOOD}\n[general.mbnames]\npath = \"m\"\n"));
         assert!(e.contains("general.mbnames.path"), "{e}");
+    }
+
+    const IMAP_LOCAL: &str = r#"
+[accounts.move.remote]
+type = "imap"
+host = "old.example.org"
+user = "me"
+password = "one"
+
+[accounts.move.local]
+type = "imap"
+host = "new.example.org"
+user = "me"
+tls = "starttls"
+password = { command = ["pass", "new"] }
+readonly = false
+"#;
+
+    #[test]
+    fn a_local_side_of_type_imap_takes_the_remote_keys() {
+        let c = parse(Path::new("/c.toml"), IMAP_LOCAL).unwrap();
+        let a = c.account("move").unwrap();
+        let LocalConfig::Imap(local) = &a.local else {
+            panic!("not an IMAP local side: {:?}", a.local);
+        };
+        assert_eq!(local.host, "new.example.org");
+        assert_eq!(local.port, 143);
+        assert_eq!(local.tls, TlsMode::Starttls);
+        // The keyring items of the two sides are apart.
+        assert_eq!(a.remote.credentials.account(), "move");
+        assert_eq!(local.credentials.account(), "move/local");
+        assert_eq!(a.policy, crate::plan::Policy::default());
+    }
+
+    #[test]
+    fn keys_of_the_other_local_type_are_named() {
+        let e = err(&IMAP_LOCAL.replace("readonly = false", "path = \"/tmp/x\""));
+        assert!(
+            e.starts_with("/c.toml:14:8: accounts.move.local.path: is not a key"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("path = ", "host = \"h\"\npath = "));
+        assert!(
+            e.contains("accounts.personal.local.host: is not a key"),
+            "{e}"
+        );
+        let e = err(&IMAP_LOCAL.replace("host = \"new.example.org\"\n", ""));
+        assert!(e.contains("accounts.move.local.host: missing key"), "{e}");
+        let e = err(&GOOD.replace("type = \"maildir\"", "type = \"mbox\""));
+        assert!(e.contains("accounts.personal.local.type"), "{e}");
+        let same = IMAP_LOCAL
+            .replace("new.example.org", "old.example.org")
+            .replace("tls = \"starttls\"\n", "");
+        assert!(err(&same).contains("the server's own mailbox"));
+    }
+
+    #[test]
+    fn limits_and_policies_are_read_and_checked() {
+        let text = GOOD.replace(
+            "[accounts.personal.remote]",
+            "[accounts.personal]\nmax_age = 30\nmax_size = \"10M\"\nsync_deletes = false\n\n[accounts.personal.remote]\nreadonly = true",
+        );
+        let c = parse(Path::new("/c.toml"), &text).unwrap();
+        let a = c.account("personal").unwrap();
+        assert_eq!(a.limits.max_age_days, Some(30));
+        assert_eq!(a.limits.max_size, Some(10 * 1024 * 1024));
+        assert!(a.policy.readonly_remote && !a.policy.readonly_local && !a.policy.sync_deletes);
+
+        for (value, want) in [
+            ("1000", Some(1000)),
+            ("\"2K\"", Some(2048)),
+            ("\"1g\"", Some(1 << 30)),
+        ] {
+            let text = GOOD.replace(
+                "[accounts.personal.remote]",
+                &format!("[accounts.personal]\nmax_size = {value}\n[accounts.personal.remote]"),
+            );
+            let c = parse(Path::new("/c.toml"), &text).unwrap();
+            assert_eq!(c.accounts[0].limits.max_size, want, "{value}");
+        }
+        for bad in ["0", "-5", "\"10X\"", "\"M\"", "1.5"] {
+            let text = GOOD.replace(
+                "[accounts.personal.remote]",
+                &format!("[accounts.personal]\nmax_size = {bad}\n[accounts.personal.remote]"),
+            );
+            let e = err(&text);
+            assert!(
+                e.starts_with("/c.toml:6:12: accounts.personal.max_size: "),
+                "{bad}: {e}"
+            );
+        }
+        let text = GOOD.replace(
+            "[accounts.personal.remote]",
+            "[accounts.personal]\nmax_age = 0\n[accounts.personal.remote]",
+        );
+        assert!(err(&text).contains("accounts.personal.max_age: is a number of days"));
+        let both = GOOD
+            .replace("type = \"imap\"", "type = \"imap\"\nreadonly = true")
+            .replace("type = \"maildir\"", "type = \"maildir\"\nreadonly = true");
+        assert!(err(&both).contains("both sides are read-only"));
     }
 
     #[test]

@@ -20,13 +20,14 @@ use tracing::Instrument;
 use crate::config::MassDeleteGuard;
 use crate::folders::{self, FolderMapError, FolderRules, Problem, Selection};
 use crate::incremental;
-use crate::model::{Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid};
+use crate::model::{Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid, UidValidity};
 use crate::plan::{
-    self, Action, FolderAction, FolderFacts, FolderPolicy, Kept, Plan, Record, RecordId, Side,
-    Survivor,
+    self, Action, FolderAction, FolderFacts, FolderPolicy, Kept, Limits, OutOfLimits, Plan, Policy,
+    Record, RecordId, Side, Survivor,
 };
 use crate::recover::{self, Known};
-use crate::state::{FolderState, FolderStatus, Pending, StateDb, StateError};
+use crate::state::{FolderState, FolderStatus, Pending, Skipped, StateDb, StateError};
+use crate::store::readonly::ReadOnly;
 use crate::store::{FailureKind, FlagUpdate, Listing, Since, Staged, Store, StoreError};
 
 /// How many messages are uploaded between two state commits.
@@ -64,7 +65,11 @@ pub struct SyncOptions {
     /// Which folders are synced, and their local names.
     pub rules: FolderRules,
     /// Where folders are created and removed.
-    pub policy: FolderPolicy,
+    pub folder_policy: FolderPolicy,
+    /// Read-only sides and whether deletions travel.
+    pub policy: Policy,
+    /// `max_age` and `max_size`.
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +147,22 @@ pub struct FolderReport {
     pub planned: Vec<String>,
     /// Copies recovered from an interrupted run.
     pub recovered: usize,
+    /// Messages not copied because they are bigger than `max_size`.
+    #[serde(default)]
+    pub skipped_too_big: Vec<SkippedMessage>,
+    /// How many messages were not copied because they are older than `max_age`.
+    #[serde(default)]
+    pub skipped_too_old: usize,
+}
+
+/// A message `max_size` kept from being copied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SkippedMessage {
+    /// The side it is on: "server" or "local".
+    pub side: String,
+    /// Its id there (a UID, or a Maildir file's unique name).
+    pub id: String,
+    pub size: u64,
 }
 
 impl FolderReport {
@@ -304,7 +325,10 @@ pub async fn plan_folders(
             inbox: m.remote == FolderName::inbox() || m.local == FolderName::inbox(),
             survivor,
         };
-        let action = plan::decide_folder(these, options.policy, options.allow_mass_delete);
+        let action = plan::restrict_folder(
+            plan::decide_folder(these, options.folder_policy, options.allow_mass_delete),
+            options.policy,
+        );
         facts.push((these, action));
         folder.step = Step::Act(action);
         planned.push(folder);
@@ -382,6 +406,20 @@ pub async fn sync_folders(
     options: &SyncOptions,
     observer: &mut dyn Observer,
 ) -> Result<Vec<FolderReport>, SyncError> {
+    // A read-only side is guarded below the planner too: a write reaching it is an error.
+    let (mut remote_guard, mut local_guard);
+    let remote: &mut dyn Store = if options.policy.readonly_remote {
+        remote_guard = ReadOnly::new(remote);
+        &mut remote_guard
+    } else {
+        remote
+    };
+    let local: &mut dyn Store = if options.policy.readonly_local {
+        local_guard = ReadOnly::new(local);
+        &mut local_guard
+    } else {
+        local
+    };
     let overview = plan_folders(remote, local, state, options).await?;
     if !overview.problems.is_empty() {
         return Err(FolderMapError(overview.problems).into());
@@ -426,7 +464,7 @@ pub async fn sync_folders(
         let result = match action {
             FolderAction::Nothing => continue,
             FolderAction::NotCreated { on } => {
-                tracing::info!(folder = %name, remote = %remote_name, "not created on the {on} side (create = \"{}\")", options.policy.create);
+                tracing::info!(folder = %name, remote = %remote_name, "not created on the {on} side (create = \"{}\")", options.folder_policy.create);
                 continue;
             }
             FolderAction::Forget => {
@@ -715,6 +753,25 @@ async fn sync_folder(
         );
     }
 
+    let stored_local_validity = if folder.id >= 0 {
+        state.local_uid_validity(folder.id)?
+    } else {
+        None
+    };
+    let local_validity_changed = local_validity_changed(
+        stored_local_validity,
+        local_snap.uid_validity,
+        folder.id >= 0 && state.count(folder.id)? > 0,
+    );
+    if local_validity_changed {
+        tracing::warn!(
+            folder = %name,
+            old = ?stored_local_validity.map(|v| v.get()),
+            new = ?local_snap.uid_validity.map(|v| v.get()),
+            "the local side renumbered this folder (its UIDVALIDITY changed, or it changed kind); re-matching messages by content"
+        );
+    }
+
     if !options.dry_run {
         report.recovered += recover_pending(
             remote,
@@ -726,6 +783,9 @@ async fn sync_folder(
             validity_changed,
         )
         .await?;
+        report.recovered +=
+            recover_copies_to_local(local, state, folder.id, &local_snap, local_validity_changed)
+                .await?;
     }
 
     let mut records = match known_records {
@@ -736,8 +796,18 @@ async fn sync_folder(
     };
     let first_with_mail_on_both =
         records.is_empty() && !remote_snap.messages.is_empty() && !local_snap.messages.is_empty();
-    if validity_changed || first_with_mail_on_both {
-        let pairs = rematch(remote, local, &records, &remote_snap, &local_snap).await?;
+    if validity_changed || local_validity_changed || first_with_mail_on_both {
+        // After a local renumbering the local ids of the records mean nothing: pair without
+        // history (a flag set on either side is kept; nothing is deleted).
+        let history: &[Record] = if local_validity_changed {
+            &[]
+        } else {
+            &records
+        };
+        let mut pairs = rematch(remote, local, history, &remote_snap, &local_snap).await?;
+        if local_validity_changed {
+            pairs = recover::keep_server_survivors(&records, pairs);
+        }
         if options.dry_run {
             report.planned.push(format!(
                 "re-match {} messages by content",
@@ -746,11 +816,12 @@ async fn sync_folder(
             records = pairs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (r, l, flags))| Record {
+                .map(|(i, (r, l, flags, deleted_on))| Record {
                     id: RecordId(-(i as i64) - 1),
                     remote: r,
                     local: l,
                     flags,
+                    deleted_on,
                 })
                 .collect();
         } else {
@@ -771,6 +842,11 @@ async fn sync_folder(
             },
         )?;
     }
+    // Bound after re-matching (a crash in between re-matches again) and before the first pair
+    // of a new folder is recorded.
+    if !options.dry_run && stored_local_validity != local_snap.uid_validity {
+        state.set_local_uid_validity(folder.id, local_snap.uid_validity)?;
+    }
 
     let plan = plan::plan_folder(
         &records,
@@ -778,6 +854,7 @@ async fn sync_folder(
         &local_snap.messages,
         options.guard,
         options.allow_mass_delete,
+        options.policy,
     );
     let actions = match plan {
         Plan::Refused(refusal) => {
@@ -787,6 +864,7 @@ async fn sync_folder(
         }
         Plan::Actions(actions) => actions,
     };
+    let actions = apply_limits(remote, local, state, folder.id, actions, options, report).await?;
     observer.folder_planned(local_name, actions.len());
     if options.dry_run {
         report
@@ -798,6 +876,21 @@ async fn sync_folder(
         tracing::info!(folder = %name, actions = actions.len(), "applying plan");
     }
 
+    // A local side that assigns its own ids (IMAP) gets server messages the way the server
+    // gets uploads (`copy_to_local_store`); the rest of the plan runs as usual.
+    let (copies_to_local, actions): (Vec<Action>, Vec<Action>) = if local.reserves_ids() {
+        (Vec::new(), actions)
+    } else {
+        actions.into_iter().partition(|a| {
+            matches!(
+                a,
+                Action::Copy {
+                    from: Side::Remote,
+                    ..
+                }
+            )
+        })
+    };
     execute(
         remote,
         local,
@@ -806,6 +899,18 @@ async fn sync_folder(
         local_name,
         &remote_snap,
         actions,
+        options,
+        observer,
+        report,
+    )
+    .await?;
+    copy_to_local_store(
+        remote,
+        local,
+        state,
+        folder.id,
+        &local_snap,
+        copies_to_local,
         options,
         observer,
         report,
@@ -936,6 +1041,8 @@ async fn recover_pending(
                 sha256,
                 ..
             } => uploads.push((*record, *uid_next, *size, *sha256)),
+            // Copies into an IMAP local side: see `recover_copies_to_local`.
+            Pending::CopyToLocal { .. } => {}
         }
     }
     recovered += confirmed_downloads.len();
@@ -1001,7 +1108,7 @@ async fn rematch(
     records: &[Record],
     remote_snap: &FolderSnapshot,
     local_snap: &FolderSnapshot,
-) -> Result<Vec<(Option<MsgId>, Option<MsgId>, Flags)>, SyncError> {
+) -> Result<Vec<recover::Pair>, SyncError> {
     let with_fingerprints =
         |metas: &[MessageMeta], fps: Vec<(MsgId, crate::model::Fingerprint)>| {
             let flags: HashMap<&MsgId, Flags> = metas.iter().map(|m| (&m.id, m.flags)).collect();
@@ -1032,6 +1139,319 @@ async fn rematch(
     ))
 }
 
+/// Whether the local side's ids no longer mean what the state recorded: its UIDVALIDITY
+/// changed, or the side changed kind (Maildir ids and IMAP UIDs) under a state that holds pairs.
+fn local_validity_changed(
+    stored: Option<UidValidity>,
+    now: Option<UidValidity>,
+    has_pairs: bool,
+) -> bool {
+    match (stored, now) {
+        (Some(old), Some(new)) => old != new,
+        (None, None) => false,
+        (Some(_), None) | (None, Some(_)) => has_pairs,
+    }
+}
+
+/// Settles copies into a local side that assigns its own ids (IMAP) that an earlier run
+/// started but did not confirm: the copy is looked for by content among the local messages no
+/// pair claims, at or above the UIDNEXT recorded with the intent.
+async fn recover_copies_to_local(
+    local: &mut dyn Store,
+    state: &mut StateDb,
+    folder: i64,
+    local_snap: &FolderSnapshot,
+    validity_changed: bool,
+) -> Result<usize, SyncError> {
+    let copies: Vec<(RecordId, MsgId, Flags, u32, u64, [u8; 32])> = state
+        .pending(folder)?
+        .into_iter()
+        .filter_map(|p| match p {
+            Pending::CopyToLocal {
+                record,
+                remote,
+                flags,
+                uid_next,
+                size,
+                sha256,
+            } => Some((record, remote, flags, uid_next, size, sha256)),
+            Pending::Download { .. } | Pending::Upload { .. } => None,
+        })
+        .collect();
+    if copies.is_empty() {
+        return Ok(0);
+    }
+    let claimed: HashSet<MsgId> = state
+        .records(folder)?
+        .into_iter()
+        .filter_map(|r| r.local)
+        .collect();
+    let floor = copies.iter().map(|c| c.3).min().unwrap_or(0);
+    let candidates: Vec<MsgId> = local_snap
+        .messages
+        .iter()
+        .filter(|m| !claimed.contains(&m.id))
+        .filter(|m| validity_changed || m.id.uid().map(Uid::get).unwrap_or(0) >= floor)
+        .map(|m| m.id.clone())
+        .collect();
+    let fingerprints = if candidates.is_empty() {
+        Vec::new()
+    } else {
+        local
+            .fingerprints(&candidates)
+            .await
+            .map_err(SyncError::local)?
+    };
+    let wanted: Vec<(RecordId, u64, [u8; 32])> = copies.iter().map(|c| (c.0, c.4, c.5)).collect();
+    let mut confirmed = Vec::new();
+    let mut abandoned = Vec::new();
+    for (record, found) in recover::match_uploads(&wanted, &fingerprints) {
+        let Some((_, remote, flags, ..)) = copies.iter().find(|c| c.0 == record) else {
+            continue;
+        };
+        match found {
+            Some(local_id) => {
+                tracing::info!(remote = %remote, local = %local_id, "found the local copy of an interrupted copy");
+                confirmed.push((record, remote.clone(), local_id, *flags));
+            }
+            None => abandoned.push(record),
+        }
+    }
+    state.confirm(&confirmed)?;
+    // The planner sees the server message as new again and copies it once more.
+    state.remove(&abandoned)?;
+    Ok(confirmed.len())
+}
+
+/// Drops the copies `max_age` and `max_size` leave out, remembering them with the limits that
+/// did, so that a large archive outside the window is not examined again at every run.
+async fn apply_limits(
+    remote: &mut dyn Store,
+    local: &mut dyn Store,
+    state: &mut StateDb,
+    folder: i64,
+    actions: Vec<Action>,
+    options: &SyncOptions,
+    report: &mut FolderReport,
+) -> Result<Vec<Action>, SyncError> {
+    let limits = options.limits;
+    let known = if folder >= 0 {
+        state.skipped(folder)?
+    } else {
+        Vec::new()
+    };
+    if limits.is_none() {
+        if !known.is_empty() && !options.dry_run {
+            let all: Vec<(Side, MsgId)> = known.into_iter().map(|k| (k.side, k.id)).collect();
+            state.update_skipped(folder, &all, &[])?;
+        }
+        return Ok(actions);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let memo: HashMap<(Side, &MsgId), &Skipped> = known
+        .iter()
+        .filter(|k| k.max_age == limits.max_age_days && k.max_size == limits.max_size)
+        .map(|k| ((k.side, &k.id), k))
+        .collect();
+
+    // What to look at: copies not already known to be outside these very limits.
+    let mut examine: HashMap<Side, Vec<MsgId>> = HashMap::new();
+    for a in &actions {
+        if let Action::Copy { from, id, .. } = a
+            && !memo.contains_key(&(*from, id))
+        {
+            examine.entry(*from).or_default().push(id.clone());
+        }
+    }
+    let mut found: HashMap<(Side, MsgId), (u64, Option<i64>)> = HashMap::new();
+    for (side, ids) in examine {
+        let listed = match side {
+            Side::Remote => remote
+                .sizes_and_dates(&ids)
+                .await
+                .map_err(SyncError::remote)?,
+            Side::Local => local
+                .sizes_and_dates(&ids)
+                .await
+                .map_err(SyncError::local)?,
+        };
+        for m in listed {
+            found.insert((side, m.id), (m.size, m.date));
+        }
+    }
+
+    let mut kept = Vec::new();
+    let mut skipped = Vec::new();
+    let mut new_rows = Vec::new();
+    for a in actions {
+        let Action::Copy { from, id, .. } = &a else {
+            kept.push(a);
+            continue;
+        };
+        let (size, date, remembered) = match memo.get(&(*from, id)) {
+            Some(k) => (k.size, k.date, true),
+            // Vanished since the listing: the copy itself will find out.
+            None => match found.get(&(*from, id.clone())) {
+                Some((size, date)) => (*size, *date, false),
+                None => {
+                    kept.push(a);
+                    continue;
+                }
+            },
+        };
+        match limits.check(size, date, now) {
+            None => kept.push(a),
+            Some(why) => {
+                if !remembered {
+                    new_rows.push(Skipped {
+                        side: *from,
+                        id: id.clone(),
+                        size,
+                        date,
+                        max_age: limits.max_age_days,
+                        max_size: limits.max_size,
+                    });
+                    match why {
+                        OutOfLimits::TooBig => tracing::warn!(
+                            side = %from, id = %id, size,
+                            "message bigger than max_size is not copied"
+                        ),
+                        OutOfLimits::TooOld => tracing::debug!(
+                            side = %from, id = %id,
+                            "message older than max_age is not copied"
+                        ),
+                    }
+                }
+                skipped.push((*from, id.clone(), size, why));
+            }
+        }
+    }
+    for (side, id, size, why) in &skipped {
+        match why {
+            OutOfLimits::TooBig => report.skipped_too_big.push(SkippedMessage {
+                side: side.to_string(),
+                id: id.to_string(),
+                size: *size,
+            }),
+            OutOfLimits::TooOld => report.skipped_too_old += 1,
+        }
+    }
+    if !options.dry_run {
+        // Rows for messages no longer waiting to be copied (gone, paired, or examined under
+        // other limits) go; the ones found now come.
+        let current: HashSet<(Side, &MsgId)> = skipped.iter().map(|s| (s.0, &s.1)).collect();
+        let stale: Vec<(Side, MsgId)> = known
+            .iter()
+            .filter(|k| {
+                !current.contains(&(k.side, &k.id))
+                    || k.max_age != limits.max_age_days
+                    || k.max_size != limits.max_size
+            })
+            .filter(|k| !new_rows.iter().any(|n| n.side == k.side && n.id == k.id))
+            .map(|k| (k.side, k.id.clone()))
+            .collect();
+        state.update_skipped(folder, &stale, &new_rows)?;
+    }
+    Ok(kept)
+}
+
+/// Server -> a local side that assigns its own ids (IMAP <-> IMAP). The upload protocol in the
+/// other direction: commit an intent with the local UIDNEXT and the content's size and SHA-256,
+/// APPEND, confirm with APPENDUID. After a crash, or without APPENDUID, the copy is found by
+/// content ([`recover_copies_to_local`]) instead of being made twice.
+#[allow(clippy::too_many_arguments)]
+async fn copy_to_local_store(
+    remote: &mut dyn Store,
+    local: &mut dyn Store,
+    state: &mut StateDb,
+    folder: i64,
+    local_snap: &FolderSnapshot,
+    copies: Vec<Action>,
+    options: &SyncOptions,
+    observer: &mut dyn Observer,
+    report: &mut FolderReport,
+) -> Result<(), SyncError> {
+    let copies: Vec<(MsgId, Flags)> = copies
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Copy { id, flags, .. } => Some((id, flags)),
+            Action::Flags { .. }
+            | Action::Delete { .. }
+            | Action::Forget { .. }
+            | Action::Detach { .. } => None,
+        })
+        .collect();
+    let uid_next = local_snap.uid_next.unwrap_or_else(|| {
+        local_snap
+            .messages
+            .iter()
+            .filter_map(|m| m.id.uid())
+            .map(|u| u.get().saturating_add(1))
+            .max()
+            .unwrap_or(1)
+    });
+    for batch in copies.chunks(BATCH) {
+        let ids: Vec<MsgId> = batch.iter().map(|(id, _)| id.clone()).collect();
+        let staged = remote
+            .stage(&ids, &options.scratch_dir)
+            .await
+            .map_err(SyncError::remote)?;
+        let remove_staged = || {
+            for s in &staged {
+                if s.temporary {
+                    let _ = std::fs::remove_file(&s.path);
+                }
+            }
+        };
+        let mut intents = Vec::new();
+        for s in &staged {
+            let Some((_, flags)) = batch.iter().find(|(id, _)| *id == s.source_id) else {
+                continue;
+            };
+            let fingerprint = std::fs::File::open(&s.path)
+                .and_then(|f| crate::message::fingerprint(std::io::BufReader::new(f)));
+            match fingerprint {
+                Ok(fp) => intents.push((s.source_id.clone(), *flags, fp)),
+                Err(e) => {
+                    remove_staged();
+                    return Err(SyncError::local(StoreError::io(&s.path, e)));
+                }
+            }
+        }
+        if let Err(e) = state.begin_copies_to_local(folder, uid_next, &intents) {
+            remove_staged();
+            return Err(e.into());
+        }
+        let mut confirmed = Vec::new();
+        let mut result = Ok(());
+        for s in &staged {
+            let Some((_, flags, _)) = intents.iter().find(|(id, _, _)| *id == s.source_id) else {
+                continue;
+            };
+            match local.deliver(s, *flags, None).await {
+                Ok(Some(id)) => confirmed.push((s.source_id.clone(), id, *flags)),
+                // No APPENDUID: the intent stays; the next run finds the copy by content.
+                Ok(None) => {}
+                Err(e) => {
+                    result = Err(SyncError::local(e));
+                    break;
+                }
+            }
+        }
+        remove_staged();
+        if result.is_ok() {
+            result = local.flush().await.map_err(SyncError::local);
+        }
+        state.confirm_copies_to_local(folder, &confirmed)?;
+        report.downloaded += confirmed.len();
+        observer.advanced(batch.len());
+        result?;
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     remote: &mut dyn Store,
@@ -1046,6 +1466,7 @@ async fn execute(
     report: &mut FolderReport,
 ) -> Result<(), SyncError> {
     let mut forget = Vec::new();
+    let mut detach = Vec::new();
     let mut flag_actions = Vec::new();
     let mut delete_remote = Vec::new();
     let mut delete_local = Vec::new();
@@ -1054,6 +1475,7 @@ async fn execute(
     for action in actions {
         match action {
             Action::Forget { record } => forget.push(record),
+            Action::Detach { record, gone } => detach.push((record, gone)),
             Action::Flags { .. } => flag_actions.push(action),
             Action::Delete {
                 record,
@@ -1081,6 +1503,10 @@ async fn execute(
     if !forget.is_empty() {
         state.remove(&forget)?;
         observer.advanced(forget.len());
+    }
+    if !detach.is_empty() {
+        state.detach(&detach)?;
+        observer.advanced(detach.len());
     }
 
     // Flags: both sides first, then the new base.

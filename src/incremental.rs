@@ -73,6 +73,7 @@ mod tests {
             remote: Some(uid(n)),
             local: MsgId::new(format!("local{n}")),
             flags,
+            deleted_on: None,
         }
     }
 

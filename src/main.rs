@@ -225,8 +225,18 @@ fn check_config(config: &Config, json: bool) -> i32 {
                     "remote": format!("imap://{}@{}:{}", a.remote.user, a.remote.host, a.remote.port),
                     "tls": tls_name(a.remote.tls),
                     "auth": a.remote.credentials.auth().describe(),
-                    "layout": layout_name(a.local.layout),
-                    "local": a.local.path,
+                    "layout": a.local.maildir().map(|m| layout_name(m.layout)),
+                    "local": match &a.local {
+                        idlewild::config::LocalConfig::Maildir(m) => serde_json::json!(m.path),
+                        idlewild::config::LocalConfig::Imap(_) => serde_json::json!(a.local.describe()),
+                    },
+                    "readonly": {
+                        "remote": a.policy.readonly_remote,
+                        "local": a.policy.readonly_local,
+                    },
+                    "sync_deletes": a.policy.sync_deletes,
+                    "max_age": a.limits.max_age_days,
+                    "max_size": a.limits.max_size,
                     "state": account::state_path(config, a),
                 })
             })
@@ -247,17 +257,45 @@ fn check_config(config: &Config, json: bool) -> i32 {
         config.state_dir.display()
     );
     for a in &config.accounts {
+        let local = match &a.local {
+            idlewild::config::LocalConfig::Maildir(m) => {
+                format!("{} (layout {})", a.local.describe(), layout_name(m.layout))
+            }
+            idlewild::config::LocalConfig::Imap(i) => {
+                format!("{} (tls {})", a.local.describe(), tls_name(i.tls))
+            }
+        };
         println!(
-            "  {}: imap://{}@{}:{} (tls {}) <-> maildir {} (layout {})",
+            "  {}: imap://{}@{}:{} (tls {}) <-> {local}",
             a.name,
             a.remote.user,
             a.remote.host,
             a.remote.port,
             tls_name(a.remote.tls),
-            a.local.path.display(),
-            layout_name(a.local.layout)
         );
         println!("    login: {}", a.remote.credentials.auth().describe());
+        if let idlewild::config::LocalConfig::Imap(i) = &a.local {
+            println!("    local login: {}", i.credentials.auth().describe());
+        }
+        let mut rules = Vec::new();
+        if a.policy.readonly_remote {
+            rules.push("server read-only".to_owned());
+        }
+        if a.policy.readonly_local {
+            rules.push("local side read-only".to_owned());
+        }
+        if !a.policy.sync_deletes {
+            rules.push("deletions not synced".to_owned());
+        }
+        if let Some(days) = a.limits.max_age_days {
+            rules.push(format!("only mail of the last {days} days"));
+        }
+        if let Some(bytes) = a.limits.max_size {
+            rules.push(format!("only mail up to {bytes} bytes"));
+        }
+        if !rules.is_empty() {
+            println!("    limits: {}", rules.join(", "));
+        }
     }
     exit::OK
 }

@@ -82,8 +82,12 @@ pub fn gather(config: &Config) -> Result<Vec<Mailbox>, MbnamesError> {
         if !state_file.exists() {
             continue;
         }
+        // A mailbox list names Maildir folders; a second IMAP server has none.
+        let crate::config::LocalConfig::Maildir(local) = &account.local else {
+            continue;
+        };
         let state = StateDb::open_read_only(&state_file)?;
-        let maildir = MaildirStore::new(&account.local);
+        let maildir = MaildirStore::new(local);
         let mut folders: Vec<Mailbox> = state
             .folders()?
             .into_iter()

@@ -21,10 +21,51 @@ pub struct Record {
     pub remote: Option<MsgId>,
     pub local: Option<MsgId>,
     /// The flags both sides had when they were last in step: the base of the three-way merge.
+    /// With one side read-only, the flags that side has (see [`Policy`]).
     pub flags: Flags,
+    /// The copy on this side was deleted and the deletion deliberately not carried to the other
+    /// side (that side is read-only, or `sync_deletes = false`). The survivor is kept alone:
+    /// never deleted, never copied back. The deleted side's id is `None`.
+    pub deleted_on: Option<Side>,
 }
 
+/// What the account allows the planner to do, from its configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// `remote.readonly`: nothing is ever written to the server.
+    pub readonly_remote: bool,
+    /// `local.readonly`: nothing is ever written to the local side.
+    pub readonly_local: bool,
+    /// `sync_deletes`: a message deleted on one side is deleted on the other.
+    pub sync_deletes: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            readonly_remote: false,
+            readonly_local: false,
+            sync_deletes: true,
+        }
+    }
+}
+
+impl Policy {
+    /// Whether anything may be written to `side`.
+    pub fn writable(&self, side: Side) -> bool {
+        match side {
+            Side::Remote => !self.readonly_remote,
+            Side::Local => !self.readonly_local,
+        }
+    }
+
+    /// Whether a message that vanished from the other side may be deleted on `on`.
+    pub fn deletes_on(&self, on: Side) -> bool {
+        self.sync_deletes && self.writable(on)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
     Remote,
     Local,
@@ -70,6 +111,10 @@ pub enum Action {
     },
     /// The message is gone from both sides: drop what the state knows of it.
     Forget { record: RecordId },
+    /// The message vanished from `gone`, and its deletion is not carried over (the other side is
+    /// read-only, or `sync_deletes = false`): remember that the survivor stays alone, so it is
+    /// neither deleted nor copied back.
+    Detach { record: RecordId, gone: Side },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +148,12 @@ impl fmt::Display for Action {
                 write!(f, "delete {on} message {id} (gone from {})", on.other())
             }
             Action::Forget { record } => write!(f, "forget message pair {}", record.0),
+            Action::Detach { record, gone } => write!(
+                f,
+                "keep the {} copy of message pair {} (deleted on the {gone} side, deletion not carried over)",
+                gone.other(),
+                record.0
+            ),
         }
     }
 }
@@ -117,85 +168,186 @@ pub fn merge_flags(base: Flags, remote: Flags, local: Flags) -> Flags {
         .union(local.intersect(changed_locally))
 }
 
-/// The decision table: what to do with one message, given what the state remembers of it and
-/// whether each side has it now. Every combination has its own arm.
+/// The decision table: what to do with one message, given what the state remembers of it,
+/// whether each side has it now, and what the account allows. Every combination has its own
+/// arm; the arms for known messages are in [`decide_paired`] and [`decide_detached`].
 pub fn decide(
     record: Option<&Record>,
     remote: Option<&MessageMeta>,
     local: Option<&MessageMeta>,
+    policy: Policy,
 ) -> Option<Action> {
+    // A copy only goes to a side that may be written to.
+    let copy = |from: Side, m: &MessageMeta| {
+        policy.writable(from.other()).then(|| Action::Copy {
+            from,
+            id: m.id.clone(),
+            flags: m.flags,
+        })
+    };
     match (record, remote, local) {
         // Nothing anywhere: the caller never asks, but the table is complete.
         (None, None, None) => None,
         // New on the server. One already marked \Deleted is on its way out, so it is not copied
         // (mbsync does the same); it stays on the server untouched.
-        (None, Some(r), None) => (!r.flags.contains(Flags::DELETED)).then(|| Action::Copy {
-            from: Side::Remote,
-            id: r.id.clone(),
-            flags: r.flags,
-        }),
+        (None, Some(r), None) => match r.flags.contains(Flags::DELETED) {
+            true => None,
+            false => copy(Side::Remote, r),
+        },
         // New in the Maildir (and likewise, a trashed one is not uploaded).
-        (None, None, Some(l)) => (!l.flags.contains(Flags::DELETED)).then(|| Action::Copy {
-            from: Side::Local,
-            id: l.id.clone(),
-            flags: l.flags,
-        }),
+        (None, None, Some(l)) => match l.flags.contains(Flags::DELETED) {
+            true => None,
+            false => copy(Side::Local, l),
+        },
         // The caller pairs unknown messages by record only, so two unknown messages are never
         // handed in together; were they, copying both ways keeps both and loses nothing.
-        (None, Some(r), Some(_)) => Some(Action::Copy {
-            from: Side::Remote,
-            id: r.id.clone(),
-            flags: r.flags,
-        }),
+        (None, Some(r), Some(l)) => copy(Side::Remote, r).or_else(|| copy(Side::Local, l)),
+        (Some(rec), r, l) => match rec.deleted_on {
+            None => decide_paired(rec, r, l, policy),
+            Some(gone) => decide_detached(rec, gone, r, l),
+        },
+    }
+}
+
+/// The arms for a message the state knows as a pair (or as a copy in flight).
+fn decide_paired(
+    rec: &Record,
+    remote: Option<&MessageMeta>,
+    local: Option<&MessageMeta>,
+    policy: Policy,
+) -> Option<Action> {
+    match (remote, local) {
         // Known and present on both sides: only flags can differ.
-        (Some(rec), Some(r), Some(l)) => {
+        (Some(r), Some(l)) => {
             let merged = merge_flags(rec.flags, r.flags, l.flags);
-            let remote_change = FlagChange::between(r.flags, merged);
-            let local_change = FlagChange::between(l.flags, merged);
-            (remote_change.is_some() || local_change.is_some() || merged != rec.flags).then(|| {
+            // A read-only side keeps its flags; the base becomes what it has, so its
+            // difference from the merge never reads as a change on either side next time
+            // (which would revert the writable side's change).
+            let (remote_change, local_change, base) =
+                match (policy.writable(Side::Remote), policy.writable(Side::Local)) {
+                    (true, true) => (
+                        FlagChange::between(r.flags, merged),
+                        FlagChange::between(l.flags, merged),
+                        merged,
+                    ),
+                    (true, false) => (FlagChange::between(r.flags, merged), None, l.flags),
+                    (false, true) => (None, FlagChange::between(l.flags, merged), r.flags),
+                    (false, false) => (None, None, rec.flags),
+                };
+            (remote_change.is_some() || local_change.is_some() || base != rec.flags).then(|| {
                 Action::Flags {
                     record: rec.id,
                     remote: r.id.clone(),
                     local: l.id.clone(),
                     remote_change,
                     local_change,
-                    merged,
+                    merged: base,
                 }
             })
         }
         // Known, still in the Maildir, gone from the server.
-        (Some(rec), None, Some(l)) => Some(match rec.remote {
+        (None, Some(l)) => match (&rec.remote, policy.deletes_on(Side::Local)) {
             // It was on the server at the last sync, so it was expunged there: delete locally.
-            Some(_) => Action::Delete {
+            (Some(_), true) => Some(Action::Delete {
                 record: rec.id,
                 on: Side::Local,
                 id: l.id.clone(),
-            },
+            }),
+            // ... unless deletions do not travel there: the local copy stays, and the state
+            // says so, so that it is not taken for a message never uploaded.
+            (Some(_), false) => Some(Action::Detach {
+                record: rec.id,
+                gone: Side::Remote,
+            }),
             // It never reached the server (an upload that was never confirmed and whose copy
             // recovery did not find): upload it again rather than lose it.
-            None => Action::Copy {
+            (None, _) => policy.writable(Side::Remote).then(|| Action::Copy {
                 from: Side::Local,
                 id: l.id.clone(),
                 flags: l.flags,
-            },
-        }),
+            }),
+        },
         // Known, still on the server, gone from the Maildir.
-        (Some(rec), Some(r), None) => Some(match rec.local {
+        (Some(r), None) => match (&rec.local, policy.deletes_on(Side::Remote)) {
             // The mail client deleted it: expunge it on the server.
-            Some(_) => Action::Delete {
+            (Some(_), true) => Some(Action::Delete {
                 record: rec.id,
                 on: Side::Remote,
                 id: r.id.clone(),
-            },
+            }),
+            // Deletions do not travel to the server: it stays there, never downloaded again.
+            (Some(_), false) => Some(Action::Detach {
+                record: rec.id,
+                gone: Side::Local,
+            }),
             // A download that never completed: fetch it again.
-            None => Action::Copy {
+            (None, _) => policy.writable(Side::Local).then(|| Action::Copy {
                 from: Side::Remote,
                 id: r.id.clone(),
                 flags: r.flags,
-            },
-        }),
+            }),
+        },
         // Gone from both sides: nothing left to keep in step.
-        (Some(rec), None, None) => Some(Action::Forget { record: rec.id }),
+        (None, None) => Some(Action::Forget { record: rec.id }),
+    }
+}
+
+/// The arms for a survivor whose copy on `gone` was deleted without the deletion being carried
+/// over. Its id on `gone` is `None`, so only the survivor's side can still list it.
+fn decide_detached(
+    rec: &Record,
+    gone: Side,
+    remote: Option<&MessageMeta>,
+    local: Option<&MessageMeta>,
+) -> Option<Action> {
+    match (gone, remote, local) {
+        // The survivor is still there: it stays alone, flags and all.
+        (Side::Remote, None, Some(_)) | (Side::Local, Some(_), None) => None,
+        // The survivor was deleted too: nothing left to remember.
+        (Side::Remote, None, None) | (Side::Local, None, None) => {
+            Some(Action::Forget { record: rec.id })
+        }
+        // A copy on the side the deletion happened cannot be listed under this record (its id
+        // there is gone); were it, leaving everything alone changes nothing.
+        (Side::Remote, Some(_), _) | (Side::Local, _, Some(_)) => None,
+    }
+}
+
+/// `max_age` and `max_size`: which messages are copied at all. Copies only: a pair outside the
+/// limits keeps syncing flags and deletions, and nothing is deleted for being outside them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Only messages newer than this many days are copied.
+    pub max_age_days: Option<u32>,
+    /// Only messages of at most this many octets are copied.
+    pub max_size: Option<u64>,
+}
+
+/// Why a message is not copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutOfLimits {
+    TooBig,
+    TooOld,
+}
+
+impl Limits {
+    pub fn is_none(&self) -> bool {
+        self.max_age_days.is_none() && self.max_size.is_none()
+    }
+
+    /// Whether a message of `size` octets dated `date` (seconds since the epoch) is left out,
+    /// seen at `now`. A message without a date is copied: the age limit cannot say it is old.
+    pub fn check(&self, size: u64, date: Option<i64>, now: i64) -> Option<OutOfLimits> {
+        let too_big = self.max_size.is_some_and(|max| size > max);
+        let too_old = match (self.max_age_days, date) {
+            (Some(days), Some(date)) => date < now.saturating_sub(i64::from(days) * 86_400),
+            (Some(_), None) | (None, _) => false,
+        };
+        match (too_big, too_old) {
+            (true, _) => Some(OutOfLimits::TooBig),
+            (false, true) => Some(OutOfLimits::TooOld),
+            (false, false) => None,
+        }
     }
 }
 
@@ -242,6 +394,7 @@ pub fn plan_folder(
     local: &[MessageMeta],
     guard: MassDeleteGuard,
     allow_mass_delete: bool,
+    policy: Policy,
 ) -> Plan {
     let remote_by_id: HashMap<&MsgId, &MessageMeta> = remote.iter().map(|m| (&m.id, m)).collect();
     let local_by_id: HashMap<&MsgId, &MessageMeta> = local.iter().map(|m| (&m.id, m)).collect();
@@ -264,13 +417,13 @@ pub fn plan_folder(
         if let Some(id) = &rec.local {
             claimed_local.insert(id);
         }
-        actions.extend(decide(Some(rec), r, l));
+        actions.extend(decide(Some(rec), r, l, policy));
     }
     for m in remote.iter().filter(|m| !claimed_remote.contains(&m.id)) {
-        actions.extend(decide(None, Some(m), None));
+        actions.extend(decide(None, Some(m), None, policy));
     }
     for m in local.iter().filter(|m| !claimed_local.contains(&m.id)) {
-        actions.extend(decide(None, None, Some(m)));
+        actions.extend(decide(None, None, Some(m), policy));
     }
 
     if !allow_mass_delete {
@@ -279,9 +432,15 @@ pub fn plan_folder(
             .filter(|r| r.remote.is_some() && r.local.is_some())
             .count();
         for on in [Side::Local, Side::Remote] {
+            // A detached survivor counts like a deletion: an unmounted Maildir must not turn
+            // every pair into a survivor that is never synced again.
             let count = actions
                 .iter()
-                .filter(|a| matches!(a, Action::Delete { on: s, .. } if *s == on))
+                .filter(|a| match a {
+                    Action::Delete { on: s, .. } => *s == on,
+                    Action::Detach { gone, .. } => gone.other() == on,
+                    Action::Copy { .. } | Action::Flags { .. } | Action::Forget { .. } => false,
+                })
                 .count();
             let trips = count > 0
                 && known >= guard.min_messages as usize
@@ -594,6 +753,28 @@ pub fn hold_server_parents(
         .collect()
 }
 
+/// Leaves alone a folder that [`decide_folder`] would create on a side that is never written
+/// to: it is synced where it exists on both sides only.
+pub fn restrict_folder(action: FolderAction, policy: Policy) -> FolderAction {
+    match action {
+        FolderAction::CreateThenSync { on } if !policy.writable(on) => {
+            FolderAction::NotCreated { on }
+        }
+        FolderAction::CreateThenSync { on } => FolderAction::CreateThenSync { on },
+        // Removing a folder is a write like any other: on a read-only side it stays.
+        FolderAction::Remove { on, messages } if !policy.writable(on) => FolderAction::Kept {
+            from: on.other(),
+            reason: Kept::NotAllowed { messages },
+        },
+        FolderAction::Remove { on, messages } => FolderAction::Remove { on, messages },
+        FolderAction::NotCreated { on } => FolderAction::NotCreated { on },
+        FolderAction::Kept { from, reason } => FolderAction::Kept { from, reason },
+        FolderAction::Sync => FolderAction::Sync,
+        FolderAction::Forget => FolderAction::Forget,
+        FolderAction::Nothing => FolderAction::Nothing,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -610,12 +791,18 @@ mod tests {
             remote: remote.map(id),
             local: local.map(id),
             flags,
+            deleted_on: None,
         }
     }
     const S: Flags = Flags::SEEN;
     const F: Flags = Flags::FLAGGED;
     const D: Flags = Flags::DELETED;
     const NONE: Flags = Flags::empty();
+    const P: Policy = Policy {
+        readonly_remote: false,
+        readonly_local: false,
+        sync_deletes: true,
+    };
 
     /// One row per arm of the decision table.
     #[test]
@@ -721,14 +908,18 @@ mod tests {
             ),
         ];
         for (name, record, r, l, want) in cases {
-            assert_eq!(decide(record.as_ref(), r, l), want, "{name}");
+            assert_eq!(
+                decide(record.as_ref(), r, l, Policy::default()),
+                want,
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn new_messages_already_marked_deleted_are_not_copied() {
-        assert_eq!(decide(None, Some(&meta("1", D)), None), None);
-        assert_eq!(decide(None, None, Some(&meta("a", D.union(S)))), None);
+        assert_eq!(decide(None, Some(&meta("1", D)), None, P), None);
+        assert_eq!(decide(None, None, Some(&meta("a", D.union(S))), P), None);
     }
 
     #[test]
@@ -739,6 +930,7 @@ mod tests {
             Some(&record),
             Some(&meta("1", S.union(F))),
             Some(&meta("a", NONE)),
+            P,
         );
         assert_eq!(
             got,
@@ -762,7 +954,7 @@ mod tests {
     #[test]
     fn same_change_on_both_sides_only_updates_the_base() {
         let record = rec(1, Some("1"), Some("a"), NONE);
-        let got = decide(Some(&record), Some(&meta("1", S)), Some(&meta("a", S)));
+        let got = decide(Some(&record), Some(&meta("1", S)), Some(&meta("a", S)), P);
         assert_eq!(
             got,
             Some(Action::Flags {
@@ -797,7 +989,7 @@ mod tests {
         let (records, remote, _) = many(20);
         let guard = MassDeleteGuard::default();
         assert_eq!(
-            plan_folder(&records, &remote, &[], guard, false),
+            plan_folder(&records, &remote, &[], guard, false, P),
             Plan::Refused(MassDeletion {
                 on: Side::Remote,
                 count: 20,
@@ -805,7 +997,7 @@ mod tests {
             })
         );
         // The explicit override lets a real mass deletion through.
-        let Plan::Actions(actions) = plan_folder(&records, &remote, &[], guard, true) else {
+        let Plan::Actions(actions) = plan_folder(&records, &remote, &[], guard, true, P) else {
             panic!("override ignored");
         };
         assert_eq!(actions.len(), 20);
@@ -814,7 +1006,7 @@ mod tests {
     #[test]
     fn an_emptied_server_folder_does_not_empty_the_maildir() {
         let (records, _, local) = many(20);
-        let got = plan_folder(&records, &[], &local, MassDeleteGuard::default(), false);
+        let got = plan_folder(&records, &[], &local, MassDeleteGuard::default(), false, P);
         assert!(matches!(
             got,
             Plan::Refused(MassDeletion {
@@ -828,13 +1020,13 @@ mod tests {
     fn ordinary_deletions_and_small_folders_pass_the_valve() {
         let guard = MassDeleteGuard::default();
         let (records, remote, local) = many(20);
-        let Plan::Actions(a) = plan_folder(&records, &remote, &local[3..], guard, false) else {
+        let Plan::Actions(a) = plan_folder(&records, &remote, &local[3..], guard, false, P) else {
             panic!("3 of 20 deletions refused");
         };
         assert_eq!(a.len(), 3);
         let (records, remote, _) = many(guard.min_messages as usize - 1);
         assert!(matches!(
-            plan_folder(&records, &remote, &[], guard, false),
+            plan_folder(&records, &remote, &[], guard, false, P),
             Plan::Actions(_)
         ));
     }
@@ -844,9 +1036,14 @@ mod tests {
         let records = vec![rec(1, Some("1"), Some("a"), S)];
         let remote = vec![meta("1", S), meta("2", NONE)];
         let local = vec![meta("a", S), meta("b", F)];
-        let Plan::Actions(a) =
-            plan_folder(&records, &remote, &local, MassDeleteGuard::default(), false)
-        else {
+        let Plan::Actions(a) = plan_folder(
+            &records,
+            &remote,
+            &local,
+            MassDeleteGuard::default(),
+            false,
+            P,
+        ) else {
             panic!()
         };
         assert_eq!(
@@ -1052,6 +1249,292 @@ mod tests {
         }
     }
 
+    const RO_LOCAL: Policy = Policy {
+        readonly_remote: false,
+        readonly_local: true,
+        sync_deletes: true,
+    };
+    const RO_REMOTE: Policy = Policy {
+        readonly_remote: true,
+        readonly_local: false,
+        sync_deletes: true,
+    };
+    const KEEP_DELETED: Policy = Policy {
+        readonly_remote: false,
+        readonly_local: false,
+        sync_deletes: false,
+    };
+
+    fn detached(n: i64, remote: Option<&str>, local: Option<&str>, gone: Side) -> Record {
+        Record {
+            deleted_on: Some(gone),
+            ..rec(n, remote, local, S)
+        }
+    }
+
+    /// One row per arm that a policy changes, and per arm of a detached survivor.
+    #[test]
+    fn decision_table_under_policies() {
+        let r1 = meta("1", S);
+        let la = meta("a", S);
+        let both = rec(7, Some("1"), Some("a"), S);
+        let copy_down = Some(Action::Copy {
+            from: Side::Remote,
+            id: id("1"),
+            flags: S,
+        });
+        let copy_up = Some(Action::Copy {
+            from: Side::Local,
+            id: id("a"),
+            flags: S,
+        });
+        let detach = |gone| {
+            Some(Action::Detach {
+                record: RecordId(7),
+                gone,
+            })
+        };
+        type Row<'a> = (
+            &'a str,
+            Policy,
+            Option<Record>,
+            Option<&'a MessageMeta>,
+            Option<&'a MessageMeta>,
+            Option<Action>,
+        );
+        let cases: Vec<Row> = vec![
+            (
+                "new on server, local read-only",
+                RO_LOCAL,
+                None,
+                Some(&r1),
+                None,
+                None,
+            ),
+            (
+                "new on server, server read-only",
+                RO_REMOTE,
+                None,
+                Some(&r1),
+                None,
+                copy_down.clone(),
+            ),
+            (
+                "new locally, server read-only",
+                RO_REMOTE,
+                None,
+                None,
+                Some(&la),
+                None,
+            ),
+            (
+                "new locally, local read-only",
+                RO_LOCAL,
+                None,
+                None,
+                Some(&la),
+                copy_up.clone(),
+            ),
+            (
+                "unpaired on both, local read-only",
+                RO_LOCAL,
+                None,
+                Some(&r1),
+                Some(&la),
+                copy_up.clone(),
+            ),
+            (
+                "expunged on server, local read-only",
+                RO_LOCAL,
+                Some(both.clone()),
+                None,
+                Some(&la),
+                detach(Side::Remote),
+            ),
+            (
+                "expunged on server, deletes kept",
+                KEEP_DELETED,
+                Some(both.clone()),
+                None,
+                Some(&la),
+                detach(Side::Remote),
+            ),
+            (
+                "expunged on server, server read-only",
+                RO_REMOTE,
+                Some(both.clone()),
+                None,
+                Some(&la),
+                Some(Action::Delete {
+                    record: RecordId(7),
+                    on: Side::Local,
+                    id: id("a"),
+                }),
+            ),
+            (
+                "deleted locally, server read-only",
+                RO_REMOTE,
+                Some(both.clone()),
+                Some(&r1),
+                None,
+                detach(Side::Local),
+            ),
+            (
+                "deleted locally, deletes kept",
+                KEEP_DELETED,
+                Some(both.clone()),
+                Some(&r1),
+                None,
+                detach(Side::Local),
+            ),
+            (
+                "upload never confirmed, server read-only",
+                RO_REMOTE,
+                Some(rec(7, None, Some("a"), S)),
+                None,
+                Some(&la),
+                None,
+            ),
+            (
+                "download never completed, local read-only",
+                RO_LOCAL,
+                Some(rec(7, Some("1"), None, S)),
+                Some(&r1),
+                None,
+                None,
+            ),
+            // A survivor stays alone whatever the policy; it is never copied back.
+            (
+                "survivor of a server deletion",
+                P,
+                Some(detached(7, None, Some("a"), Side::Remote)),
+                None,
+                Some(&la),
+                None,
+            ),
+            (
+                "survivor of a local deletion",
+                P,
+                Some(detached(7, Some("1"), None, Side::Local)),
+                Some(&r1),
+                None,
+                None,
+            ),
+            (
+                "survivor deleted too (local)",
+                KEEP_DELETED,
+                Some(detached(7, None, Some("a"), Side::Remote)),
+                None,
+                None,
+                Some(Action::Forget {
+                    record: RecordId(7),
+                }),
+            ),
+            (
+                "survivor deleted too (server)",
+                RO_REMOTE,
+                Some(detached(7, Some("1"), None, Side::Local)),
+                None,
+                None,
+                Some(Action::Forget {
+                    record: RecordId(7),
+                }),
+            ),
+            (
+                "detached from the server, listed there",
+                P,
+                Some(detached(7, None, Some("a"), Side::Remote)),
+                Some(&r1),
+                Some(&la),
+                None,
+            ),
+            (
+                "detached locally, listed there",
+                P,
+                Some(detached(7, Some("1"), None, Side::Local)),
+                Some(&r1),
+                Some(&la),
+                None,
+            ),
+        ];
+        for (name, policy, record, r, l, want) in cases {
+            assert_eq!(decide(record.as_ref(), r, l, policy), want, "{name}");
+        }
+    }
+
+    /// Applies a flags action's result to the sides that may be written, as the executor does.
+    fn apply_flags(a: &Action, record: &mut Record, r: &mut MessageMeta, l: &mut MessageMeta) {
+        let Action::Flags {
+            remote_change,
+            local_change,
+            merged,
+            ..
+        } = a
+        else {
+            panic!("not a flags action: {a}");
+        };
+        if let Some(c) = remote_change {
+            r.flags = r.flags.union(c.add).minus(c.remove);
+        }
+        if let Some(c) = local_change {
+            l.flags = l.flags.union(c.add).minus(c.remove);
+        }
+        record.flags = *merged;
+    }
+
+    #[test]
+    fn a_flag_change_on_the_writable_side_is_never_reverted() {
+        for (policy, writable) in [(RO_LOCAL, Side::Remote), (RO_REMOTE, Side::Local)] {
+            let mut record = rec(1, Some("1"), Some("a"), NONE);
+            let (mut r, mut l) = (meta("1", NONE), meta("a", NONE));
+            // The writable side gains \Flagged; the read-only side cannot follow.
+            match writable {
+                Side::Remote => r.flags = F,
+                Side::Local => l.flags = F,
+            }
+            if let Some(a) = decide(Some(&record), Some(&r), Some(&l), policy) {
+                let Action::Flags {
+                    remote_change,
+                    local_change,
+                    ..
+                } = &a
+                else {
+                    panic!()
+                };
+                assert!(
+                    remote_change.is_none() && local_change.is_none(),
+                    "{policy:?}: {a}"
+                );
+                apply_flags(&a, &mut record, &mut r, &mut l);
+            }
+            // Later runs leave the change where it is.
+            for _ in 0..2 {
+                if let Some(a) = decide(Some(&record), Some(&r), Some(&l), policy) {
+                    apply_flags(&a, &mut record, &mut r, &mut l);
+                }
+            }
+            let kept = match writable {
+                Side::Remote => r.flags,
+                Side::Local => l.flags,
+            };
+            assert_eq!(kept, F, "{policy:?}");
+            assert_eq!(decide(Some(&record), Some(&r), Some(&l), policy), None);
+            // A change on the read-only side still travels to the writable one.
+            match writable {
+                Side::Remote => l.flags = S,
+                Side::Local => r.flags = S,
+            }
+            let a = decide(Some(&record), Some(&r), Some(&l), policy).expect("read-only change");
+            apply_flags(&a, &mut record, &mut r, &mut l);
+            let now = match writable {
+                Side::Remote => r.flags,
+                Side::Local => l.flags,
+            };
+            assert_eq!(now, F.union(S), "{policy:?}");
+            assert_eq!(decide(Some(&record), Some(&r), Some(&l), policy), None);
+        }
+    }
+
     #[test]
     fn a_vanished_inbox_is_made_again_never_removed() {
         use FolderAction::*;
@@ -1207,12 +1690,99 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_safety_valve_counts_survivors_left_alone() {
+        let (records, remote, _) = many(20);
+        let guard = MassDeleteGuard::default();
+        // The Maildir vanished while the server is read-only: no deletion is possible, but
+        // detaching every pair would make the messages never sync again.
+        assert_eq!(
+            plan_folder(&records, &remote, &[], guard, false, RO_REMOTE),
+            Plan::Refused(MassDeletion {
+                on: Side::Remote,
+                count: 20,
+                known: 20
+            })
+        );
+        let (records, _, local) = many(20);
+        assert!(matches!(
+            plan_folder(&records, &[], &local, guard, false, KEEP_DELETED),
+            Plan::Refused(MassDeletion {
+                on: Side::Local,
+                ..
+            })
+        ));
+        let Plan::Actions(a) = plan_folder(&records, &[], &local, guard, true, KEEP_DELETED) else {
+            panic!("override ignored");
+        };
+        assert!(a.iter().all(|a| matches!(
+            a,
+            Action::Detach {
+                gone: Side::Remote,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn limits_leave_out_big_and_old_messages_only() {
+        let now = 1_000 * 86_400;
+        let limits = Limits {
+            max_age_days: Some(30),
+            max_size: Some(1000),
+        };
+        let day = 86_400;
+        assert_eq!(limits.check(1000, Some(now - day), now), None);
+        assert_eq!(
+            limits.check(1001, Some(now - day), now),
+            Some(OutOfLimits::TooBig)
+        );
+        assert_eq!(
+            limits.check(10, Some(now - 31 * day), now),
+            Some(OutOfLimits::TooOld)
+        );
+        assert_eq!(limits.check(10, Some(now - 30 * day), now), None);
+        // Unknown date: copied; too big wins over too old.
+        assert_eq!(limits.check(10, None, now), None);
+        assert_eq!(limits.check(2000, Some(0), now), Some(OutOfLimits::TooBig));
+        assert_eq!(Limits::default().check(u64::MAX, Some(0), now), None);
+        assert!(Limits::default().is_none());
+    }
+
+    #[test]
+    fn folders_are_not_created_on_a_read_only_side() {
+        let create_local = FolderAction::CreateThenSync { on: Side::Local };
+        let create_remote = FolderAction::CreateThenSync { on: Side::Remote };
+        assert_eq!(
+            restrict_folder(create_local, RO_LOCAL),
+            FolderAction::NotCreated { on: Side::Local }
+        );
+        assert_eq!(restrict_folder(create_remote, RO_LOCAL), create_remote);
+        assert_eq!(
+            restrict_folder(create_remote, RO_REMOTE),
+            FolderAction::NotCreated { on: Side::Remote }
+        );
+        assert_eq!(restrict_folder(create_local, P), create_local);
+        assert_eq!(
+            restrict_folder(FolderAction::Sync, RO_LOCAL),
+            FolderAction::Sync
+        );
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
 
         fn flags() -> impl Strategy<Value = Flags> {
             (0u8..64).prop_map(|b| Flags::from_bits(b).unwrap())
+        }
+
+        fn policy() -> impl Strategy<Value = Policy> {
+            (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(rr, rl, sd)| Policy {
+                readonly_remote: rr,
+                readonly_local: rl && !rr,
+                sync_deletes: sd,
+            })
         }
 
         proptest! {
@@ -1235,7 +1805,7 @@ mod tests {
                     if in_l { local.push(meta(&lid, *lf)); }
                 }
                 let Plan::Actions(actions) =
-                    plan_folder(&records, &remote, &local, MassDeleteGuard::default(), true)
+                    plan_folder(&records, &remote, &local, MassDeleteGuard::default(), true, P)
                 else { unreachable!() };
                 let mut next = 10_000i64;
                 for a in actions {
@@ -1247,7 +1817,7 @@ mod tests {
                                 Side::Remote => { local.push(MessageMeta { id: new_id.clone(), flags }); (id, new_id) }
                                 Side::Local => { remote.push(MessageMeta { id: new_id.clone(), flags }); (new_id, id) }
                             };
-                            records.push(Record { id: RecordId(next), remote: Some(rid), local: Some(lid), flags });
+                            records.push(Record { id: RecordId(next), remote: Some(rid), local: Some(lid), flags, deleted_on: None });
                         }
                         Action::Flags { record, remote: rid, local: lid, merged, .. } => {
                             remote.iter_mut().filter(|m| m.id == rid).for_each(|m| m.flags = merged);
@@ -1259,9 +1829,10 @@ mod tests {
                             records.retain(|r| r.id != record);
                         }
                         Action::Forget { record } => records.retain(|r| r.id != record),
+                        Action::Detach { .. } => unreachable!("the default policy carries deletions over"),
                     }
                 }
-                let again = plan_folder(&records, &remote, &local, MassDeleteGuard::default(), true);
+                let again = plan_folder(&records, &remote, &local, MassDeleteGuard::default(), true, P);
                 prop_assert_eq!(again, Plan::Actions(vec![]));
                 // Every pair left holds equal flags on both sides.
                 for r in &records {
@@ -1269,6 +1840,73 @@ mod tests {
                     let lf = local.iter().find(|m| Some(&m.id) == r.local.as_ref()).map(|m| m.flags);
                     prop_assert_eq!(rf, lf);
                 }
+            }
+
+            /// Under any policy, a plan applied (read-only sides untouched) and planned again
+            /// finds nothing to do: no copy is ever repeated and no change bounces back.
+            #[test]
+            fn a_plan_under_a_policy_converges(
+                policy in policy(),
+                cases in proptest::collection::vec(
+                    (0u8..8, flags(), flags(), flags()), 0..40)
+            ) {
+                let mut records = Vec::new();
+                let mut remote = Vec::new();
+                let mut local = Vec::new();
+                for (i, (shape, base, rf, lf)) in cases.iter().enumerate() {
+                    let (in_rec, in_r, in_l) = (shape & 1 != 0, shape & 2 != 0, shape & 4 != 0);
+                    let rid = format!("{}", i + 1);
+                    let lid = format!("l{i}");
+                    if in_rec { records.push(rec(i as i64, Some(&rid), Some(&lid), *base)); }
+                    if in_r { remote.push(meta(&rid, *rf)); }
+                    if in_l { local.push(meta(&lid, *lf)); }
+                }
+                let (remote_before, local_before) = (remote.clone(), local.clone());
+                let Plan::Actions(actions) =
+                    plan_folder(&records, &remote, &local, MassDeleteGuard::default(), true, policy)
+                else { unreachable!() };
+                let mut next = 10_000i64;
+                for a in actions {
+                    match a {
+                        Action::Copy { from, id, flags } => {
+                            prop_assert!(policy.writable(from.other()), "copy into a read-only side");
+                            next += 1;
+                            let new_id = MsgId::new(format!("n{next}")).unwrap();
+                            let (rid, lid) = match from {
+                                Side::Remote => { local.push(MessageMeta { id: new_id.clone(), flags }); (id, new_id) }
+                                Side::Local => { remote.push(MessageMeta { id: new_id.clone(), flags }); (new_id, id) }
+                            };
+                            records.push(Record { id: RecordId(next), remote: Some(rid), local: Some(lid), flags, deleted_on: None });
+                        }
+                        Action::Flags { record, remote: rid, local: lid, remote_change, local_change, merged } => {
+                            prop_assert!(remote_change.is_none() || policy.writable(Side::Remote));
+                            prop_assert!(local_change.is_none() || policy.writable(Side::Local));
+                            if let Some(c) = remote_change {
+                                remote.iter_mut().filter(|m| m.id == rid).for_each(|m| m.flags = m.flags.union(c.add).minus(c.remove));
+                            }
+                            if let Some(c) = local_change {
+                                local.iter_mut().filter(|m| m.id == lid).for_each(|m| m.flags = m.flags.union(c.add).minus(c.remove));
+                            }
+                            records.iter_mut().filter(|r| r.id == record).for_each(|r| r.flags = merged);
+                        }
+                        Action::Delete { record, on, id } => {
+                            prop_assert!(policy.deletes_on(on), "deletion not allowed");
+                            match on { Side::Remote => remote.retain(|m| m.id != id), Side::Local => local.retain(|m| m.id != id) }
+                            records.retain(|r| r.id != record);
+                        }
+                        Action::Forget { record } => records.retain(|r| r.id != record),
+                        Action::Detach { record, gone } => {
+                            for r in records.iter_mut().filter(|r| r.id == record) {
+                                r.deleted_on = Some(gone);
+                                match gone { Side::Remote => r.remote = None, Side::Local => r.local = None }
+                            }
+                        }
+                    }
+                }
+                if !policy.writable(Side::Remote) { prop_assert_eq!(&remote, &remote_before); }
+                if !policy.writable(Side::Local) { prop_assert_eq!(&local, &local_before); }
+                let again = plan_folder(&records, &remote, &local, MassDeleteGuard::default(), true, policy);
+                prop_assert_eq!(again, Plan::Actions(vec![]));
             }
         }
     }

@@ -5,7 +5,11 @@
 use std::collections::HashMap;
 
 use crate::model::{Fingerprint, Flags, MsgId};
-use crate::plan::{Record, RecordId};
+use crate::plan::{Record, RecordId, Side};
+
+/// A message pair as re-matching rebuilds it: server id, local id, base flags, and the side a
+/// survivor's copy was deleted on (see [`Record::deleted_on`]).
+pub type Pair = (Option<MsgId>, Option<MsgId>, Flags, Option<Side>);
 
 type ContentKey = (u64, [u8; 32]);
 
@@ -46,15 +50,12 @@ pub struct Known {
 ///
 /// Nothing is ever deleted through this: a local message the state knew but whose server copy is
 /// not found becomes a pair without a server id, which the planner uploads; server messages not
-/// matched stay unpaired, which the planner downloads.
-pub fn rematch(
-    records: &[Record],
-    remote: &[Known],
-    local: &[Known],
-) -> Vec<(Option<MsgId>, Option<MsgId>, Flags)> {
-    let base_by_local: HashMap<&MsgId, Flags> = records
+/// matched stay unpaired, which the planner downloads. A local survivor of a server deletion
+/// that was not carried over stays one, so it is not uploaded.
+pub fn rematch(records: &[Record], remote: &[Known], local: &[Known]) -> Vec<Pair> {
+    let base_by_local: HashMap<&MsgId, (Flags, Option<Side>)> = records
         .iter()
-        .filter_map(|r| r.local.as_ref().map(|l| (l, r.flags)))
+        .filter_map(|r| r.local.as_ref().map(|l| (l, (r.flags, r.deleted_on))))
         .collect();
     let mut pool: HashMap<ContentKey, Vec<&Known>> = HashMap::new();
     for m in remote.iter().rev() {
@@ -62,20 +63,38 @@ pub fn rematch(
     }
     let mut pairs = Vec::new();
     for l in local {
-        let base = base_by_local.get(&l.id).copied();
+        let known = base_by_local.get(&l.id).copied();
         match pool.get_mut(&key(&l.fingerprint)).and_then(|v| v.pop()) {
             // With no history, a flag set on either side counts as set: the base is what both
             // agree on, so the merge keeps the union.
             Some(r) => pairs.push((
                 Some(r.id.clone()),
                 Some(l.id.clone()),
-                base.unwrap_or_else(|| r.flags.intersect(l.flags)),
+                known.map_or_else(|| r.flags.intersect(l.flags), |(base, _)| base),
+                None,
             )),
             None => {
-                if let Some(base) = base {
-                    pairs.push((None, Some(l.id.clone()), base));
+                if let Some((base, deleted_on)) = known {
+                    pairs.push((None, Some(l.id.clone()), base, deleted_on));
                 }
             }
+        }
+    }
+    pairs
+}
+
+/// After the local side renumbered a folder, the pairs are rebuilt without history, but the
+/// server ids are still good: a server survivor of a local deletion that was not carried over
+/// stays one (instead of being downloaded again), unless re-matching paired its server copy.
+pub fn keep_server_survivors(records: &[Record], mut pairs: Vec<Pair>) -> Vec<Pair> {
+    let paired: std::collections::HashSet<MsgId> =
+        pairs.iter().filter_map(|p| p.0.clone()).collect();
+    for r in records {
+        if r.deleted_on == Some(Side::Local)
+            && let Some(remote) = &r.remote
+            && !paired.contains(remote)
+        {
+            pairs.push((Some(remote.clone()), None, r.flags, Some(Side::Local)));
         }
     }
     pairs
@@ -129,12 +148,14 @@ mod tests {
                 remote: Some(id("1")),
                 local: Some(id("a")),
                 flags: Flags::SEEN,
+                deleted_on: None,
             },
             Record {
                 id: RecordId(2),
                 remote: Some(id("2")),
                 local: Some(id("b")),
                 flags: Flags::SEEN,
+                deleted_on: None,
             },
         ];
         // The server renumbered: "a" is now UID 7; "b" is gone from the server; "c" is new locally.
@@ -147,8 +168,8 @@ mod tests {
         assert_eq!(
             rematch(&records, &remote, &local),
             vec![
-                (Some(id("7")), Some(id("a")), Flags::SEEN),
-                (None, Some(id("b")), Flags::SEEN),
+                (Some(id("7")), Some(id("a")), Flags::SEEN, None),
+                (None, Some(id("b")), Flags::SEEN, None),
             ]
         );
     }
@@ -158,6 +179,53 @@ mod tests {
         let remote = vec![known("1", Flags::SEEN, 1), known("2", Flags::empty(), 1)];
         let local = vec![known("a", Flags::FLAGGED, 1)];
         let pairs = rematch(&[], &remote, &local);
-        assert_eq!(pairs, vec![(Some(id("1")), Some(id("a")), Flags::empty())]);
+        assert_eq!(
+            pairs,
+            vec![(Some(id("1")), Some(id("a")), Flags::empty(), None)]
+        );
+    }
+
+    #[test]
+    fn server_survivors_outlive_a_local_renumbering() {
+        let records = vec![
+            Record {
+                id: RecordId(1),
+                remote: Some(id("5")),
+                local: None,
+                flags: Flags::FLAGGED,
+                deleted_on: Some(Side::Local),
+            },
+            Record {
+                id: RecordId(2),
+                remote: Some(id("6")),
+                local: Some(id("2")),
+                flags: Flags::SEEN,
+                deleted_on: None,
+            },
+        ];
+        let pairs = vec![(Some(id("6")), Some(id("9")), Flags::SEEN, None)];
+        assert_eq!(
+            keep_server_survivors(&records, pairs.clone()),
+            vec![
+                pairs[0].clone(),
+                (Some(id("5")), None, Flags::FLAGGED, Some(Side::Local))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_survivor_of_a_server_deletion_stays_one_after_rematching() {
+        let records = vec![Record {
+            id: RecordId(1),
+            remote: None,
+            local: Some(id("a")),
+            flags: Flags::SEEN,
+            deleted_on: Some(Side::Remote),
+        }];
+        let local = vec![known("a", Flags::SEEN, 1)];
+        assert_eq!(
+            rematch(&records, &[known("9", Flags::empty(), 2)], &local),
+            vec![(None, Some(id("a")), Flags::SEEN, Some(Side::Remote))]
+        );
     }
 }

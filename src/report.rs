@@ -64,6 +64,18 @@ pub fn summary(report: &AccountReport, dry_run: bool) -> Vec<String> {
                 f.deleted_remote
             ));
         }
+        if f.skipped_too_old > 0 {
+            lines.push(format!(
+                "  {}: {} messages older than max_age not copied",
+                f.folder, f.skipped_too_old
+            ));
+        }
+        for m in &f.skipped_too_big {
+            lines.push(format!(
+                "  {}: {} message {} not copied: {} bytes is more than max_size",
+                f.folder, m.side, m.id, m.size
+            ));
+        }
     }
     lines
 }
@@ -201,4 +213,36 @@ pub fn folder_table(rows: &[FolderRow]) -> Vec<String> {
         ));
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{FolderReport, SkippedMessage};
+
+    #[test]
+    fn messages_left_out_by_the_limits_are_listed() {
+        let report = AccountReport {
+            account: "a".into(),
+            folders: vec![FolderReport {
+                folder: "INBOX".into(),
+                skipped_too_old: 3,
+                skipped_too_big: vec![SkippedMessage {
+                    side: "server".into(),
+                    id: "17".into(),
+                    size: 20_000_000,
+                }],
+                ..FolderReport::default()
+            }],
+            error: None,
+        };
+        let lines = summary(&report, false);
+        assert!(lines.contains(&"  INBOX: 3 messages older than max_age not copied".to_owned()));
+        assert!(
+            lines.contains(
+                &"  INBOX: server message 17 not copied: 20000000 bytes is more than max_size"
+                    .to_owned()
+            )
+        );
+    }
 }

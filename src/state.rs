@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{Fingerprint, Flags, FolderName, MsgId, UidValidity};
-use crate::plan::{Record, RecordId};
+use crate::plan::{Record, RecordId, Side};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -67,6 +67,27 @@ CREATE INDEX messages_pending ON messages(folder) WHERE pending IS NOT NULL;
 -- Folders are keyed by the server's name; this is the local name the folder was last synced
 -- under (NULL: the same as `name`, as for every folder synced before folders could be renamed).
 ALTER TABLE folders ADD COLUMN local_name TEXT;
+-- The survivor of a deletion not carried over (read-only side, sync_deletes = false): the side
+-- the message was deleted on; that side's id is NULL. See plan::Record::deleted_on.
+ALTER TABLE messages ADD COLUMN deleted_on TEXT CHECK (deleted_on IN ('remote', 'local'));
+-- Where a pending 'upload' goes: to the server, or (IMAP <-> IMAP) to the local side, whose
+-- ids cannot be reserved either. For 'local', `remote` holds the source and `local` is NULL.
+ALTER TABLE messages ADD COLUMN upload_to TEXT NOT NULL DEFAULT 'remote'
+    CHECK (upload_to IN ('remote', 'local'));
+-- The local side's UIDVALIDITY, for a local side that has one (an IMAP store).
+ALTER TABLE folders ADD COLUMN local_uid_validity INTEGER;
+-- Messages max_age or max_size left out, with the limits that did, so they are not examined
+-- again at every run; a change of either limit examines them again.
+CREATE TABLE skipped (
+    folder INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+    side TEXT NOT NULL CHECK (side IN ('remote', 'local')),
+    id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    date INTEGER,
+    max_age INTEGER,
+    max_size INTEGER,
+    PRIMARY KEY (folder, side, id)
+) STRICT;
 "#,
 ];
 
@@ -127,6 +148,36 @@ pub enum Pending {
         size: u64,
         sha256: [u8; 32],
     },
+    /// A copy into a local side that cannot reserve ids (IMAP): found again by content among
+    /// the local side's new messages, as uploads are on the server.
+    CopyToLocal {
+        record: RecordId,
+        remote: MsgId,
+        flags: Flags,
+        uid_next: u32,
+        size: u64,
+        sha256: [u8; 32],
+    },
+}
+
+/// A message `max_age` or `max_size` kept from being copied, and the limits that did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The side the message is on (it was not copied to the other).
+    pub side: Side,
+    pub id: MsgId,
+    pub size: u64,
+    /// Seconds since the epoch, when known.
+    pub date: Option<i64>,
+    pub max_age: Option<u32>,
+    pub max_size: Option<u64>,
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Remote => "remote",
+        Side::Local => "local",
+    }
 }
 
 pub struct StateDb {
@@ -407,7 +458,7 @@ impl StateDb {
     pub fn records(&self, folder: i64) -> Result<Vec<Record>, StateError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, remote, local, flags FROM messages WHERE folder = ?1 AND pending IS NULL ORDER BY id")
+            .prepare("SELECT id, remote, local, flags, deleted_on FROM messages WHERE folder = ?1 AND pending IS NULL ORDER BY id")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![folder], |r| {
@@ -416,17 +467,19 @@ impl StateDb {
                     r.get::<_, Option<String>>(1)?,
                     r.get::<_, Option<String>>(2)?,
                     r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, remote, local, flags) = row.map_err(|e| self.err(e))?;
+            let (id, remote, local, flags, deleted_on) = row.map_err(|e| self.err(e))?;
             out.push(Record {
                 id: RecordId(id),
                 remote: self.msg_id(remote)?,
                 local: self.msg_id(local)?,
                 flags: self.flags(flags)?,
+                deleted_on: self.side(deleted_on)?,
             });
         }
         Ok(out)
@@ -435,6 +488,15 @@ impl StateDb {
     fn msg_id(&self, raw: Option<String>) -> Result<Option<MsgId>, StateError> {
         raw.map(|s| MsgId::new(s.clone()).ok_or_else(|| self.corrupt(format!("message id {s:?}"))))
             .transpose()
+    }
+
+    fn side(&self, raw: Option<String>) -> Result<Option<Side>, StateError> {
+        match raw.as_deref() {
+            None => Ok(None),
+            Some("remote") => Ok(Some(Side::Remote)),
+            Some("local") => Ok(Some(Side::Local)),
+            Some(other) => Err(self.corrupt(format!("side {other:?}"))),
+        }
     }
 
     fn flags(&self, raw: i64) -> Result<Flags, StateError> {
@@ -448,7 +510,7 @@ impl StateDb {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, pending, remote, local, flags, upload_uid_next, upload_size, upload_sha256
+                "SELECT id, pending, remote, local, flags, upload_uid_next, upload_size, upload_sha256, upload_to
                  FROM messages WHERE folder = ?1 AND pending IS NOT NULL ORDER BY id",
             )
             .map_err(|e| self.err(e))?;
@@ -461,6 +523,7 @@ impl StateDb {
             Option<i64>,
             Option<i64>,
             Option<Vec<u8>>,
+            String,
         );
         let rows: Vec<Row> = stmt
             .query_map(params![folder], |r| {
@@ -473,24 +536,35 @@ impl StateDb {
                     r.get(5)?,
                     r.get(6)?,
                     r.get(7)?,
+                    r.get(8)?,
                 ))
             })
             .map_err(|e| self.err(e))?
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for (id, kind, remote, local, flags, uid_next, size, sha) in rows {
+        for (id, kind, remote, local, flags, uid_next, size, sha, to) in rows {
             let record = RecordId(id);
             let flags = self.flags(flags)?;
             let bad = || self.corrupt(format!("pending row {id}"));
-            out.push(match kind.as_str() {
-                "download" => Pending::Download {
+            out.push(match (kind.as_str(), to.as_str()) {
+                ("download", _) => Pending::Download {
                     record,
                     remote: self.msg_id(remote)?.ok_or_else(bad)?,
                     local: self.msg_id(local)?.ok_or_else(bad)?,
                     flags,
                 },
-                "upload" => Pending::Upload {
+                ("upload", "local") => Pending::CopyToLocal {
+                    record,
+                    remote: self.msg_id(remote)?.ok_or_else(bad)?,
+                    flags,
+                    uid_next: uid_next
+                        .and_then(|v| u32::try_from(v).ok())
+                        .ok_or_else(bad)?,
+                    size: size.and_then(|v| u64::try_from(v).ok()).ok_or_else(bad)?,
+                    sha256: sha.and_then(|v| v.try_into().ok()).ok_or_else(bad)?,
+                },
+                ("upload", _) => Pending::Upload {
                     record,
                     local: self.msg_id(local)?.ok_or_else(bad)?,
                     flags,
@@ -652,27 +726,224 @@ impl StateDb {
         &mut self,
         folder: i64,
         uid_validity: Option<UidValidity>,
-        pairs: &[(Option<MsgId>, Option<MsgId>, Flags)],
+        pairs: &[crate::recover::Pair],
     ) -> Result<(), StateError> {
         self.in_transaction(|tx| {
             tx.execute("DELETE FROM messages WHERE folder = ?1", params![folder])?;
             let mut insert = tx.prepare(
-                "INSERT INTO messages (folder, remote, local, flags) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO messages (folder, remote, local, flags, deleted_on) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for (remote, local, flags) in pairs {
+            for (remote, local, flags, deleted_on) in pairs {
                 insert.execute(params![
                     folder,
                     remote.as_ref().map(MsgId::as_str),
                     local.as_ref().map(MsgId::as_str),
-                    flags.bits()
+                    flags.bits(),
+                    deleted_on.map(side_name)
                 ])?;
             }
             tx.execute(
                 "UPDATE folders SET uid_validity = ?2, uid_next = NULL, highest_modseq = NULL WHERE id = ?1",
                 params![folder, uid_validity.map(|v| v.get())],
             )?;
+            // Skipped ids may name other messages after a renumbering: examine them again.
+            tx.execute("DELETE FROM skipped WHERE folder = ?1", params![folder])?;
             Ok(())
         })
+    }
+
+    /// Records survivors of deletions not carried over: the copy on `gone` is forgotten, the
+    /// survivor stays, marked so that it is neither deleted nor copied back.
+    pub fn detach(&mut self, detached: &[(RecordId, Side)]) -> Result<(), StateError> {
+        self.in_transaction(|tx| {
+            let mut remote = tx.prepare(
+                "UPDATE messages SET remote = NULL, deleted_on = 'remote' WHERE id = ?1",
+            )?;
+            let mut local =
+                tx.prepare("UPDATE messages SET local = NULL, deleted_on = 'local' WHERE id = ?1")?;
+            for (id, gone) in detached {
+                match gone {
+                    Side::Remote => remote.execute(params![id.0])?,
+                    Side::Local => local.execute(params![id.0])?,
+                };
+            }
+            Ok(())
+        })
+    }
+
+    /// Records the intent to copy server messages into a local side that assigns its own ids
+    /// (IMAP), with the local UIDNEXT and the content's identity to find the copy again.
+    pub fn begin_copies_to_local(
+        &mut self,
+        folder: i64,
+        uid_next: u32,
+        copies: &[(MsgId, Flags, Fingerprint)],
+    ) -> Result<(), StateError> {
+        self.in_transaction(|tx| {
+            // A pair whose local copy never existed gives way to the intent, as for downloads.
+            let mut clear = tx.prepare(
+                "DELETE FROM messages WHERE folder = ?1 AND remote = ?2 AND local IS NULL AND pending IS NULL AND deleted_on IS NULL",
+            )?;
+            let mut insert = tx.prepare(
+                "INSERT INTO messages (folder, remote, flags, pending, upload_to, upload_uid_next, upload_size, upload_sha256)
+                 VALUES (?1, ?2, ?3, 'upload', 'local', ?4, ?5, ?6)",
+            )?;
+            for (remote, flags, fp) in copies {
+                clear.execute(params![folder, remote.as_str()])?;
+                insert.execute(params![
+                    folder,
+                    remote.as_str(),
+                    flags.bits(),
+                    uid_next,
+                    i64::try_from(fp.size).unwrap_or(i64::MAX),
+                    &fp.sha256[..]
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Confirms copies into the local side by the server id they were recorded under.
+    pub fn confirm_copies_to_local(
+        &mut self,
+        folder: i64,
+        confirmed: &[(MsgId, MsgId, Flags)],
+    ) -> Result<(), StateError> {
+        self.in_transaction(|tx| {
+            let mut update = tx.prepare(
+                "UPDATE messages SET local = ?3, flags = ?4, pending = NULL, upload_to = 'remote',
+                 upload_uid_next = NULL, upload_size = NULL, upload_sha256 = NULL
+                 WHERE folder = ?1 AND remote = ?2 AND pending = 'upload' AND upload_to = 'local'",
+            )?;
+            for (remote, local, flags) in confirmed {
+                update.execute(params![
+                    folder,
+                    remote.as_str(),
+                    local.as_str(),
+                    flags.bits()
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The local side's UIDVALIDITY as of the last sync of the folder (IMAP local side only).
+    pub fn local_uid_validity(&self, folder: i64) -> Result<Option<UidValidity>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT local_uid_validity FROM folders WHERE id = ?1",
+                params![folder],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()
+            .map(|v| {
+                v.flatten()
+                    .and_then(|v| u32::try_from(v).ok())
+                    .and_then(UidValidity::new)
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn set_local_uid_validity(
+        &mut self,
+        folder: i64,
+        uid_validity: Option<UidValidity>,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE folders SET local_uid_validity = ?2 WHERE id = ?1",
+                params![folder, uid_validity.map(|v| v.get())],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The messages of a folder that the limits kept from being copied.
+    pub fn skipped(&self, folder: i64) -> Result<Vec<Skipped>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT side, id, size, date, max_age, max_size FROM skipped WHERE folder = ?1 ORDER BY side, id",
+            )
+            .map_err(|e| self.err(e))?;
+        type Row = (String, String, i64, Option<i64>, Option<i64>, Option<i64>);
+        let rows: Vec<Row> = stmt
+            .query_map(params![folder], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for (side, id, size, date, max_age, max_size) in rows {
+            let bad = || self.corrupt(format!("skipped message {id:?}"));
+            out.push(Skipped {
+                side: self.side(Some(side))?.ok_or_else(bad)?,
+                id: self.msg_id(Some(id.clone()))?.ok_or_else(bad)?,
+                size: u64::try_from(size).map_err(|_| bad())?,
+                date,
+                max_age: max_age
+                    .map(|v| u32::try_from(v).map_err(|_| bad()))
+                    .transpose()?,
+                max_size: max_size
+                    .map(|v| u64::try_from(v).map_err(|_| bad()))
+                    .transpose()?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Replaces the folder's skipped messages: `remove` (by side and id) go, `add` come.
+    pub fn update_skipped(
+        &mut self,
+        folder: i64,
+        remove: &[(Side, MsgId)],
+        add: &[Skipped],
+    ) -> Result<(), StateError> {
+        if remove.is_empty() && add.is_empty() {
+            return Ok(());
+        }
+        self.in_transaction(|tx| {
+            let mut delete =
+                tx.prepare("DELETE FROM skipped WHERE folder = ?1 AND side = ?2 AND id = ?3")?;
+            for (side, id) in remove {
+                delete.execute(params![folder, side_name(*side), id.as_str()])?;
+            }
+            let mut insert = tx.prepare(
+                "INSERT OR REPLACE INTO skipped (folder, side, id, size, date, max_age, max_size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for s in add {
+                insert.execute(params![
+                    folder,
+                    side_name(s.side),
+                    s.id.as_str(),
+                    i64::try_from(s.size).unwrap_or(i64::MAX),
+                    s.date,
+                    s.max_age,
+                    s.max_size.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Forgets the skipped messages of one side of a folder (its ids were renumbered).
+    pub fn clear_skipped(&mut self, folder: i64, side: Side) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "DELETE FROM skipped WHERE folder = ?1 AND side = ?2",
+                params![folder, side_name(side)],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Whether any message of this id is known, pending or not (used by tests and checks).
@@ -741,7 +1012,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut db = StateDb::open(&dir.path().join("a.sqlite")).unwrap();
         let f = db.ensure_folder(&FolderName::inbox()).unwrap();
-        db.replace_folder_pairs(f.id, None, &[(None, Some(id("a")), Flags::SEEN)])
+        db.replace_folder_pairs(f.id, None, &[(None, Some(id("a")), Flags::SEEN, None)])
             .unwrap();
         let fp = Fingerprint {
             size: 3,
@@ -770,6 +1041,116 @@ mod tests {
     }
 
     #[test]
+    fn a_database_of_the_first_schema_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            tx.execute_batch(
+                "INSERT INTO folders (id, name, uid_validity) VALUES (1, 'INBOX', 7);
+                 INSERT INTO messages (folder, remote, local, flags) VALUES (1, '1', 'a', 1);
+                 INSERT INTO messages (folder, local, flags, pending, upload_uid_next, upload_size, upload_sha256)
+                     VALUES (1, 'b', 0, 'upload', 5, 3, zeroblob(32));",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let db = StateDb::open(&path).unwrap();
+        let records = db.records(1).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].deleted_on, None);
+        assert!(matches!(
+            &db.pending(1).unwrap()[..],
+            [Pending::Upload { uid_next: 5, .. }]
+        ));
+        assert_eq!(db.local_uid_validity(1).unwrap(), None);
+        assert!(db.skipped(1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn survivors_copies_to_local_and_skipped_messages_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(&dir.path().join("a.sqlite")).unwrap();
+        let f = db.ensure_folder(&FolderName::inbox()).unwrap();
+        db.replace_folder_pairs(
+            f.id,
+            None,
+            &[
+                (Some(id("1")), Some(id("a")), Flags::SEEN, None),
+                (Some(id("2")), Some(id("b")), Flags::SEEN, None),
+            ],
+        )
+        .unwrap();
+        let records = db.records(f.id).unwrap();
+        db.detach(&[(records[0].id, Side::Remote), (records[1].id, Side::Local)])
+            .unwrap();
+        let records = db.records(f.id).unwrap();
+        assert_eq!(
+            (
+                records[0].remote.clone(),
+                records[0].local.clone(),
+                records[0].deleted_on
+            ),
+            (None, Some(id("a")), Some(Side::Remote))
+        );
+        assert_eq!(
+            (
+                records[1].remote.clone(),
+                records[1].local.clone(),
+                records[1].deleted_on
+            ),
+            (Some(id("2")), None, Some(Side::Local))
+        );
+
+        let fp = Fingerprint {
+            size: 3,
+            sha256: [9; 32],
+            message_id: None,
+        };
+        db.begin_copies_to_local(f.id, 40, &[(id("7"), Flags::FLAGGED, fp)])
+            .unwrap();
+        assert!(matches!(
+            &db.pending(f.id).unwrap()[..],
+            [Pending::CopyToLocal {
+                uid_next: 40,
+                size: 3,
+                ..
+            }]
+        ));
+        db.confirm_copies_to_local(f.id, &[(id("7"), id("41"), Flags::FLAGGED)])
+            .unwrap();
+        assert!(db.pending(f.id).unwrap().is_empty());
+        assert!(db.has_local(f.id, &id("41")).unwrap());
+
+        db.set_local_uid_validity(f.id, UidValidity::new(12))
+            .unwrap();
+        assert_eq!(db.local_uid_validity(f.id).unwrap(), UidValidity::new(12));
+
+        let big = Skipped {
+            side: Side::Remote,
+            id: id("9"),
+            size: 1 << 30,
+            date: Some(5),
+            max_age: None,
+            max_size: Some(1 << 20),
+        };
+        db.update_skipped(f.id, &[], std::slice::from_ref(&big))
+            .unwrap();
+        assert_eq!(db.skipped(f.id).unwrap(), vec![big.clone()]);
+        // A renumbering forgets them: the ids may name other messages now.
+        db.replace_folder_pairs(f.id, None, &[]).unwrap();
+        assert!(db.skipped(f.id).unwrap().is_empty());
+        db.update_skipped(f.id, &[], std::slice::from_ref(&big))
+            .unwrap();
+        db.update_skipped(f.id, &[(Side::Remote, id("9"))], &[])
+            .unwrap();
+        assert!(db.skipped(f.id).unwrap().is_empty());
+    }
+
+    #[test]
     fn counts_leave_out_pending_and_deleted_messages() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = StateDb::open(&dir.path().join("a.sqlite")).unwrap();
@@ -781,9 +1162,9 @@ mod tests {
             inbox.id,
             None,
             &[
-                (Some(id("1")), Some(id("a")), Flags::SEEN),
-                (Some(id("2")), Some(id("b")), Flags::FLAGGED),
-                (Some(id("3")), Some(id("c")), Flags::DELETED),
+                (Some(id("1")), Some(id("a")), Flags::SEEN, None),
+                (Some(id("2")), Some(id("b")), Flags::FLAGGED, None),
+                (Some(id("3")), Some(id("c")), Flags::DELETED, None),
             ],
         )
         .unwrap();

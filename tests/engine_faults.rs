@@ -19,7 +19,7 @@ use idlewild::plan::{FolderPolicy, Sides};
 use idlewild::state::StateDb;
 use idlewild::store::maildir::MaildirStore;
 use idlewild::store::memory::{MemoryServer, MemoryStore};
-use idlewild::store::{FlagUpdate, Staged, Store, StoreError};
+use idlewild::store::{FlagUpdate, SizeAndDate, Staged, Store, StoreError};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum When {
@@ -84,6 +84,12 @@ impl<S: Store> Store for Faulty<S> {
     }
     fn reserve_id(&mut self) -> Option<MsgId> {
         self.inner.reserve_id()
+    }
+    fn reserves_ids(&self) -> bool {
+        self.inner.reserves_ids()
+    }
+    async fn sizes_and_dates(&mut self, ids: &[MsgId]) -> Result<Vec<SizeAndDate>, StoreError> {
+        self.inner.sizes_and_dates(ids).await
     }
     async fn stage(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError> {
         self.inner.stage(ids, staging).await
@@ -201,7 +207,7 @@ impl World {
             let options = SyncOptions {
                 guard: MassDeleteGuard::default(),
                 scratch_dir: self.dir.path().join("scratch"),
-                policy: self.policy,
+                folder_policy: self.policy,
                 ..SyncOptions::default()
             };
             let result = sync_folders(

@@ -11,7 +11,7 @@ use super::keyring::{self, KeyringError};
 use super::oauth2::{self, Pkce, RefreshFlow, TokenSource};
 use super::{Auth, PASSWORD_SERVICE, PasswordSource, REFRESH_TOKEN_SERVICE, Secret};
 use crate::cli::exit;
-use crate::config::{Account, Config};
+use crate::config::{Config, ImapConfig, LocalConfig};
 
 /// `idlewild password ...`.
 pub fn password(config: &Config, command: &crate::cli::PasswordCommand) -> i32 {
@@ -39,16 +39,42 @@ pub fn oauth2(config: &Config, command: &crate::cli::OAuth2Command) -> i32 {
     }
 }
 
-/// The account named on the command line, or a usage error that lists the known ones.
-fn find<'a>(config: &'a Config, name: &str) -> Result<&'a Account, i32> {
-    config.account(name).ok_or_else(|| {
+/// One IMAP side of an account: `ACCOUNT` is the remote side, `ACCOUNT/local` an IMAP local
+/// side (`local.type = "imap"`).
+struct Target<'a> {
+    imap: &'a ImapConfig,
+    /// The keyring username of the side: the account name, or `ACCOUNT/local`.
+    key: &'a str,
+}
+
+/// The account side named on the command line, or a usage error that lists the known ones.
+fn find<'a>(config: &'a Config, name: &str) -> Result<Target<'a>, i32> {
+    let (account_name, local) = match name.strip_suffix("/local") {
+        Some(base) => (base, true),
+        None => (name, false),
+    };
+    let Some(account) = config.account(account_name) else {
         let known: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
         eprintln!(
-            "idlewild: no account named \"{name}\" in {} (accounts: {})",
+            "idlewild: no account named \"{account_name}\" in {} (accounts: {})",
             config.path.display(),
             known.join(", ")
         );
-        exit::USAGE
+        return Err(exit::USAGE);
+    };
+    let imap = match (&account.local, local) {
+        (_, false) => &account.remote,
+        (LocalConfig::Imap(imap), true) => imap,
+        (LocalConfig::Maildir(_), true) => {
+            eprintln!(
+                "idlewild: the local side of account {account_name} is a Maildir, which logs in nowhere; {name} names the local side of an account with local.type = \"imap\""
+            );
+            return Err(exit::USAGE);
+        }
+    };
+    Ok(Target {
+        imap,
+        key: imap.credentials.account(),
     })
 }
 
@@ -60,37 +86,38 @@ fn keyring_failed(account: &str, e: KeyringError) -> i32 {
 /// `password set`: reads the password without echo on a terminal, else the first line of
 /// standard input, and stores it in the keyring.
 pub fn password_set(config: &Config, name: &str) -> i32 {
-    let account = match find(config, name) {
-        Ok(a) => a,
+    let target = match find(config, name) {
+        Ok(t) => t,
         Err(code) => return code,
     };
     if let Err(e) = keyring::reachable() {
         return keyring_failed(name, e);
     }
-    let password = match read_password(account) {
+    let password = match read_password(target.imap, name) {
         Ok(p) => p,
         Err(message) => {
             eprintln!("idlewild: {message}");
             return exit::FAILED;
         }
     };
+    let key = target.key;
     match keyring::set(
         PASSWORD_SERVICE,
-        name,
-        &keyring::password_label(name),
+        key,
+        &keyring::password_label(key),
         &password,
     ) {
         Ok(()) => {
             println!(
-                "stored the password of account {name} in the keyring (service {PASSWORD_SERVICE}, username {name})"
+                "stored the password of account {name} in the keyring (service {PASSWORD_SERVICE}, username {key})"
             );
             if !matches!(
-                account.remote.credentials.auth(),
+                target.imap.credentials.auth(),
                 Auth::Password(PasswordSource::Keyring)
             ) {
                 eprintln!(
                     "idlewild: warning: account {name} does not use the keyring ({}); remove its password or oauth2 settings to use it",
-                    account.remote.credentials.auth().describe()
+                    target.imap.credentials.auth().describe()
                 );
             }
             exit::OK
@@ -99,12 +126,12 @@ pub fn password_set(config: &Config, name: &str) -> i32 {
     }
 }
 
-fn read_password(account: &Account) -> Result<Secret, String> {
+fn read_password(imap: &ImapConfig, name: &str) -> Result<Secret, String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         let prompt = format!(
-            "Password for {} on {} (account {}): ",
-            account.remote.user, account.remote.host, account.name
+            "Password for {} on {} (account {name}): ",
+            imap.user, imap.host
         );
         let first = rpassword::prompt_password(prompt)
             .map(Secret::new)
@@ -138,15 +165,16 @@ fn read_password(account: &Account) -> Result<Secret, String> {
 
 /// `password delete`: removes the account's password and refresh token from the keyring.
 pub fn password_delete(config: &Config, name: &str) -> i32 {
-    if let Err(code) = find(config, name) {
-        return code;
-    }
+    let key = match find(config, name) {
+        Ok(t) => t.key,
+        Err(code) => return code,
+    };
     let mut deleted = false;
     for (service, what) in [
         (PASSWORD_SERVICE, "password"),
         (REFRESH_TOKEN_SERVICE, "OAuth2 refresh token"),
     ] {
-        match keyring::delete(service, name) {
+        match keyring::delete(service, key) {
             Ok(true) => {
                 deleted = true;
                 println!("deleted the {what} of account {name} from the keyring");
@@ -163,8 +191,8 @@ pub fn password_delete(config: &Config, name: &str) -> i32 {
 
 /// `password check`: logs in once and says whether it worked.
 pub fn password_check(config: &Config, name: &str) -> i32 {
-    let account = match find(config, name) {
-        Ok(a) => a,
+    let remote = match find(config, name) {
+        Ok(t) => t.imap,
         Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -177,7 +205,6 @@ pub fn password_check(config: &Config, name: &str) -> i32 {
             return exit::FAILED;
         }
     };
-    let remote = &account.remote;
     let result = runtime.block_on(async {
         let mut store = crate::store::imap::ImapStore::connect(remote).await?;
         crate::store::Store::close(&mut store).await;
@@ -203,11 +230,11 @@ pub fn password_check(config: &Config, name: &str) -> i32 {
 /// `oauth2 authorize`: the authorization-code flow with PKCE through a browser, and the refresh
 /// token into the keyring.
 pub fn oauth2_authorize(config: &Config, name: &str, port: u16, timeout: Duration) -> i32 {
-    let account = match find(config, name) {
-        Ok(a) => a,
+    let target = match find(config, name) {
+        Ok(t) => t,
         Err(code) => return code,
     };
-    let flow = match account.remote.credentials.auth() {
+    let flow = match target.imap.credentials.auth() {
         Auth::OAuth2(o) => match &o.token {
             TokenSource::Refresh(flow) => flow.clone(),
             TokenSource::Command(_) => {
@@ -230,7 +257,7 @@ pub fn oauth2_authorize(config: &Config, name: &str, port: u16, timeout: Duratio
         );
         return exit::USAGE;
     };
-    match authorize(account, &flow, &authorize_url, port, timeout) {
+    match authorize(&target, &flow, &authorize_url, port, timeout) {
         Ok(()) => exit::OK,
         Err(message) => {
             eprintln!("idlewild: account {name}: {message}");
@@ -240,13 +267,13 @@ pub fn oauth2_authorize(config: &Config, name: &str, port: u16, timeout: Duratio
 }
 
 fn authorize(
-    account: &Account,
+    target: &Target<'_>,
     flow: &RefreshFlow,
     authorize_url: &str,
     port: u16,
     timeout: Duration,
 ) -> Result<(), String> {
-    let name = &account.name;
+    let name = target.key;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
         .map_err(|e| format!("cannot listen on 127.0.0.1 port {port} for the browser: {e}"))?;
     let port = listener
@@ -262,11 +289,11 @@ fn authorize(
         &redirect_uri,
         &state,
         &pkce.challenge,
-        &account.remote.user,
+        &target.imap.user,
     );
     eprintln!(
         "Open this address in a browser, sign in as {} and allow access:\n",
-        account.remote.user
+        target.imap.user
     );
     println!("{url}");
     let _ = std::io::stdout().flush();

@@ -74,11 +74,9 @@ pub async fn run(
 
     // Start watching before the first full sync, so nothing that changes in between is missed.
     // A Maildir that does not exist yet (the very first sync creates it) holds nothing to miss;
-    // it is watched as soon as it exists.
-    let mut local_watch = account
-        .local
-        .path
-        .is_dir()
+    // it is watched as soon as it exists. An IMAP local side is not watched: its changes are
+    // picked up by the interval syncs (and by syncs the server side's IDLE starts).
+    let mut local_watch = local_maildir_exists(&account)
         .then(|| start_local_watch(&account, &wake_tx))
         .flatten();
     let watchers = TaskTracker::new();
@@ -182,7 +180,7 @@ pub async fn run(
                         folders: reports.clone(),
                         counts: session.counts().ok(),
                     });
-                    if local_watch.is_none() && account.local.path.is_dir() {
+                    if local_watch.is_none() && local_maildir_exists(&account) {
                         local_watch = start_local_watch(&account, &wake_tx);
                         // Anything written between the sync and the watch start is caught here.
                         full_sync_due = Some(Instant::now());
@@ -418,8 +416,13 @@ pub async fn run(
     report(AccountEvent::Stopped);
 }
 
+fn local_maildir_exists(account: &Account) -> bool {
+    account.local.maildir().is_some_and(|m| m.path.is_dir())
+}
+
 fn start_local_watch(account: &Account, wake: &mpsc::Sender<Wake>) -> Option<LocalWatcher> {
-    match LocalWatcher::start(&account.local, wake.clone()) {
+    let maildir = account.local.maildir()?;
+    match LocalWatcher::start(maildir, wake.clone()) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch the Maildir for changes; local changes are picked up every interval");

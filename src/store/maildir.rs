@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use super::{FlagUpdate, Staged, Store, StoreError};
+use super::{FlagUpdate, SizeAndDate, Staged, Store, StoreError};
 use crate::config::{MaildirConfig, MaildirLayout};
 use crate::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MessageMeta, MsgId};
 
@@ -55,6 +55,8 @@ pub struct MaildirStore {
     dirty_dirs: Vec<PathBuf>,
     /// Deliveries written to `tmp/` and moved in by the next flush.
     queued: Vec<Queued>,
+    /// `readonly = true`: nothing is written below the root, not even staging links in tmp/.
+    read_only: bool,
 }
 
 /// A message in `tmp/` waiting to be made durable and moved into `new/` or `cur/`.
@@ -78,7 +80,14 @@ impl MaildirStore {
             open: None,
             dirty_dirs: Vec::new(),
             queued: Vec::new(),
+            read_only: false,
         }
+    }
+
+    /// For a side configured `readonly = true`: messages are staged by copying them out of the
+    /// tree, and leftovers of earlier runs in tmp/ are left where they are.
+    pub fn set_read_only(&mut self, read_only: bool) {
+        self.read_only = read_only;
     }
 
     pub fn root(&self) -> &Path {
@@ -243,6 +252,32 @@ impl MaildirStore {
         } else {
             self.flush().await
         }
+    }
+
+    /// Stages copies in `staging`, outside the tree, for a read-only Maildir.
+    fn stage_outside(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError> {
+        fs::create_dir_all(staging).map_err(|e| StoreError::io(staging, e))?;
+        let mut staged = Vec::new();
+        for id in ids {
+            let copy = staging.join(format!("{TEMP_PREFIX}up-{}", new_unique()));
+            let Some((original, ())) = self.on_file(id, |path| fs::copy(path, &copy).map(drop))?
+            else {
+                continue;
+            };
+            // The date of arrival is the original's; the copy's own time is now.
+            let internal_date = fs::metadata(&original)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64);
+            staged.push(Staged {
+                source_id: id.clone(),
+                path: copy,
+                temporary: true,
+                internal_date,
+            });
+        }
+        Ok(staged)
     }
 
     fn mark_dirty(&mut self, dir: PathBuf) {
@@ -483,7 +518,9 @@ impl Store for MaildirStore {
         }
         // Before reading: a change during the listing must change the token.
         let token = dir_token(&dir);
-        remove_leftovers(&dir.join("tmp"));
+        if !self.read_only {
+            remove_leftovers(&dir.join("tmp"));
+        }
         let mut index = HashMap::new();
         let mut messages = Vec::new();
         for sub in [Sub::New, Sub::Cur] {
@@ -536,8 +573,34 @@ impl Store for MaildirStore {
         MsgId::new(new_unique())
     }
 
-    async fn stage(&mut self, ids: &[MsgId], _staging: &Path) -> Result<Vec<Staged>, StoreError> {
+    fn reserves_ids(&self) -> bool {
+        true
+    }
+
+    async fn sizes_and_dates(&mut self, ids: &[MsgId]) -> Result<Vec<SizeAndDate>, StoreError> {
+        let mut out = Vec::new();
+        for id in ids {
+            // The file time is the date of arrival, as `stage` hands it on.
+            if let Some((_, meta)) = self.on_file(id, |p| fs::metadata(p))? {
+                out.push(SizeAndDate {
+                    id: id.clone(),
+                    size: meta.len(),
+                    date: meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .and_then(|d| i64::try_from(d.as_secs()).ok()),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn stage(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError> {
         self.complete_deliveries().await?;
+        if self.read_only {
+            return self.stage_outside(ids, staging);
+        }
         let tmp = self.open_folder()?.dir.join("tmp");
         let mut staged = Vec::new();
         for id in ids {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{FlagUpdate, Staged, Store, StoreError};
+use super::{FlagUpdate, SizeAndDate, Staged, Store, StoreError};
 use crate::model::{
     Fingerprint, Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid, UidValidity,
 };
@@ -166,6 +166,28 @@ impl Store for MemoryStore {
 
     fn reserve_id(&mut self) -> Option<MsgId> {
         None
+    }
+
+    fn reserves_ids(&self) -> bool {
+        false
+    }
+
+    async fn sizes_and_dates(&mut self, ids: &[MsgId]) -> Result<Vec<SizeAndDate>, StoreError> {
+        let folder = self.selected()?;
+        let server = self.lock();
+        let mut out = Vec::new();
+        if let Some(f) = server.folders.get(&folder) {
+            for id in ids {
+                if let Some(m) = f.messages.get(&uid_of(id)?) {
+                    out.push(SizeAndDate {
+                        id: id.clone(),
+                        size: m.content.len() as u64,
+                        date: None,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn stage(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError> {

@@ -6,6 +6,7 @@
 pub mod imap;
 pub mod maildir;
 pub mod memory;
+pub mod readonly;
 
 use std::path::{Path, PathBuf};
 
@@ -149,6 +150,15 @@ pub struct FolderChanges {
     pub token: Option<String>,
 }
 
+/// What [`Store::sizes_and_dates`] tells of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeAndDate {
+    pub id: MsgId,
+    pub size: u64,
+    /// Seconds since the epoch; `None` when the store does not know it.
+    pub date: Option<i64>,
+}
+
 /// Flags to add to and remove from one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlagUpdate {
@@ -210,6 +220,15 @@ pub trait Store: Send {
     /// Picks the id the next delivery will get, for stores that choose ids themselves (Maildir),
     /// so the engine can record it durably before the message exists.
     fn reserve_id(&mut self) -> Option<MsgId>;
+
+    /// Whether [`Store::reserve_id`] gives ids. A store that assigns ids itself on delivery
+    /// (IMAP) is copied into the way the server is: intent with content, deliver, confirm.
+    fn reserves_ids(&self) -> bool;
+
+    /// Size (octets; IMAP RFC822.SIZE, Maildir file size) and date (IMAP INTERNALDATE, Maildir
+    /// file modification time; seconds since the epoch) of messages of the open folder, for
+    /// `max_size` and `max_age`. Messages that vanished meanwhile are left out.
+    async fn sizes_and_dates(&mut self, ids: &[MsgId]) -> Result<Vec<SizeAndDate>, StoreError>;
 
     /// Copies messages of the open folder to files in `staging`; memory use does not grow with
     /// message size. Messages that vanished meanwhile are left out of the result.

@@ -41,6 +41,56 @@ pub struct Meta {
     pub internal_date: Option<i64>,
 }
 
+/// Size and INTERNALDATE of those of `uids` that still exist.
+pub async fn fetch_meta(
+    session: &mut Session,
+    uids: &[Uid],
+) -> Result<BTreeMap<Uid, Meta>, StoreError> {
+    let mut metas = BTreeMap::new();
+    for (set, members) in uidset::batches(uids, MAX_SET_LEN) {
+        let wanted: BTreeSet<Uid> = members.into_iter().collect();
+        let command =
+            Command::new("UID FETCH").text(format!(" {set} (UID RFC822.SIZE INTERNALDATE)"));
+        let tag = session.send(&command).await?;
+        loop {
+            match session.recv_for(&tag).await? {
+                Reply::Data(response) => {
+                    let Response::Fetch(_, attributes) = response.parsed() else {
+                        continue;
+                    };
+                    let mut uid = None;
+                    let mut size = None;
+                    let mut internal_date = None;
+                    for attribute in attributes {
+                        match attribute {
+                            AttributeValue::Uid(u) => uid = Uid::new(*u),
+                            AttributeValue::Rfc822Size(s) => size = Some(*s),
+                            AttributeValue::InternalDate(d) => internal_date = parse_date(d),
+                            _ => {}
+                        }
+                    }
+                    if let (Some(uid), Some(size)) = (uid, size)
+                        && wanted.contains(&uid)
+                    {
+                        metas.insert(
+                            uid,
+                            Meta {
+                                size,
+                                internal_date,
+                            },
+                        );
+                    }
+                }
+                Reply::Done(done) => {
+                    session.check(done, "UID FETCH")?;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(metas)
+}
+
 fn parse_date(text: &str) -> Option<i64> {
     let parsed = date::parse(text);
     if parsed.is_none() {

@@ -36,7 +36,9 @@ use crate::config::ImapConfig;
 use crate::model::{
     Fingerprint, Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid, UidValidity,
 };
-use crate::store::{FlagUpdate, FolderChanges, Listing, Since, Staged, Store, StoreError};
+use crate::store::{
+    FlagUpdate, FolderChanges, Listing, Since, SizeAndDate, Staged, Store, StoreError,
+};
 
 pub use capabilities::{Capabilities, LiteralMode};
 pub use notify_watch::NotifyWatcher;
@@ -68,6 +70,8 @@ pub struct ImapStore {
     listed_tokens: HashMap<FolderName, String>,
     /// Body fetches sent ahead by [`Store::prefetch`], not yet read.
     prefetched: Option<fetch::InFlight>,
+    /// `readonly = true`: folders are opened with EXAMINE, so not even \Recent changes.
+    read_only: bool,
 }
 
 /// The folder of the last successful [`Store::scan`].
@@ -101,6 +105,7 @@ impl ImapStore {
             qresync: connected.qresync,
             listed_tokens: HashMap::new(),
             prefetched: None,
+            read_only: false,
         })
     }
 
@@ -111,6 +116,12 @@ impl ImapStore {
             fetch::discard(&mut self.session, in_flight).await?;
         }
         Ok(())
+    }
+
+    /// Opens folders read-only from now on (EXAMINE instead of SELECT) for a side configured
+    /// `readonly = true`; writes are refused above this store anyway.
+    pub fn set_read_only(&mut self, read_only: bool) {
+        self.read_only = read_only;
     }
 
     /// What the server announced after login.
@@ -167,7 +178,8 @@ impl ImapStore {
     }
 
     /// SELECT (with CONDSTORE where offered, RFC 7162 §3.1.8), returning UIDVALIDITY, EXISTS,
-    /// UIDNEXT and HIGHESTMODSEQ. EXAMINE would not do: the folder is written to afterwards.
+    /// UIDNEXT and HIGHESTMODSEQ. EXAMINE would not do, as the folder is written to afterwards,
+    /// except on a read-only side.
     /// With `qresync` (QRESYNC enabled), the server also reports what changed since then: FETCH
     /// for new and reflagged messages and VANISHED (EARLIER) for expunged ones (§3.2.5).
     async fn select(
@@ -178,7 +190,8 @@ impl ImapStore {
         self.settle_prefetch().await?;
         self.selected = None;
         let quoted = self.quoted_name(folder)?;
-        let mut command = Command::new("SELECT").text(format!(" {quoted}"));
+        let verb = if self.read_only { "EXAMINE" } else { "SELECT" };
+        let mut command = Command::new(verb).text(format!(" {quoted}"));
         if let Some(since) = qresync {
             command = command.text(format!(
                 " (QRESYNC ({} {}))",
@@ -773,9 +786,36 @@ impl Store for ImapStore {
         None
     }
 
+    fn reserves_ids(&self) -> bool {
+        false
+    }
+
+    async fn sizes_and_dates(&mut self, ids: &[MsgId]) -> Result<Vec<SizeAndDate>, StoreError> {
+        self.settle_prefetch().await?;
+        self.selected()?;
+        let uids = Self::uids(ids)?;
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let metas = fetch::fetch_meta(&mut self.session, &uids).await?;
+        Ok(metas
+            .into_iter()
+            .map(|(uid, meta)| SizeAndDate {
+                id: MsgId::from_uid(uid),
+                size: u64::from(meta.size),
+                date: meta.internal_date,
+            })
+            .collect())
+    }
+
     async fn stage(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError> {
         self.selected()?;
         let uids = Self::uids(ids)?;
+        // Into a Maildir's tmp/ normally; the scratch directory (made here when missing) when
+        // the messages go to another server.
+        tokio::fs::create_dir_all(staging)
+            .await
+            .map_err(|e| StoreError::io(staging, e))?;
         let in_flight = match self.prefetched.take() {
             Some(in_flight) if in_flight.is_for(&uids) => in_flight,
             other => {

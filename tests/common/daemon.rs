@@ -1,9 +1,13 @@
 //! The daemon as a child process of a test: started with a notification socket the test binds
 //! in place of systemd's, logging to a file; killed by PID if the test ends without stopping it.
 
+use std::collections::VecDeque;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::Env;
@@ -11,8 +15,66 @@ use super::Env;
 /// The daemon child; killed (SIGKILL, by PID) if the test ends without stopping it.
 pub struct Daemon {
     pub child: Child,
-    pub notify: UnixDatagram,
+    pub notify: Notifications,
     pub log: PathBuf,
+}
+
+/// The notification socket, read all the time as systemd does: a datagram socket queues only
+/// a few messages (`net.unix.max_dgram_qlen`, 10 here), and a daemon whose messages are not
+/// read gets EAGAIN and drops them — STOPPING=1 among them.
+pub struct Notifications {
+    received: Arc<Mutex<VecDeque<String>>>,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Notifications {
+    fn start(socket: UnixDatagram) -> Notifications {
+        let received = Arc::new(Mutex::new(VecDeque::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (received, stop) = (received.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = socket.recv(&mut buf) {
+                        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        if let Ok(mut queue) = received.lock() {
+                            queue.push_back(msg);
+                        }
+                    }
+                }
+            })
+        };
+        Notifications {
+            received,
+            stop,
+            reader: Some(reader),
+        }
+    }
+
+    /// The next message, waiting up to 200 ms.
+    pub fn next(&self) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        loop {
+            if let Some(msg) = self.received.lock().ok().and_then(|mut q| q.pop_front()) {
+                return Some(msg);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Notifications {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
 }
 
 impl Daemon {
@@ -43,17 +105,19 @@ impl Daemon {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn the daemon");
-        Daemon { child, notify, log }
+        Daemon {
+            child,
+            notify: Notifications::start(notify),
+            log,
+        }
     }
 
     /// Waits for a notification line starting with `prefix`; returns every message seen.
     pub fn expect_notify(&self, prefix: &str, within: Duration) -> Vec<String> {
         let deadline = Instant::now() + within;
         let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
         while Instant::now() < deadline {
-            if let Ok(n) = self.notify.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if let Some(msg) = self.notify.next() {
                 let hit = msg.lines().any(|l| l.starts_with(prefix));
                 seen.push(msg);
                 if hit {

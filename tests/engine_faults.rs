@@ -6,119 +6,21 @@
 //! at an exact effect; the Maildir side is real files. The real-server version of this test is
 //! `kill9.rs`, which kills the real binary syncing against a real Dovecot.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use idlewild::config::{MaildirConfig, MaildirLayout, MassDeleteGuard};
 use idlewild::engine::{NoObserver, SyncOptions, sync_folders};
-use idlewild::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MsgId};
+use idlewild::model::{Flags, FolderName};
 use idlewild::plan::{FolderPolicy, Sides};
 use idlewild::state::StateDb;
 use idlewild::store::maildir::MaildirStore;
 use idlewild::store::memory::{MemoryServer, MemoryStore};
-use idlewild::store::{FlagUpdate, SizeAndDate, Staged, Store, StoreError};
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum When {
-    Before,
-    After,
-}
-
-/// Counts effects across both sides and fails the `fail_at`-th.
-struct Faulty<S> {
-    inner: S,
-    counter: Arc<AtomicUsize>,
-    fail_at: usize,
-    when: When,
-}
-
-impl<S> Faulty<S> {
-    fn tick(&self) -> bool {
-        self.counter.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at
-    }
-}
-
-fn injected() -> StoreError {
-    StoreError::ConnectionLost {
-        host: "fault".into(),
-        detail: "injected".into(),
-    }
-}
-
-macro_rules! effect {
-    ($self:ident, $call:expr) => {{
-        let fail = $self.tick();
-        if fail && $self.when == When::Before {
-            return Err(injected());
-        }
-        let result = $call;
-        if fail {
-            return Err(injected());
-        }
-        result
-    }};
-}
-
-#[async_trait]
-impl<S: Store> Store for Faulty<S> {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError> {
-        self.inner.list_folders().await
-    }
-    async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
-        effect!(self, self.inner.create_folder(folder).await)
-    }
-    async fn delete_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
-        effect!(self, self.inner.delete_folder(folder).await)
-    }
-    async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError> {
-        self.inner.scan(folder).await
-    }
-    fn staging_dir(&self, folder: &FolderName) -> Option<std::path::PathBuf> {
-        self.inner.staging_dir(folder)
-    }
-    fn reserve_id(&mut self) -> Option<MsgId> {
-        self.inner.reserve_id()
-    }
-    fn reserves_ids(&self) -> bool {
-        self.inner.reserves_ids()
-    }
-    async fn sizes_and_dates(&mut self, ids: &[MsgId]) -> Result<Vec<SizeAndDate>, StoreError> {
-        self.inner.sizes_and_dates(ids).await
-    }
-    async fn stage(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError> {
-        self.inner.stage(ids, staging).await
-    }
-    async fn deliver(
-        &mut self,
-        message: &Staged,
-        flags: Flags,
-        reserved: Option<&MsgId>,
-    ) -> Result<Option<MsgId>, StoreError> {
-        effect!(self, self.inner.deliver(message, flags, reserved).await)
-    }
-    async fn flush(&mut self) -> Result<(), StoreError> {
-        self.inner.flush().await
-    }
-    async fn set_flags(&mut self, updates: &[FlagUpdate]) -> Result<(), StoreError> {
-        effect!(self, self.inner.set_flags(updates).await)
-    }
-    async fn delete(&mut self, ids: &[MsgId]) -> Result<(), StoreError> {
-        effect!(self, self.inner.delete(ids).await)
-    }
-    async fn fingerprints(
-        &mut self,
-        ids: &[MsgId],
-    ) -> Result<Vec<(MsgId, Fingerprint)>, StoreError> {
-        self.inner.fingerprints(ids).await
-    }
-    async fn close(&mut self) {}
-}
+use support::faulty::{Faulty, When};
 
 fn message(n: usize) -> Vec<u8> {
     format!(

@@ -6,20 +6,18 @@ mod common;
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::{Seen, Side, set_mode, stdout};
 use idlewild::engine::{NoObserver, SyncOptions, sync_folders};
-use idlewild::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MsgId};
+use idlewild::model::Flags;
 use idlewild::state::StateDb;
 use idlewild::store::memory::{MemoryServer, MemoryStore};
-use idlewild::store::{FlagUpdate, SizeAndDate, Staged, Store, StoreError};
 use support::corpus;
 use support::dovecot::{Dovecot, DovecotOptions};
+use support::faulty::{Faulty, When};
 use support::imapctl::ImapCtl;
 
 const SECOND: &str = "second";
@@ -287,105 +285,6 @@ fn a_read_only_local_server_is_never_written() {
 }
 
 // ---- interrupted at every effect, between two in-memory IMAP-like stores --------------------
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum When {
-    Before,
-    After,
-}
-
-/// Counts effects across both sides and fails the `fail_at`-th.
-struct Faulty {
-    inner: MemoryStore,
-    counter: Arc<AtomicUsize>,
-    fail_at: usize,
-    when: When,
-}
-
-impl Faulty {
-    fn tick(&self) -> bool {
-        self.counter.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at
-    }
-}
-
-fn injected() -> StoreError {
-    StoreError::ConnectionLost {
-        host: "fault".into(),
-        detail: "injected".into(),
-    }
-}
-
-macro_rules! effect {
-    ($self:ident, $call:expr) => {{
-        let fail = $self.tick();
-        if fail && $self.when == When::Before {
-            return Err(injected());
-        }
-        let result = $call;
-        if fail {
-            return Err(injected());
-        }
-        result
-    }};
-}
-
-#[async_trait]
-impl Store for Faulty {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError> {
-        self.inner.list_folders().await
-    }
-    async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
-        effect!(self, self.inner.create_folder(folder).await)
-    }
-    async fn delete_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
-        effect!(self, self.inner.delete_folder(folder).await)
-    }
-    async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError> {
-        self.inner.scan(folder).await
-    }
-    fn staging_dir(&self, folder: &FolderName) -> Option<std::path::PathBuf> {
-        self.inner.staging_dir(folder)
-    }
-    fn reserve_id(&mut self) -> Option<MsgId> {
-        self.inner.reserve_id()
-    }
-    fn reserves_ids(&self) -> bool {
-        self.inner.reserves_ids()
-    }
-    async fn sizes_and_dates(&mut self, ids: &[MsgId]) -> Result<Vec<SizeAndDate>, StoreError> {
-        self.inner.sizes_and_dates(ids).await
-    }
-    async fn stage(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError> {
-        self.inner.stage(ids, staging).await
-    }
-    async fn deliver(
-        &mut self,
-        message: &Staged,
-        flags: Flags,
-        reserved: Option<&MsgId>,
-    ) -> Result<Option<MsgId>, StoreError> {
-        effect!(self, self.inner.deliver(message, flags, reserved).await)
-    }
-    async fn flush(&mut self) -> Result<(), StoreError> {
-        self.inner.flush().await
-    }
-    async fn set_flags(&mut self, updates: &[FlagUpdate]) -> Result<(), StoreError> {
-        effect!(self, self.inner.set_flags(updates).await)
-    }
-    async fn delete(&mut self, ids: &[MsgId]) -> Result<(), StoreError> {
-        effect!(self, self.inner.delete(ids).await)
-    }
-    async fn fingerprints(
-        &mut self,
-        ids: &[MsgId],
-    ) -> Result<Vec<(MsgId, Fingerprint)>, StoreError> {
-        self.inner.fingerprints(ids).await
-    }
-    async fn close(&mut self) {}
-}
 
 fn message(n: usize) -> Vec<u8> {
     format!(

@@ -8,5 +8,6 @@
 pub mod bus;
 pub mod corpus;
 pub mod dovecot;
+pub mod faulty;
 pub mod imapctl;
 pub mod keyring;

@@ -1,0 +1,111 @@
+//! A `Store` that fails its n-th effect, counted across both sides, before or after the
+//! effect takes place: the fault injection of `engine_faults.rs` and `imap_to_imap.rs`.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use idlewild::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MsgId};
+use idlewild::store::{FlagUpdate, SizeAndDate, Staged, Store, StoreError};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum When {
+    Before,
+    After,
+}
+
+/// Counts effects across both sides and fails the `fail_at`-th.
+pub struct Faulty<S> {
+    pub inner: S,
+    pub counter: Arc<AtomicUsize>,
+    pub fail_at: usize,
+    pub when: When,
+}
+
+impl<S> Faulty<S> {
+    fn tick(&self) -> bool {
+        self.counter.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at
+    }
+}
+
+fn injected() -> StoreError {
+    StoreError::ConnectionLost {
+        host: "fault".into(),
+        detail: "injected".into(),
+    }
+}
+
+macro_rules! effect {
+    ($self:ident, $call:expr) => {{
+        let fail = $self.tick();
+        if fail && $self.when == When::Before {
+            return Err(injected());
+        }
+        let result = $call;
+        if fail {
+            return Err(injected());
+        }
+        result
+    }};
+}
+
+#[async_trait]
+impl<S: Store> Store for Faulty<S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError> {
+        self.inner.list_folders().await
+    }
+    async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
+        effect!(self, self.inner.create_folder(folder).await)
+    }
+    async fn delete_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
+        effect!(self, self.inner.delete_folder(folder).await)
+    }
+    async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError> {
+        self.inner.scan(folder).await
+    }
+    fn staging_dir(&self, folder: &FolderName) -> Option<std::path::PathBuf> {
+        self.inner.staging_dir(folder)
+    }
+    fn reserve_id(&mut self) -> Option<MsgId> {
+        self.inner.reserve_id()
+    }
+    fn reserves_ids(&self) -> bool {
+        self.inner.reserves_ids()
+    }
+    async fn sizes_and_dates(&mut self, ids: &[MsgId]) -> Result<Vec<SizeAndDate>, StoreError> {
+        self.inner.sizes_and_dates(ids).await
+    }
+    async fn stage(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError> {
+        self.inner.stage(ids, staging).await
+    }
+    async fn deliver(
+        &mut self,
+        message: &Staged,
+        flags: Flags,
+        reserved: Option<&MsgId>,
+    ) -> Result<Option<MsgId>, StoreError> {
+        effect!(self, self.inner.deliver(message, flags, reserved).await)
+    }
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        self.inner.flush().await
+    }
+    async fn set_flags(&mut self, updates: &[FlagUpdate]) -> Result<(), StoreError> {
+        effect!(self, self.inner.set_flags(updates).await)
+    }
+    async fn delete(&mut self, ids: &[MsgId]) -> Result<(), StoreError> {
+        effect!(self, self.inner.delete(ids).await)
+    }
+    async fn fingerprints(
+        &mut self,
+        ids: &[MsgId],
+    ) -> Result<Vec<(MsgId, Fingerprint)>, StoreError> {
+        self.inner.fingerprints(ids).await
+    }
+    async fn close(&mut self) {}
+}

@@ -3,10 +3,12 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::{Account, Config, LocalConfig};
 use crate::engine::{self, FolderOverview, FolderReport, Observer, SyncError, SyncOptions};
 use crate::hooks::HookEvent;
+use crate::lanes::{Lane, Lanes, OpenLane};
 use crate::model::FolderName;
 use crate::plan::Side;
 use crate::state::{FolderCount, StateDb};
@@ -111,6 +113,7 @@ pub async fn sync_account(
     };
     let result = async {
         let mut session = AccountSession::open(config, account, run.dry_run)?;
+        session.set_parallel(account.watch.max_connections.saturating_sub(1) as usize);
         let folders = session.sync(run, observer).await;
         session.close().await;
         folders
@@ -134,6 +137,8 @@ pub struct AccountSession {
     local: LocalStore,
     remote: Option<ImapStore>,
     scratch_dir: PathBuf,
+    /// How many more connections a sync may open to sync folders side by side.
+    parallel: usize,
 }
 
 /// The local side: a Maildir, or a second IMAP server (connected by the first sync, and again
@@ -175,7 +180,15 @@ impl AccountSession {
             },
             remote: None,
             scratch_dir: config.state_dir.join("tmp"),
+            parallel: 0,
         })
+    }
+
+    /// Lets syncs open up to `extra` more connections (each with its own local store and state
+    /// connection) when several folders changed. The daemon keeps its connections for
+    /// watching and syncs on one; the one-shot sync uses `max_connections`.
+    pub fn set_parallel(&mut self, extra: usize) {
+        self.parallel = extra;
     }
 
     /// Whether the server connection is up (it is opened by the next sync when not).
@@ -223,8 +236,22 @@ impl AccountSession {
         };
         let remote = self.remote.insert(remote);
         let local = local_store(&mut self.local, &self.account.local, policy, run.dry_run).await?;
-        let mut result =
-            engine::sync_folders(remote, local, &mut self.state, &options, observer).await;
+        let lanes = Lanes {
+            extra: self.parallel,
+            opener: Arc::new(AccountLanes {
+                account: self.account.clone(),
+                state_file: self.state_file.clone(),
+            }),
+        };
+        let mut result = engine::sync_folders(
+            remote,
+            local,
+            &mut self.state,
+            &options,
+            observer,
+            Some(&lanes),
+        )
+        .await;
         if let Ok(reports) = &mut result {
             for folder in &run.required_folders {
                 let named = |r: &&FolderReport| {
@@ -404,4 +431,38 @@ async fn local_store<'a>(
         }
     };
     Ok(local)
+}
+
+/// Opens more connections to an account's two sides for syncing folders side by side.
+struct AccountLanes {
+    account: Account,
+    state_file: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl OpenLane for AccountLanes {
+    async fn open(&self) -> Result<Lane, SyncError> {
+        let policy = self.account.policy;
+        let mut remote = ImapStore::connect(&self.account.remote)
+            .await
+            .map_err(SyncError::remote)?;
+        remote.set_read_only(policy.readonly_remote);
+        let local: Box<dyn Store> = match &self.account.local {
+            LocalConfig::Maildir(config) => {
+                let mut maildir = MaildirStore::new(config);
+                maildir.set_read_only(policy.readonly_local);
+                Box::new(maildir)
+            }
+            LocalConfig::Imap(config) => {
+                let mut store = ImapStore::connect(config).await.map_err(SyncError::local)?;
+                store.set_read_only(policy.readonly_local);
+                Box::new(store)
+            }
+        };
+        Ok(Lane {
+            remote: Box::new(remote),
+            local,
+            state: StateDb::open(&self.state_file)?,
+        })
+    }
 }

@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::config::MassDeleteGuard;
 use crate::folders::{self, FolderMapError, FolderRules, Problem, Selection};
 use crate::incremental;
+use crate::lanes::{self, Lanes};
 use crate::model::{Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid, UidValidity};
 use crate::plan::{
     self, Action, FolderAction, FolderFacts, FolderPolicy, Kept, Limits, OutOfLimits, Plan, Policy,
@@ -87,13 +88,13 @@ pub enum SyncError {
 }
 
 impl SyncError {
-    fn remote(source: StoreError) -> Self {
+    pub(crate) fn remote(source: StoreError) -> Self {
         SyncError::Store {
             side: Side::Remote,
             source,
         }
     }
-    fn local(source: StoreError) -> Self {
+    pub(crate) fn local(source: StoreError) -> Self {
         SyncError::Store {
             side: Side::Local,
             source,
@@ -405,6 +406,7 @@ pub async fn sync_folders(
     state: &mut StateDb,
     options: &SyncOptions,
     observer: &mut dyn Observer,
+    lanes: Option<&Lanes>,
 ) -> Result<Vec<FolderReport>, SyncError> {
     // A read-only side is guarded below the planner too: a write reaching it is an error.
     let (mut remote_guard, mut local_guard);
@@ -425,10 +427,12 @@ pub async fn sync_folders(
         return Err(FolderMapError(overview.problems).into());
     }
 
-    let mut reports = Vec::new();
+    // Reports keep the plan's order, whichever lane finishes a folder first.
+    let mut reports: Vec<(usize, FolderReport)> = Vec::new();
+    let mut jobs = Vec::new();
     // Removals come last, sub-folders before their parents.
     let mut removals = Vec::new();
-    for planned in overview.folders {
+    for (order, planned) in overview.folders.into_iter().enumerate() {
         let (remote_name, name) = (&planned.remote, &planned.local);
         let span = tracing::info_span!("folder", folder = %name, remote = %remote_name);
         let mut report = FolderReport::new(name, remote_name);
@@ -441,7 +445,7 @@ pub async fn sync_folders(
                 tracing::error!(folder = %name, error = %e, "folder sync failed");
                 report.error = Some(e.clone());
                 observer.folder_done(&report);
-                reports.push(report);
+                reports.push((order, report));
                 continue;
             }
             Step::Act(action) => *action,
@@ -453,7 +457,7 @@ pub async fn sync_folders(
             if options.dry_run {
                 report.planned.push(how);
                 observer.folder_done(&report);
-                reports.push(report);
+                reports.push((order, report));
                 continue;
             }
             tracing::info!(folder = %name, remote = %remote_name, "{how}");
@@ -476,7 +480,7 @@ pub async fn sync_folders(
                 continue;
             }
             FolderAction::Remove { on, .. } => {
-                removals.push((on, planned));
+                removals.push((order, on, planned));
                 continue;
             }
             FolderAction::Kept { from, reason } => {
@@ -511,69 +515,100 @@ pub async fn sync_folders(
                 };
                 match created {
                     Ok(missing) => {
-                        sync_folder(
-                            remote,
-                            local,
-                            state,
-                            remote_name,
-                            name,
+                        jobs.push(FolderJob {
+                            order,
+                            remote: remote_name.clone(),
+                            local: name.clone(),
                             missing,
-                            options,
-                            observer,
-                            &mut report,
-                        )
-                        .instrument(span.clone())
-                        .await
+                            first_sync: planned.known.is_none(),
+                            report,
+                        });
+                        continue;
                     }
                     Err(e) => Err(e),
                 }
             }
             FolderAction::Sync => {
-                if !options.dry_run {
+                let unchanged = async {
+                    if options.dry_run {
+                        return Ok(false);
+                    }
                     state.set_folder_local_name(remote_name, name)?;
+                    match state.folder(remote_name)? {
+                        Some(folder) => unchanged(remote, local, state, &folder, name).await,
+                        None => Ok(false),
+                    }
                 }
-                sync_folder(
-                    remote,
-                    local,
-                    state,
-                    remote_name,
-                    name,
-                    None,
-                    options,
-                    observer,
-                    &mut report,
-                )
                 .instrument(span.clone())
-                .await
+                .await;
+                match unchanged {
+                    Ok(false) => {
+                        jobs.push(FolderJob {
+                            order,
+                            remote: remote_name.clone(),
+                            local: name.clone(),
+                            missing: None,
+                            first_sync: planned.known.is_none(),
+                            report,
+                        });
+                        continue;
+                    }
+                    Ok(true) => {
+                        tracing::debug!(folder = %name, remote = %remote_name, "unchanged on both sides since the last sync");
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             }
         };
-        finish(result, report, observer, &mut reports)?;
+        finish(order, result, report, observer, &mut reports)?;
     }
 
-    removals.sort_by(|(a_on, a), (b_on, b)| {
+    if !jobs.is_empty() {
+        reports
+            .extend(lanes::sync_jobs(remote, local, state, jobs, options, observer, lanes).await?);
+    }
+
+    removals.sort_by(|(_, a_on, a), (_, b_on, b)| {
         let key = |on: &Side, p: &PlannedFolder| match on {
             Side::Remote => p.remote.clone(),
             Side::Local => p.local.clone(),
         };
         key(b_on, b).cmp(&key(a_on, a))
     });
-    for (on, planned) in removals {
+    for (order, on, planned) in removals {
         let mut report = FolderReport::new(&planned.local, &planned.remote);
         let span = tracing::info_span!("folder", folder = %planned.local, remote = %planned.remote);
         let result = remove_folder(remote, local, state, &planned, on, options, &mut report)
             .instrument(span)
             .await;
-        finish(result, report, observer, &mut reports)?;
+        finish(order, result, report, observer, &mut reports)?;
     }
-    Ok(reports)
+    reports.sort_by_key(|(order, _)| *order);
+    Ok(reports.into_iter().map(|(_, report)| report).collect())
+}
+
+/// A folder to list, plan and sync (after its creation, if it was missing), on whichever
+/// connection is free.
+pub(crate) struct FolderJob {
+    /// Its place in the plan, which the reports keep.
+    pub order: usize,
+    pub remote: FolderName,
+    pub local: FolderName,
+    /// The side it is still missing from (a dry run creates nothing).
+    pub missing: Option<Side>,
+    /// The state does not know the folder yet: all of its mail is to be copied.
+    pub first_sync: bool,
+    pub report: FolderReport,
 }
 
 /// Records a folder's outcome; an error that ends the account is returned.
-fn finish(
+pub(crate) fn finish(
+    order: usize,
     result: Result<(), SyncError>,
     mut report: FolderReport,
     observer: &mut dyn Observer,
-    reports: &mut Vec<FolderReport>,
+    reports: &mut Vec<(usize, FolderReport)>,
 ) -> Result<(), SyncError> {
     let ends = match result {
         Ok(()) => None,
@@ -584,7 +619,7 @@ fn finish(
         }
     };
     observer.folder_done(&report);
-    reports.push(report);
+    reports.push((order, report));
     match ends {
         Some(e) => Err(e),
         None => Ok(()),
@@ -680,7 +715,8 @@ async fn remove_folder(
 /// local store. `missing` names a side where the folder does not exist yet (only in a dry run,
 /// which does not create it): that side is planned as empty.
 #[allow(clippy::too_many_arguments)]
-async fn sync_folder(
+/// Lists, plans and syncs one folder pair. Whether it changed at all was asked before.
+pub(crate) async fn sync_folder(
     remote: &mut dyn Store,
     local: &mut dyn Store,
     state: &mut StateDb,
@@ -707,13 +743,6 @@ async fn sync_folder(
     } else {
         state.ensure_folder(name)?
     };
-    if !options.dry_run
-        && missing.is_none()
-        && unchanged(remote, local, state, &folder, local_name).await?
-    {
-        tracing::debug!(folder = %name, "unchanged on both sides since the last sync");
-        return Ok(());
-    }
     // Interrupted copies need the full listing to be found again.
     let pending = folder.id >= 0 && state.has_pending(folder.id)?;
     let since = match (folder.uid_validity, folder.highest_modseq) {

@@ -14,6 +14,7 @@ pub mod folders;
 pub mod hooks;
 pub mod import;
 pub mod incremental;
+pub mod lanes;
 pub mod logging;
 pub mod mbnames;
 pub mod message;

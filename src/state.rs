@@ -586,9 +586,11 @@ impl StateDb {
         body: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<(), StateError> {
         let path = self.path.clone();
+        // IMMEDIATE: with several lanes writing, a transaction that began as a reader could not
+        // become a writer after another lane's commit (SQLITE_BUSY without waiting).
         let result = self
             .conn
-            .transaction()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .and_then(|tx| body(&tx).and_then(|()| tx.commit()));
         result.map_err(|source| StateError::Sqlite { path, source })
     }

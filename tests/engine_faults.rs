@@ -118,6 +118,7 @@ impl World {
                 &mut state,
                 &options,
                 &mut NoObserver,
+                None,
             )
             .await;
             let reached = fail_at > 0 && counter.load(Ordering::SeqCst) >= fail_at;

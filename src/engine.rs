@@ -764,9 +764,25 @@ pub(crate) async fn sync_folder(
         Some(Side::Remote) => (empty.clone(), None),
         _ => remote_listing(remote, state, &folder, since).await?,
     };
+    // Records are read once: for the incremental listing above, or here for the local one.
+    let known_records = match known_records {
+        None if folder.id >= 0 && !pending && missing.is_none() => Some(state.records(folder.id)?),
+        known => known,
+    };
     let local_snap = match missing {
         Some(Side::Local) => empty,
-        _ => local.scan(local_name).await.map_err(SyncError::local)?,
+        _ => {
+            let adopted = match &known_records {
+                Some(records) if !pending => {
+                    adopt_local_listing(local, state, &folder, local_name, records, options).await?
+                }
+                _ => None,
+            };
+            match adopted {
+                Some(snapshot) => snapshot,
+                None => local.scan(local_name).await.map_err(SyncError::local)?,
+            }
+        }
     };
 
     let validity_changed = matches!(
@@ -989,6 +1005,55 @@ async fn unchanged(
         return Ok(false);
     }
     Ok(!state.has_pending(folder.id)?)
+}
+
+/// The local listing without reading the folder, when its change token is still the one
+/// recorded at the end of the last complete sync: that sync left the folder as its records say
+/// (any local effect of its own would have changed the token), so the records' local ids and
+/// flags are the listing. Not with a read-only side (the records then hold that side's flags,
+/// not necessarily the local ones), messages kept as survivors, or messages the limits skipped.
+async fn adopt_local_listing(
+    local: &mut dyn Store,
+    state: &mut StateDb,
+    folder: &FolderState,
+    local_name: &FolderName,
+    records: &[Record],
+    options: &SyncOptions,
+) -> Result<Option<FolderSnapshot>, SyncError> {
+    let Some(recorded) = &folder.local_token else {
+        return Ok(None);
+    };
+    if options.policy.readonly_local || options.policy.readonly_remote {
+        return Ok(None);
+    }
+    let now = local
+        .change_token(local_name)
+        .await
+        .map_err(SyncError::local)?;
+    if now.as_ref() != Some(recorded) {
+        return Ok(None);
+    }
+    let mut messages = Vec::with_capacity(records.len());
+    for record in records {
+        match (&record.local, record.deleted_on) {
+            (Some(id), None) => messages.push(MessageMeta {
+                id: id.clone(),
+                flags: record.flags,
+            }),
+            _ => return Ok(None),
+        }
+    }
+    if !state.skipped(folder.id)?.is_empty() {
+        return Ok(None);
+    }
+    let adopted = local
+        .adopt_listing(local_name, messages, now)
+        .await
+        .map_err(SyncError::local)?;
+    if adopted.is_some() {
+        tracing::debug!(folder = %local_name, "local side unchanged since the last sync: listed from the state");
+    }
+    Ok(adopted)
 }
 
 /// The server's listing: only what changed since the last sync where the server can tell
@@ -1631,14 +1696,17 @@ async fn execute(
             let next: Vec<MsgId> = next.iter().map(|(id, _)| id.clone()).collect();
             remote.prefetch(&next).await.map_err(SyncError::remote)?;
         }
+        let intended: HashMap<&MsgId, (&MsgId, &Flags)> = intents
+            .iter()
+            .map(|(remote, reserved, flags)| (remote, (reserved, flags)))
+            .collect();
         let mut delivered = Vec::new();
         let mut result = Ok(());
         for s in &staged {
-            let Some((_, reserved, flags)) = intents.iter().find(|(r, _, _)| *r == s.source_id)
-            else {
+            let Some((reserved, flags)) = intended.get(&s.source_id) else {
                 continue;
             };
-            match local.deliver(s, *flags, Some(reserved)).await {
+            match local.deliver(s, **flags, Some(reserved)).await {
                 Ok(_) => delivered.push(s.source_id.clone()),
                 Err(e) => {
                     result = Err(SyncError::local(e));

@@ -237,3 +237,101 @@ fn a_local_change_after_skipped_runs_is_seen() {
     let (remote, _) = env.assert_in_step();
     assert_eq!(env.count(&remote), 20);
 }
+
+#[test]
+fn an_unchanged_maildir_is_taken_from_the_state_when_only_the_server_changed() {
+    let env = env_with_capabilities(None);
+    fill(&env, 14, 60);
+    env.sync_ok(&[]);
+    let_directory_times_settle();
+    // The mail client marks a message seen and gives it a keyword letter of its own: its file
+    // name is not the one idlewild would give it, so a listing taken from the state guesses
+    // its name wrong and must find it.
+    let file = env
+        .local_files("INBOX")
+        .into_iter()
+        .next()
+        .expect("a local message");
+    let content = std::fs::read(&file).expect("read");
+    let message_id = idlewild::message::message_id(&content).expect("Message-ID");
+    let file = set_local_flags(&file, "Sa");
+    let_directory_times_settle();
+    env.sync_ok(&[]);
+    let_directory_times_settle();
+
+    // Only the server changes: flags (on that message too), an expunge, a new message.
+    let inbox = env.ctl.dump("INBOX");
+    let marked = inbox
+        .iter()
+        .find(|m| m.message_id.as_deref() == Some(message_id.as_str()))
+        .expect("the message is on the server");
+    env.ctl.store("INBOX", marked.uid, &["\\Flagged"], "+");
+    let others: Vec<_> = inbox.iter().filter(|m| m.uid != marked.uid).collect();
+    env.ctl.store("INBOX", others[0].uid, &["\\Answered"], "+");
+    env.ctl.expunge("INBOX", &[others[1].uid]);
+    env.ctl.append("INBOX", &corpus::message(99, 7), &[]);
+
+    let out = env.sync_ok(&[]);
+    let log = stderr(&out);
+    assert!(
+        log.contains("local side unchanged since the last sync: listed from the state"),
+        "the unchanged Maildir is not read:\n{log}"
+    );
+    let (remote, local) = env.assert_in_step();
+    assert_eq!(env.count(&remote), 60);
+    assert_eq!(env.count(&local), 60);
+    let unique = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split(':').next())
+        .expect("unique part")
+        .to_owned();
+    let renamed: Vec<String> = env
+        .local_files("INBOX")
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+        .filter(|n| n.starts_with(&unique))
+        .collect();
+    assert_eq!(
+        renamed,
+        vec![format!("{unique}:2,FSa")],
+        "the server's flag reached the file, and the client's letter stayed"
+    );
+}
+
+#[test]
+fn a_maildir_changed_by_the_mail_client_is_read_again() {
+    let env = env_with_capabilities(None);
+    fill(&env, 15, 40);
+    env.sync_ok(&[]);
+    let_directory_times_settle();
+    env.sync_ok(&[]);
+    let_directory_times_settle();
+    // Both sides change: the server a flag, the client a flag of another message.
+    let inbox = env.ctl.dump("INBOX");
+    env.ctl.store("INBOX", inbox[0].uid, &["\\Flagged"], "+");
+    let file = env
+        .local_files("INBOX")
+        .into_iter()
+        .find(|p| {
+            let content = std::fs::read(p).expect("read");
+            idlewild::message::message_id(&content) != inbox[0].message_id
+        })
+        .expect("another local message");
+    set_local_flags(&file, "D");
+    let_directory_times_settle();
+    let out = env.sync_ok(&[]);
+    let log = stderr(&out);
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("folder{folder=INBOX ") && l.contains("listed from the state")),
+        "a changed Maildir is read:\n{log}"
+    );
+
+    env.assert_in_step();
+    let after = env.ctl.dump("INBOX");
+    assert!(
+        after.iter().any(|m| m.flags.iter().any(|f| f == "\\Draft")),
+        "the client's flag reached the server"
+    );
+}

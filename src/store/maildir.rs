@@ -70,6 +70,9 @@ struct Queued {
 struct OpenFolder {
     dir: PathBuf,
     index: HashMap<MsgId, Located>,
+    /// The index holds where messages of an adopted listing would be if idlewild named them
+    /// (`new/ID` or `cur/ID:2,FLAGS`), not what was read: the first miss reads the folder.
+    guessed: bool,
 }
 
 impl MaildirStore {
@@ -189,6 +192,16 @@ impl MaildirStore {
     /// Finds a message again after the mail client renamed it behind our back.
     fn relocate(&mut self, id: &MsgId) -> Result<Option<PathBuf>, StoreError> {
         let dir = self.open_folder()?.dir.clone();
+        if let Some(open) = self.open.as_mut().filter(|open| open.guessed) {
+            // One read of the folder replaces every guess, found or not.
+            let (index, _) = read_folder(&dir)?;
+            open.index = index;
+            open.guessed = false;
+            return Ok(open
+                .index
+                .get(id)
+                .map(|l| dir.join(l.sub.name()).join(&l.file_name)));
+        }
         let mut found = None;
         for sub in [Sub::Cur, Sub::New] {
             let sub_dir = dir.join(sub.name());
@@ -323,6 +336,41 @@ impl MaildirStore {
             self.list_nested(&path, &full, out);
         }
     }
+}
+
+/// Reads a folder's `new/` and `cur/`: where each message is, and the listing.
+fn read_folder(dir: &Path) -> Result<(HashMap<MsgId, Located>, Vec<MessageMeta>), StoreError> {
+    let mut index = HashMap::new();
+    let mut messages = Vec::new();
+    for sub in [Sub::New, Sub::Cur] {
+        let sub_dir = dir.join(sub.name());
+        let entries = fs::read_dir(&sub_dir).map_err(|e| StoreError::io(&sub_dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&sub_dir, e))?;
+            let Ok(file_name) = entry.file_name().into_string() else {
+                tracing::warn!(dir = %sub_dir.display(), "skipping a file whose name is not UTF-8");
+                continue;
+            };
+            if file_name.starts_with('.') {
+                continue;
+            }
+            let Some(id) = MsgId::new(unique_part(&file_name)) else {
+                tracing::warn!(file = %file_name, "skipping a file whose name is not a Maildir name idlewild can track");
+                continue;
+            };
+            if index.contains_key(&id) {
+                // A client moving new/ -> cur/ while we read both: keep one, it is one message.
+                continue;
+            }
+            let flags = Flags::from_maildir_info(info_letters(&file_name));
+            messages.push(MessageMeta {
+                id: id.clone(),
+                flags,
+            });
+            index.insert(id, Located { sub, file_name });
+        }
+    }
+    Ok((index, messages))
 }
 
 fn is_maildir(dir: &Path) -> bool {
@@ -521,37 +569,12 @@ impl Store for MaildirStore {
         if !self.read_only {
             remove_leftovers(&dir.join("tmp"));
         }
-        let mut index = HashMap::new();
-        let mut messages = Vec::new();
-        for sub in [Sub::New, Sub::Cur] {
-            let sub_dir = dir.join(sub.name());
-            let entries = fs::read_dir(&sub_dir).map_err(|e| StoreError::io(&sub_dir, e))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| StoreError::io(&sub_dir, e))?;
-                let Ok(file_name) = entry.file_name().into_string() else {
-                    tracing::warn!(dir = %sub_dir.display(), "skipping a file whose name is not UTF-8");
-                    continue;
-                };
-                if file_name.starts_with('.') {
-                    continue;
-                }
-                let Some(id) = MsgId::new(unique_part(&file_name)) else {
-                    tracing::warn!(file = %file_name, "skipping a file whose name is not a Maildir name idlewild can track");
-                    continue;
-                };
-                if index.contains_key(&id) {
-                    // A client moving new/ -> cur/ while we read both: keep one, it is one message.
-                    continue;
-                }
-                let flags = Flags::from_maildir_info(info_letters(&file_name));
-                messages.push(MessageMeta {
-                    id: id.clone(),
-                    flags,
-                });
-                index.insert(id, Located { sub, file_name });
-            }
-        }
-        self.open = Some(OpenFolder { dir, index });
+        let (index, messages) = read_folder(&dir)?;
+        self.open = Some(OpenFolder {
+            dir,
+            index,
+            guessed: false,
+        });
         Ok(FolderSnapshot {
             uid_validity: None,
             uid_next: None,
@@ -563,6 +586,49 @@ impl Store for MaildirStore {
 
     async fn change_token(&mut self, folder: &FolderName) -> Result<Option<String>, StoreError> {
         Ok(dir_token(&self.folder_dir(folder)?))
+    }
+
+    async fn adopt_listing(
+        &mut self,
+        folder: &FolderName,
+        messages: Vec<MessageMeta>,
+        token: Option<String>,
+    ) -> Result<Option<FolderSnapshot>, StoreError> {
+        self.complete_deliveries().await?;
+        self.open = None;
+        let dir = self.folder_dir(folder)?;
+        if !is_maildir(&dir) {
+            return Ok(None);
+        }
+        let index = messages
+            .iter()
+            .map(|m| {
+                let located = if m.flags.is_empty() {
+                    Located {
+                        sub: Sub::New,
+                        file_name: m.id.as_str().to_owned(),
+                    }
+                } else {
+                    Located {
+                        sub: Sub::Cur,
+                        file_name: file_name_with(m.id.as_str(), "", m.flags),
+                    }
+                };
+                (m.id.clone(), located)
+            })
+            .collect();
+        self.open = Some(OpenFolder {
+            dir,
+            index,
+            guessed: true,
+        });
+        Ok(Some(FolderSnapshot {
+            uid_validity: None,
+            uid_next: None,
+            highest_modseq: None,
+            messages,
+            token,
+        }))
     }
 
     fn staging_dir(&self, folder: &FolderName) -> Option<PathBuf> {
@@ -725,6 +791,9 @@ impl Store for MaildirStore {
                 let target = cur.join(&new_name);
                 if target != path {
                     fs::rename(path, &target)?;
+                } else {
+                    // Nothing to rename, but the file must be there (the name may be a guess).
+                    fs::metadata(path)?;
                 }
                 Ok(new_name)
             })?;

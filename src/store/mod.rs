@@ -196,6 +196,20 @@ pub trait Store: Send {
         Ok(None)
     }
 
+    /// Opens `folder` taking `messages` as its listing, without reading it: the caller knows
+    /// that nothing changed since that listing was true (the change token is the one recorded
+    /// with it). `token` goes into the snapshot. `None` when this store cannot, or the folder
+    /// is gone: then it is scanned. A store that adopts a listing must still find each
+    /// message's data when asked, and look for it anew when the listing was wrong about it.
+    async fn adopt_listing(
+        &mut self,
+        _folder: &FolderName,
+        _messages: Vec<MessageMeta>,
+        _token: Option<String>,
+    ) -> Result<Option<FolderSnapshot>, StoreError> {
+        Ok(None)
+    }
+
     /// Like [`Store::scan`], but a store that can may answer with only what changed since
     /// `since` (same UIDVALIDITY). Opens the folder like `scan`.
     async fn scan_since(

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MsgId};
+use crate::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MessageMeta, MsgId};
 
 use super::{FlagUpdate, Listing, Since, SizeAndDate, Staged, Store, StoreError};
 
@@ -51,6 +51,15 @@ impl Store for ReadOnly<'_> {
 
     async fn change_token(&mut self, folder: &FolderName) -> Result<Option<String>, StoreError> {
         self.inner.change_token(folder).await
+    }
+
+    async fn adopt_listing(
+        &mut self,
+        folder: &FolderName,
+        messages: Vec<MessageMeta>,
+        token: Option<String>,
+    ) -> Result<Option<FolderSnapshot>, StoreError> {
+        self.inner.adopt_listing(folder, messages, token).await
     }
 
     async fn scan_since(

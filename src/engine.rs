@@ -565,6 +565,12 @@ pub async fn sync_folders(
     }
 
     if !jobs.is_empty() {
+        if lanes.is_some() {
+            // Biggest first: the last folder to start should be a small one.
+            jobs.sort_by_key(|job| {
+                std::cmp::Reverse(remote.message_count_hint(&job.remote).unwrap_or(0))
+            });
+        }
         reports
             .extend(lanes::sync_jobs(remote, local, state, jobs, options, observer, lanes).await?);
     }

@@ -4,7 +4,7 @@
 //!
 //! The decision table is [`decide`]; the safety valve against mass deletion is [`plan_folder`].
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet, HashSetExt};
 use std::fmt;
 
 use crate::config::MassDeleteGuard;
@@ -398,8 +398,8 @@ pub fn plan_folder(
 ) -> Plan {
     let remote_by_id: HashMap<&MsgId, &MessageMeta> = remote.iter().map(|m| (&m.id, m)).collect();
     let local_by_id: HashMap<&MsgId, &MessageMeta> = local.iter().map(|m| (&m.id, m)).collect();
-    let mut claimed_remote = HashSet::new();
-    let mut claimed_local = HashSet::new();
+    let mut claimed_remote = HashSet::with_capacity(records.len());
+    let mut claimed_local = HashSet::with_capacity(records.len());
     let mut actions = Vec::new();
 
     for rec in records {

@@ -692,3 +692,31 @@ async fn starttls_is_required_when_configured() {
         "{e:?}"
     );
 }
+
+#[tokio::test]
+async fn the_folder_listing_tells_how_many_messages_each_folder_holds() {
+    let d = Dovecot::start().unwrap();
+    let ctl = ImapCtl::new(&d);
+    ctl.create("Entwürfe");
+    for i in 0..3 {
+        ctl.append(
+            "Entwürfe",
+            format!("Subject: {i}\r\n\r\nbody\r\n").as_bytes(),
+            &[],
+        );
+    }
+    ctl.append("INBOX", b"Subject: x\r\n\r\nbody\r\n", &[]);
+    let mut store = connect(&d).await;
+    assert_eq!(
+        store.message_count_hint(&folder("INBOX")),
+        None,
+        "not listed yet"
+    );
+    store.list_folders().await.unwrap();
+    assert_eq!(store.message_count_hint(&folder("Entwürfe")), Some(3));
+    assert_eq!(store.message_count_hint(&folder("INBOX")), Some(1));
+    // The hint is not the change token: taking the token leaves it.
+    store.change_token(&folder("Entwürfe")).await.unwrap();
+    assert_eq!(store.message_count_hint(&folder("Entwürfe")), Some(3));
+    store.close().await;
+}

@@ -7,7 +7,7 @@
 //! when a mail client renames the file to change its flags. Deliveries follow the Maildir
 //! protocol: write in `tmp/`, fsync, rename into `new/` or `cur/`, fsync the directory.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

@@ -196,6 +196,12 @@ pub trait Store: Send {
         Ok(None)
     }
 
+    /// How many messages `folder` held when the folders were last listed, where the store
+    /// learned it for free (LIST-STATUS). Only for scheduling: the biggest folders start first.
+    fn message_count_hint(&self, _folder: &FolderName) -> Option<u32> {
+        None
+    }
+
     /// Opens `folder` taking `messages` as its listing, without reading it: the caller knows
     /// that nothing changed since that listing was true (the change token is the one recorded
     /// with it). `token` goes into the snapshot. `None` when this store cannot, or the folder

@@ -53,6 +53,10 @@ impl Store for ReadOnly<'_> {
         self.inner.change_token(folder).await
     }
 
+    fn message_count_hint(&self, folder: &FolderName) -> Option<u32> {
+        self.inner.message_count_hint(folder)
+    }
+
     async fn adopt_listing(
         &mut self,
         folder: &FolderName,

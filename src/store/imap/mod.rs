@@ -68,6 +68,8 @@ pub struct ImapStore {
     /// Change tokens from the last listing's LIST-STATUS (RFC 5819), each used once, so the
     /// folders of one sync pass cost no STATUS round trip of their own.
     listed_tokens: HashMap<FolderName, String>,
+    /// Message counts from the same LIST-STATUS, to start the biggest folders first.
+    listed_sizes: HashMap<FolderName, u32>,
     /// Body fetches sent ahead by [`Store::prefetch`], not yet read.
     prefetched: Option<fetch::InFlight>,
     /// `readonly = true`: folders are opened with EXAMINE, so not even \Recent changes.
@@ -104,6 +106,7 @@ impl ImapStore {
             selected: None,
             qresync: connected.qresync,
             listed_tokens: HashMap::new(),
+            listed_sizes: HashMap::new(),
             prefetched: None,
             read_only: false,
         })
@@ -590,6 +593,7 @@ impl Store for ImapStore {
         let tag = self.session.send(&command).await?;
         let mut found: BTreeMap<FolderName, String> = BTreeMap::new();
         let mut statuses: HashMap<String, String> = HashMap::new();
+        let mut sizes: HashMap<String, u32> = HashMap::new();
         loop {
             match self.session.recv_for(&tag).await? {
                 Reply::Data(response) => {
@@ -598,6 +602,13 @@ impl Store for ImapStore {
                         Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
                             if let Some(token) = status_token(status) {
                                 statuses.insert(mailbox.to_string(), token);
+                            }
+                            let messages = status.iter().find_map(|a| match a {
+                                StatusAttribute::Messages(n) => Some(*n),
+                                _ => None,
+                            });
+                            if let Some(n) = messages {
+                                sizes.insert(mailbox.to_string(), n);
                             }
                             continue;
                         }
@@ -636,6 +647,10 @@ impl Store for ImapStore {
                 }
             }
         }
+        self.listed_sizes = found
+            .iter()
+            .filter_map(|(folder, server)| sizes.get(server).map(|n| (folder.clone(), *n)))
+            .collect();
         self.listed_tokens = found
             .iter()
             .filter_map(|(folder, server)| {
@@ -710,6 +725,10 @@ impl Store for ImapStore {
     async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError> {
         let info = self.select(folder, None).await?;
         self.list_selected(folder, &info).await
+    }
+
+    fn message_count_hint(&self, folder: &FolderName) -> Option<u32> {
+        self.listed_sizes.get(folder).copied()
     }
 
     async fn change_token(&mut self, folder: &FolderName) -> Result<Option<String>, StoreError> {

@@ -996,21 +996,27 @@ async fn unchanged(
     let (Some(remote_was), Some(local_was)) = (&folder.remote_token, &folder.local_token) else {
         return Ok(false);
     };
-    let remote_now = remote
-        .change_token(&folder.name)
-        .await
-        .map_err(SyncError::remote)?;
-    if remote_now.as_ref() != Some(remote_was) {
-        return Ok(false);
-    }
-    let local_now = local
-        .change_token(local_name)
-        .await
-        .map_err(SyncError::local)?;
-    if local_now.as_ref() != Some(local_was) {
+    if same_token(remote, &folder.name, remote_was, SyncError::remote)
+        .await?
+        .is_none()
+        || same_token(local, local_name, local_was, SyncError::local)
+            .await?
+            .is_none()
+    {
         return Ok(false);
     }
     Ok(!state.has_pending(folder.id)?)
+}
+
+/// The store's change token for `folder`, if it is still the `recorded` one.
+async fn same_token(
+    store: &mut dyn Store,
+    folder: &FolderName,
+    recorded: &str,
+    side: fn(StoreError) -> SyncError,
+) -> Result<Option<String>, SyncError> {
+    let now = store.change_token(folder).await.map_err(side)?;
+    Ok(now.filter(|token| token == recorded))
 }
 
 /// The local listing without reading the folder, when its change token is still the one
@@ -1032,13 +1038,9 @@ async fn adopt_local_listing(
     if options.policy.readonly_local || options.policy.readonly_remote {
         return Ok(None);
     }
-    let now = local
-        .change_token(local_name)
-        .await
-        .map_err(SyncError::local)?;
-    if now.as_ref() != Some(recorded) {
+    let Some(now) = same_token(local, local_name, recorded, SyncError::local).await? else {
         return Ok(None);
-    }
+    };
     let mut messages = Vec::with_capacity(records.len());
     for record in records {
         match (&record.local, record.deleted_on) {
@@ -1053,7 +1055,7 @@ async fn adopt_local_listing(
         return Ok(None);
     }
     let adopted = local
-        .adopt_listing(local_name, messages, now)
+        .adopt_listing(local_name, messages, Some(now))
         .await
         .map_err(SyncError::local)?;
     if adopted.is_some() {

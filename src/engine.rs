@@ -1099,6 +1099,24 @@ async fn remote_listing(
     }
 }
 
+/// Where an interrupted copy may have landed: messages of `snapshot` no pair claims, with a UID
+/// at or above `floor` (the UIDNEXT before the earliest copy), or any of them after the folder
+/// was renumbered.
+fn unclaimed_since(
+    snapshot: &FolderSnapshot,
+    claimed: &HashSet<MsgId>,
+    floor: u32,
+    renumbered: bool,
+) -> Vec<MsgId> {
+    snapshot
+        .messages
+        .iter()
+        .filter(|m| !claimed.contains(&m.id))
+        .filter(|m| renumbered || m.id.uid().map(Uid::get).unwrap_or(0) >= floor)
+        .map(|m| m.id.clone())
+        .collect()
+}
+
 /// Settles the copies an earlier run started but did not confirm.
 async fn recover_pending(
     remote: &mut dyn Store,
@@ -1159,13 +1177,7 @@ async fn recover_pending(
             .filter_map(|r| r.remote)
             .collect();
         let floor = uploads.iter().map(|u| u.1).min().unwrap_or(0);
-        let candidates: Vec<MsgId> = remote_snap
-            .messages
-            .iter()
-            .filter(|m| !claimed.contains(&m.id))
-            .filter(|m| validity_changed || m.id.uid().map(Uid::get).unwrap_or(0) >= floor)
-            .map(|m| m.id.clone())
-            .collect();
+        let candidates = unclaimed_since(remote_snap, &claimed, floor, validity_changed);
         let fingerprints = if candidates.is_empty() {
             Vec::new()
         } else {
@@ -1289,13 +1301,7 @@ async fn recover_copies_to_local(
         .filter_map(|r| r.local)
         .collect();
     let floor = copies.iter().map(|c| c.3).min().unwrap_or(0);
-    let candidates: Vec<MsgId> = local_snap
-        .messages
-        .iter()
-        .filter(|m| !claimed.contains(&m.id))
-        .filter(|m| validity_changed || m.id.uid().map(Uid::get).unwrap_or(0) >= floor)
-        .map(|m| m.id.clone())
-        .collect();
+    let candidates = unclaimed_since(local_snap, &claimed, floor, validity_changed);
     let fingerprints = if candidates.is_empty() {
         Vec::new()
     } else {

@@ -278,11 +278,7 @@ impl MaildirStore {
                 continue;
             };
             // The date of arrival is the original's; the copy's own time is now.
-            let internal_date = fs::metadata(&original)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_secs() as i64);
+            let internal_date = file_date(&original);
             staged.push(Staged {
                 source_id: id.clone(),
                 path: copy,
@@ -371,6 +367,15 @@ fn read_folder(dir: &Path) -> Result<(HashMap<MsgId, Located>, Vec<MessageMeta>)
         }
     }
     Ok((index, messages))
+}
+
+/// A message file's modification time in seconds: its date of arrival, as mail clients take it.
+fn file_date(path: &Path) -> Option<i64> {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
 }
 
 fn is_maildir(dir: &Path) -> bool {
@@ -683,11 +688,7 @@ impl Store for MaildirStore {
             if linked.is_none() {
                 continue;
             }
-            let internal_date = fs::metadata(&link)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_secs() as i64);
+            let internal_date = file_date(&link);
             staged.push(Staged {
                 source_id: id.clone(),
                 path: link,

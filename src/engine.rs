@@ -29,7 +29,7 @@ use crate::plan::{
 use crate::recover::{self, Known};
 use crate::state::{FolderState, FolderStatus, Pending, Skipped, StateDb, StateError};
 use crate::store::readonly::ReadOnly;
-use crate::store::{FailureKind, FlagUpdate, Listing, Since, Staged, Store, StoreError};
+use crate::store::{Absence, FailureKind, FlagUpdate, Listing, Since, Staged, Store, StoreError};
 
 /// How many messages are uploaded between two state commits.
 const BATCH: usize = 64;
@@ -110,9 +110,15 @@ impl SyncError {
                 source,
                 StoreError::Refused { .. }
                     | StoreError::NoSuchFolder(_)
+                    | StoreError::FolderName { .. }
                     | StoreError::Invalid(_)
                     | StoreError::NotEmpty(_)
             ),
+            // A folder name the Maildir cannot hold concerns that folder alone.
+            SyncError::Store {
+                side: Side::Local,
+                source: StoreError::FolderName { .. },
+            } => false,
             SyncError::Store {
                 side: Side::Local,
                 source,
@@ -304,6 +310,22 @@ pub async fn plan_folders(
         if !m.selection.is_included() {
             planned.push(folder);
             continue;
+        }
+        // A known folder missing on one side is deleted there only if that side says it is
+        // gone: one it cannot see (a dangling link, an unmounted disk) is left alone on both.
+        if state_folder.is_some() && m.on_remote != m.on_local {
+            let (store, name, side): (&mut dyn Store, _, _) = if m.on_remote {
+                (&mut *local, &m.local, Side::Local)
+            } else {
+                (&mut *remote, &m.remote, Side::Remote)
+            };
+            if let Absence::Unavailable(why) = store.absence(name).await {
+                folder.step = Step::Failed(format!(
+                    "the folder is unavailable on the {side} side ({why}); nothing was changed on either side"
+                ));
+                planned.push(folder);
+                continue;
+            }
         }
         let survivor = match (state_folder, m.on_remote, m.on_local) {
             (Some(f), true, false) => survivor(remote, state, f.id, &m.remote, Side::Remote).await,

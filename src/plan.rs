@@ -539,6 +539,10 @@ pub enum Kept {
     NotEmpty,
     /// It has sub-folders on the server that stay (see [`hold_server_parents`]).
     HasChildren,
+    /// Removing it would delete `messages` messages, as many as the message safety valve
+    /// stops at (`limit`, `mass_delete_min_messages`): a folder vanishing with its mail is a
+    /// mass deletion like any other (see [`hold_mass_folder_removal`]).
+    ManyMessages { messages: usize, limit: usize },
 }
 
 /// What to do with one folder pair. See [`decide_folder`].
@@ -584,6 +588,9 @@ impl FolderAction {
             Kept::ManyFolders { vanished, known } => format!(
                 "{vanished} of {known} folders holding mail vanished from the {from} side at once, which looks like an unmounted disk or a wrong path rather than deletions. If you deleted them, run again with --allow-mass-delete"
             ),
+            Kept::ManyMessages { messages, limit } => format!(
+                "removing it would delete its {messages} messages on the {on} side, and a folder that vanishes with {limit} or more messages looks like a moved directory or an unmounted disk as much as a deletion. If you deleted it, run again with --allow-mass-delete"
+            ),
             Kept::NotInspected => "its contents there could not be looked at".to_owned(),
             Kept::HasChildren => format!(
                 "it has sub-folders on the {on} side that stay, and a server keeps listing a removed folder's name while it has sub-folders. Remove or move them first"
@@ -595,6 +602,7 @@ impl FolderAction {
             Kept::NotAllowed { .. }
             | Kept::Unsynced { .. }
             | Kept::ManyFolders { .. }
+            | Kept::ManyMessages { .. }
             | Kept::HasChildren
             | Kept::NotInspected => " Nothing was changed on either side.",
         };
@@ -681,6 +689,10 @@ pub fn decide_folder(
 /// path, or a mount point without its disk, looks exactly like a user deleting every folder.
 /// Every vanished folder counts, INBOX and kept ones included, so an account of two folders
 /// that both vanished is held too. `decided` holds every selected folder of the account.
+///
+/// A single removal counts its messages, as the message valve does: a folder that vanished
+/// with `guard.min_messages` or more (all of its messages, so always past `max_percent`) is
+/// kept too — one folder moved away or on an unmounted disk is as likely as a deletion.
 pub fn hold_mass_folder_removal(
     decided: &[(FolderFacts, FolderAction)],
     guard: MassDeleteGuard,
@@ -708,6 +720,18 @@ pub fn hold_mass_folder_removal(
                     reason: Kept::ManyFolders { vanished, known },
                 };
             }
+        }
+    }
+    let limit = guard.min_messages as usize;
+    for a in out.iter_mut() {
+        if let FolderAction::Remove { on, messages } = *a
+            && messages >= limit
+            && messages > 0
+        {
+            *a = FolderAction::Kept {
+                from: on.other(),
+                reason: Kept::ManyMessages { messages, limit },
+            };
         }
     }
     out
@@ -1581,6 +1605,43 @@ mod tests {
             decide_folder(inbox(Some(0), Some((0, 0))), none, false),
             NotCreated { on: l }
         );
+    }
+
+    #[test]
+    fn a_folder_vanishing_with_many_messages_is_a_mass_deletion() {
+        use FolderAction::*;
+        let (r, l) = (Side::Remote, Side::Local);
+        let guard = MassDeleteGuard::default();
+        let limit = guard.min_messages as usize;
+        let gone = |messages| {
+            (
+                facts(Some(messages), true, false, Some((messages, 0))),
+                Remove { on: r, messages },
+            )
+        };
+        let here = (facts(Some(3), true, true, None), Sync);
+        // One folder of 30 messages gone from the Maildir: 30 deletions on the server, held.
+        let d = [gone(30), here, here, here];
+        assert_eq!(
+            hold_mass_folder_removal(&d, guard, false),
+            vec![
+                Kept {
+                    from: l,
+                    reason: super::Kept::ManyMessages {
+                        messages: 30,
+                        limit
+                    }
+                },
+                Sync,
+                Sync,
+                Sync
+            ]
+        );
+        // Below the valve's size, or allowed: removed.
+        let d = [gone(limit - 1), here, here, here];
+        assert_eq!(hold_mass_folder_removal(&d, guard, false)[0], d[0].1);
+        let d = [gone(30), here, here, here];
+        assert_eq!(hold_mass_folder_removal(&d, guard, true)[0], d[0].1);
     }
 
     #[test]

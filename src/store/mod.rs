@@ -61,6 +61,9 @@ pub enum StoreError {
     },
     #[error("folder {0} does not exist")]
     NoSuchFolder(FolderName),
+    /// This store cannot hold a folder of that name; the other folders are not concerned.
+    #[error("folder {folder} cannot be stored here: {reason}")]
+    FolderName { folder: FolderName, reason: String },
     /// A folder to remove still holds messages (or other files).
     #[error("folder {0} is not empty")]
     NotEmpty(FolderName),
@@ -98,6 +101,7 @@ impl StoreError {
             StoreError::Tls { .. }
             | StoreError::Auth { .. }
             | StoreError::Unsupported { .. }
+            | StoreError::FolderName { .. }
             | StoreError::Invalid(_) => FailureKind::Permanent,
             StoreError::Credentials(e) if e.is_temporary() => FailureKind::Temporary,
             StoreError::Credentials(_) => FailureKind::Permanent,
@@ -167,6 +171,17 @@ pub struct FlagUpdate {
     pub remove: Flags,
 }
 
+/// Why a folder the state knows is missing from a store's [`Store::list_folders`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Absence {
+    /// It is really gone: deleted on that side.
+    Gone,
+    /// It cannot be looked at (a symbolic link that leads nowhere, a disk that is not mounted,
+    /// a directory that cannot be read): it may be whole where it cannot be seen, so it is
+    /// neither taken for deleted nor synced. The text says what was found.
+    Unavailable(String),
+}
+
 /// One side of a sync: a set of folders holding messages.
 ///
 /// Calls that name no folder act on the folder of the last [`Store::scan`].
@@ -179,6 +194,12 @@ pub trait Store: Send {
     async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError>;
 
     async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError>;
+
+    /// Why `folder`, which [`Store::list_folders`] left out, is missing. A server's listing is
+    /// its word (the default); a local tree must tell a deleted folder from one it cannot see.
+    async fn absence(&mut self, _folder: &FolderName) -> Absence {
+        Absence::Gone
+    }
 
     /// Removes an empty folder; one that holds anything fails with [`StoreError::NotEmpty`]
     /// and stays as it was, and one already gone is fine. Messages are deleted first with

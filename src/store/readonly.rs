@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MessageMeta, MsgId};
 
-use super::{FlagUpdate, Listing, Since, SizeAndDate, Staged, Store, StoreError};
+use super::{Absence, FlagUpdate, Listing, Since, SizeAndDate, Staged, Store, StoreError};
 
 pub struct ReadOnly<'a> {
     inner: &'a mut dyn Store,
@@ -35,6 +35,10 @@ impl Store for ReadOnly<'_> {
 
     async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError> {
         self.inner.list_folders().await
+    }
+
+    async fn absence(&mut self, folder: &FolderName) -> Absence {
+        self.inner.absence(folder).await
     }
 
     async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {

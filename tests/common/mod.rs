@@ -277,10 +277,9 @@ fn read_maildirs(root: &Path, dir: &Path, out: &mut Side) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if e.path().is_dir()
-            && !["cur", "new", "tmp"].contains(&name.as_str())
-            && !name.starts_with('.')
-        {
+        // At the top level (the root is no Maildir) `tmp` may be a folder.
+        let own = dir != root && ["cur", "new", "tmp"].contains(&name.as_str());
+        if e.path().is_dir() && !own && !name.starts_with('.') {
             read_maildirs(root, &e.path(), out);
         }
     }

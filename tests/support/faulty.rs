@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use idlewild::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MsgId};
-use idlewild::store::{FlagUpdate, SizeAndDate, Staged, Store, StoreError};
+use idlewild::store::{Absence, FlagUpdate, SizeAndDate, Staged, Store, StoreError};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum When {
@@ -59,6 +59,9 @@ impl<S: Store> Store for Faulty<S> {
     }
     async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError> {
         self.inner.list_folders().await
+    }
+    async fn absence(&mut self, folder: &FolderName) -> Absence {
+        self.inner.absence(folder).await
     }
     async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
         effect!(self, self.inner.create_folder(folder).await)

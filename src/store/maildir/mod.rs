@@ -7,7 +7,7 @@
 //! when a mail client renames the file to change its flags. Deliveries follow the Maildir
 //! protocol: write in `tmp/`, fsync, rename into `new/` or `cur/`, fsync the directory.
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use super::{FlagUpdate, SizeAndDate, Staged, Store, StoreError};
+mod names;
+
+use super::{Absence, FlagUpdate, SizeAndDate, Staged, Store, StoreError};
 use crate::config::{MaildirConfig, MaildirLayout};
 use crate::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MessageMeta, MsgId};
 
@@ -120,17 +122,27 @@ impl MaildirStore {
         self.folder_dir(folder).ok()
     }
 
+    /// The directory of `folder`: in the nested layout each name part is a directory, escaped
+    /// where it would be one of the Maildir's own (`names`); in Maildir++ the parts are joined
+    /// with dots, so a part holding a dot cannot be stored.
     fn folder_dir(&self, folder: &FolderName) -> Result<PathBuf, StoreError> {
+        let unstorable = |reason: String| StoreError::FolderName {
+            folder: folder.clone(),
+            reason,
+        };
         match self.layout {
             MaildirLayout::Nested => {
                 let mut dir = self.root.clone();
-                for c in folder.components() {
-                    if c.starts_with('.') {
-                        return Err(StoreError::Invalid(format!(
-                            "folder {folder} cannot be stored in a nested Maildir: a name part starts with '.'"
+                for (depth, part) in folder.components().enumerate() {
+                    let name = names::to_dir(part, depth);
+                    if name.len() > names::NAME_MAX {
+                        return Err(unstorable(format!(
+                            "a name part is {} bytes long, more than the {} a directory name may have",
+                            name.len(),
+                            names::NAME_MAX
                         )));
                     }
-                    dir.push(c);
+                    dir.push(&*name);
                 }
                 Ok(dir)
             }
@@ -139,12 +151,20 @@ impl MaildirStore {
                     return Ok(self.root.clone());
                 }
                 if folder.components().any(|c| c.contains('.')) {
-                    return Err(StoreError::Invalid(format!(
-                        "folder {folder} cannot be stored in a Maildir++ tree: a name part contains '.'"
-                    )));
+                    return Err(unstorable(
+                        "a name part contains '.', which a Maildir++ tree uses between levels (the nested layout can store it; or leave the folder out with folders.exclude)".into(),
+                    ));
                 }
                 let joined: Vec<&str> = folder.components().collect();
-                Ok(self.root.join(format!(".{}", joined.join("."))))
+                let name = format!(".{}", joined.join("."));
+                if name.len() > names::NAME_MAX {
+                    return Err(unstorable(format!(
+                        "its directory name would be {} bytes long, more than the {} a directory name may have",
+                        name.len(),
+                        names::NAME_MAX
+                    )));
+                }
+                Ok(self.root.join(name))
             }
         }
     }
@@ -162,10 +182,12 @@ impl MaildirStore {
         let folder_parts = &parts[..sub];
         match self.layout {
             MaildirLayout::Nested => {
-                if folder_parts.iter().any(|p| p.starts_with('.')) {
-                    return None;
-                }
-                FolderName::new(&folder_parts.join("/"))
+                let parts: Vec<&str> = folder_parts
+                    .iter()
+                    .enumerate()
+                    .map(|(depth, dir)| names::from_dir(dir, depth))
+                    .collect::<Option<_>>()?;
+                FolderName::new(&parts.join("/"))
             }
             MaildirLayout::MaildirPlusPlus => match folder_parts {
                 [] => Some(FolderName::inbox()),
@@ -295,7 +317,18 @@ impl MaildirStore {
         }
     }
 
-    fn list_nested(&self, dir: &Path, prefix: &str, out: &mut Vec<FolderName>) {
+    /// Adds the folders below `dir` (whose folder name is `prefix`, `depth` parts long).
+    /// Symbolic links to directories are followed (a folder kept on another disk is a folder);
+    /// `seen` holds the directories entered, so a link back up the tree is not a loop.
+    fn list_nested(
+        &self,
+        dir: &Path,
+        prefix: &str,
+        depth: usize,
+        seen: &mut HashSet<(u64, u64)>,
+        out: &mut Vec<FolderName>,
+    ) {
+        use std::os::unix::fs::MetadataExt;
         let Ok(entries) = fs::read_dir(dir) else {
             return;
         };
@@ -303,7 +336,14 @@ impl MaildirStore {
             let Ok(kind) = entry.file_type() else {
                 continue;
             };
-            if !kind.is_dir() {
+            let path = entry.path();
+            // A link that leads nowhere is not listed; `absence` tells it from a deletion.
+            let meta = match kind.is_symlink() {
+                true => fs::metadata(&path),
+                false => entry.metadata(),
+            };
+            let Ok(meta) = meta else { continue };
+            if !meta.is_dir() {
                 continue;
             }
             let name = entry.file_name();
@@ -311,26 +351,96 @@ impl MaildirStore {
                 tracing::warn!(dir = %dir.display(), "skipping a directory whose name is not UTF-8");
                 continue;
             };
-            // Hidden directories belong to other programs (notmuch keeps `.notmuch` here).
-            if name.starts_with('.') {
+            // The Maildir's own directories and other programs' (`.notmuch`) are no folders.
+            let Some(part) = names::from_dir(name, depth) else {
                 continue;
-            }
-            if dir != self.root && SUBDIRS.contains(&name) {
+            };
+            if !seen.insert((meta.dev(), meta.ino())) {
+                tracing::warn!(path = %path.display(), "skipping a directory met before (a symbolic link loop?)");
                 continue;
             }
             let full = if prefix.is_empty() {
-                name.to_owned()
+                part.to_owned()
             } else {
-                format!("{prefix}/{name}")
+                format!("{prefix}/{part}")
             };
-            let path = entry.path();
             if is_maildir(&path)
                 && let Some(folder) = FolderName::new(&full)
             {
                 out.push(folder);
             }
-            self.list_nested(&path, &full, out);
+            self.list_nested(&path, &full, depth + 1, seen, out);
         }
+    }
+}
+
+/// Why the Maildir folder at `dir` is not listed: really gone, or there in a way that cannot be
+/// seen. Only a directory that does not exist under a readable parent, or one a mail client
+/// emptied of its Maildir while sub-folders stay, is gone; a dangling symbolic link, an empty
+/// directory (a mount point without its disk), a broken Maildir or anything unreadable is
+/// unavailable.
+fn absence_of(root: &Path, dir: &Path) -> Absence {
+    let unavailable = |why: String| Absence::Unavailable(format!("{}: {why}", dir.display()));
+    match fs::symlink_metadata(dir) {
+        Ok(meta) => {
+            if meta.file_type().is_symlink() && fs::metadata(dir).is_err() {
+                let target = fs::read_link(dir)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                return unavailable(format!(
+                    "a symbolic link to {target}, which leads nowhere; if it is on a disk that is not mounted, mount it"
+                ));
+            }
+            if !dir.is_dir() {
+                return unavailable("not a directory".into());
+            }
+            let entries: Vec<String> = match fs::read_dir(dir) {
+                Ok(entries) => entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect(),
+                Err(e) => return unavailable(format!("cannot be read ({e})")),
+            };
+            let own = SUBDIRS
+                .iter()
+                .filter(|s| entries.iter().any(|e| e == *s))
+                .count();
+            match (own, entries.is_empty()) {
+                // A mail client deleted the folder's Maildir, and its sub-folders stay.
+                (0, false) => Absence::Gone,
+                (0, true) => unavailable(
+                    "an empty directory where the folder's Maildir was; if its disk is not mounted, mount it; if you deleted the folder, remove the directory too".into(),
+                ),
+                _ => unavailable(
+                    "not a whole Maildir (one of cur, new and tmp is missing or not a directory)".into(),
+                ),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Gone, when the directory that held it can be read and says so.
+            let mut up = dir.parent();
+            while let Some(parent) = up {
+                match fs::symlink_metadata(parent) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && parent != root => {
+                        up = parent.parent();
+                    }
+                    Err(e) => {
+                        return unavailable(format!("{} cannot be read ({e})", parent.display()));
+                    }
+                    Ok(_) => {
+                        return match fs::read_dir(parent) {
+                            Ok(_) => Absence::Gone,
+                            Err(e) => unavailable(format!(
+                                "{} cannot be read ({e}); if it is on a disk that is not mounted, mount it",
+                                parent.display()
+                            )),
+                        };
+                    }
+                }
+            }
+            Absence::Gone
+        }
+        Err(e) => unavailable(format!("cannot be looked at ({e})")),
     }
 }
 
@@ -505,7 +615,10 @@ impl Store for MaildirStore {
         }
         let mut out = Vec::new();
         match self.layout {
-            MaildirLayout::Nested => self.list_nested(&self.root.clone(), "", &mut out),
+            MaildirLayout::Nested => {
+                let mut seen = HashSet::new();
+                self.list_nested(&self.root.clone(), "", 0, &mut seen, &mut out)
+            }
             MaildirLayout::MaildirPlusPlus => {
                 if is_maildir(&self.root) {
                     out.push(FolderName::inbox());
@@ -529,6 +642,14 @@ impl Store for MaildirStore {
         }
         out.sort();
         Ok(out)
+    }
+
+    async fn absence(&mut self, folder: &FolderName) -> Absence {
+        match self.folder_dir(folder) {
+            Ok(dir) => absence_of(&self.root, &dir),
+            // A name this layout cannot store was never here.
+            Err(_) => Absence::Gone,
+        }
     }
 
     async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {

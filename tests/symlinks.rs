@@ -158,3 +158,72 @@ fn a_folder_really_deleted_is_removed_on_the_server_unless_it_held_much_mail() {
     assert!(!env.remote().contains_key("Big"));
     env.assert_in_step();
 }
+
+/// Runs `idlewild sync`, killing it (by its PID) if it takes longer than a minute.
+fn sync_within_a_minute(env: &Env) -> std::process::Output {
+    let child = env
+        .command(&["sync"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn idlewild");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(out) => out.expect("wait for idlewild"),
+        Err(_) => {
+            // SAFETY: kill(2) on the PID of our own child, which has not been reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("idlewild sync hung for a minute");
+        }
+    }
+}
+
+#[test]
+fn message_files_linking_outside_the_maildir_are_not_uploaded_nor_deleted() {
+    let env = Env::new();
+    fill(&env, "INBOX", 50, 2);
+    env.sync_ok(&[]);
+    let cur = env.maildir().join("INBOX/cur");
+
+    // A link to a file outside the Maildir (say, someone's private file), a link to a message
+    // kept elsewhere inside the Maildir, and a FIFO: only the inside link's message goes up.
+    let secret = env.dir.path().join("secret.eml");
+    std::fs::write(&secret, corpus::message(50, 100)).expect("secret");
+    symlink(&secret, cur.join("outside-1.host:2,S")).expect("symlink");
+    let attic = env.maildir().join("attic");
+    std::fs::create_dir_all(&attic).expect("attic");
+    std::fs::write(attic.join("kept.eml"), corpus::message(50, 101)).expect("kept");
+    symlink("../../attic/kept.eml", cur.join("inside-1.host:2,F")).expect("symlink");
+    let fifo = cur.join("fifo-1.host:2,");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+
+    for run in 0..2 {
+        let out = sync_within_a_minute(&env);
+        let text = stderr(&out);
+        assert!(out.status.success(), "sync {run}:\n{text}");
+        let inbox = &env.remote()["INBOX"];
+        assert_eq!(inbox.len(), 3, "sync {run}: only the inside link went up");
+        let secret_fp =
+            idlewild::message::fingerprint(&corpus::message(50, 100)[..]).expect("fingerprint");
+        assert!(
+            inbox.iter().all(|m| m.message_id != secret_fp.message_id),
+            "sync {run}: the file outside the Maildir was uploaded"
+        );
+        if run == 0 {
+            assert!(text.contains("outside the Maildir"), "{text}");
+        }
+    }
+    assert!(
+        std::fs::symlink_metadata(cur.join("outside-1.host:2,S")).is_ok(),
+        "the outside link is left where it is"
+    );
+    assert!(secret.is_file(), "its target is untouched");
+}

@@ -293,10 +293,14 @@ impl MaildirStore {
     fn stage_outside(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError> {
         fs::create_dir_all(staging).map_err(|e| StoreError::io(staging, e))?;
         let mut staged = Vec::new();
+        let (root, dir) = (self.root.clone(), self.open_folder()?.dir.clone());
         for id in ids {
             let copy = staging.join(format!("{TEMP_PREFIX}up-{}", new_unique()));
-            let Some((original, ())) = self.on_file(id, |path| fs::copy(path, &copy).map(drop))?
-            else {
+            let copied = self.on_file(id, |path| match source_of(&root, &dir, path)? {
+                Source::File | Source::LinkInside => fs::copy(path, &copy).map(|_| true),
+                Source::Refused => Ok(false),
+            })?;
+            let Some((original, true)) = copied else {
                 continue;
             };
             // The date of arrival is the original's; the copy's own time is now.
@@ -460,6 +464,14 @@ fn read_folder(dir: &Path) -> Result<(HashMap<MsgId, Located>, Vec<MessageMeta>)
             if file_name.starts_with('.') {
                 continue;
             }
+            // A message is a file, or a symbolic link (whose target `source_of` checks when it
+            // is copied); a directory or a FIFO here is none.
+            if entry
+                .file_type()
+                .is_ok_and(|t| !t.is_file() && !t.is_symlink())
+            {
+                continue;
+            }
             let Some(id) = MsgId::new(unique_part(&file_name)) else {
                 tracing::warn!(file = %file_name, "skipping a file whose name is not a Maildir name idlewild can track");
                 continue;
@@ -477,6 +489,66 @@ fn read_folder(dir: &Path) -> Result<(HashMap<MsgId, Located>, Vec<MessageMeta>)
         }
     }
     Ok((index, messages))
+}
+
+/// What a message file is, for copying it to the other side.
+enum Source {
+    /// A regular file.
+    File,
+    /// A symbolic link to a regular file inside the store (or inside the folder's own
+    /// directory, which may be a link to another disk): its target is the message.
+    LinkInside,
+    /// A symbolic link leading outside the store, or anything that is not a regular file: it
+    /// is listed (so it is never taken for deleted) but never copied.
+    Refused,
+}
+
+/// Classifies the message file at `path` of the folder in `dir`. A link that leads nowhere is
+/// `NotFound`, as a file that is gone.
+fn source_of(root: &Path, dir: &Path, path: &Path) -> io::Result<Source> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_file() {
+        return Ok(Source::File);
+    }
+    if !meta.file_type().is_symlink() {
+        warn_once(path, "it is not a regular file");
+        return Ok(Source::Refused);
+    }
+    let target = fs::canonicalize(path)?;
+    let inside = [root, dir]
+        .iter()
+        .filter_map(|d| fs::canonicalize(d).ok())
+        .any(|d| target.starts_with(d));
+    if !inside {
+        warn_once(
+            path,
+            &format!(
+                "it is a symbolic link to {}, outside the Maildir; copy the file in instead of linking to it",
+                target.display()
+            ),
+        );
+        return Ok(Source::Refused);
+    }
+    if !fs::metadata(&target)?.is_file() {
+        warn_once(
+            path,
+            "it is a symbolic link to something that is not a regular file",
+        );
+        return Ok(Source::Refused);
+    }
+    Ok(Source::LinkInside)
+}
+
+/// Says once per process and file why a message file is not copied: the daemon looks at the
+/// folder again on every sync, and one warning is enough.
+fn warn_once(path: &Path, why: &str) {
+    static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.iter().any(|p| p == path) {
+        return;
+    }
+    warned.push(path.to_owned());
+    tracing::warn!(file = %path.display(), "not copying this message file to the server: {why}");
 }
 
 /// A message file's modification time in seconds: its date of arrival, as mail clients take it.
@@ -793,23 +865,30 @@ impl Store for MaildirStore {
         if self.read_only {
             return self.stage_outside(ids, staging);
         }
-        let tmp = self.open_folder()?.dir.join("tmp");
+        let (root, dir) = (self.root.clone(), self.open_folder()?.dir.clone());
+        let tmp = dir.join("tmp");
         let mut staged = Vec::new();
         for id in ids {
             // A hard link in tmp/ keeps the content reachable while the mail client renames or
             // deletes the original; the receiving store removes it when done. Filesystems
-            // without hard links get a copy.
+            // without hard links get a copy, and so does a symbolic link (a hard link to it
+            // would be a link, not the message).
             let link = tmp.join(format!("{TEMP_PREFIX}up-{}", new_unique()));
-            let linked = self.on_file(id, |path| {
-                fs::hard_link(path, &link).or_else(|e| match e.kind() {
-                    io::ErrorKind::NotFound => Err(e),
-                    _ => fs::copy(path, &link).map(|_| ()),
-                })
+            let linked = self.on_file(id, |path| match source_of(&root, &dir, path)? {
+                Source::File => fs::hard_link(path, &link)
+                    .or_else(|e| match e.kind() {
+                        io::ErrorKind::NotFound => Err(e),
+                        _ => fs::copy(path, &link).map(|_| ()),
+                    })
+                    .map(|()| true),
+                Source::LinkInside => fs::copy(path, &link).map(|_| true),
+                Source::Refused => Ok(false),
             })?;
-            if linked.is_none() {
+            let Some((original, true)) = linked else {
                 continue;
-            }
-            let internal_date = file_date(&link);
+            };
+            // The date of arrival is the original's (a copy's own time is now).
+            let internal_date = file_date(&original);
             staged.push(Staged {
                 source_id: id.clone(),
                 path: link,
@@ -959,11 +1038,16 @@ impl Store for MaildirStore {
     ) -> Result<Vec<(MsgId, Fingerprint)>, StoreError> {
         let mut out = Vec::new();
         for id in ids {
+            // Only regular files are read: a FIFO or a device would never end.
             let found = self.on_file(id, |path| {
+                if !fs::metadata(path)?.is_file() {
+                    return Ok(None);
+                }
                 File::open(path)
                     .and_then(|file| crate::message::fingerprint(io::BufReader::new(file)))
+                    .map(Some)
             })?;
-            if let Some((_, fp)) = found {
+            if let Some((_, Some(fp))) = found {
                 out.push((id.clone(), fp));
             }
         }

@@ -24,6 +24,17 @@ pub struct AccountReport {
     pub error: Option<String>,
 }
 
+impl AccountError {
+    /// See [`SyncError::full_disk`].
+    pub fn full_disk(&self) -> Option<PathBuf> {
+        match self {
+            AccountError::Sync(e) => e.full_disk(),
+            AccountError::State(e) => e.full_disk(),
+            _ => None,
+        }
+    }
+}
+
 impl AccountReport {
     pub fn refused(&self) -> bool {
         self.folders.iter().any(|f| f.refused.is_some())
@@ -111,19 +122,47 @@ pub async fn sync_account(
         account: account.name.clone(),
         ..AccountReport::default()
     };
+    let mut observer = Collecting {
+        inner: observer,
+        done: Vec::new(),
+    };
     let result = async {
         let mut session = AccountSession::open(config, account, run.dry_run)?;
         session.set_parallel(account.watch.max_connections.saturating_sub(1) as usize);
-        let folders = session.sync(run, observer).await;
+        let folders = session.sync(run, &mut observer).await;
         session.close().await;
         folders
     }
     .await;
     match result {
         Ok(folders) => report.folders = folders,
-        Err(e) => report.error = Some(e.to_string()),
+        Err(e) => {
+            // What was done before the account stopped was done: say so.
+            report.folders = observer.done;
+            report.error = Some(e.to_string());
+        }
     }
     report
+}
+
+/// Passes progress on and keeps every folder's report, so an account that stops half way
+/// still reports the folders it synced (and the one it stopped in).
+pub struct Collecting<'a> {
+    pub inner: &'a mut dyn Observer,
+    pub done: Vec<FolderReport>,
+}
+
+impl Observer for Collecting<'_> {
+    fn folder_planned(&mut self, folder: &crate::model::FolderName, actions: usize) {
+        self.inner.folder_planned(folder, actions);
+    }
+    fn advanced(&mut self, count: usize) {
+        self.inner.advanced(count);
+    }
+    fn folder_done(&mut self, report: &FolderReport) {
+        self.done.push(report.clone());
+        self.inner.folder_done(report);
+    }
 }
 
 /// An account opened for syncing: its lock, state database and stores. The one-shot command

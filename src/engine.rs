@@ -81,6 +81,14 @@ pub enum SyncError {
         #[source]
         source: StoreError,
     },
+    /// A file on this machine could not be written or read, whichever store was at work (the
+    /// server's messages are staged in local files): a full disk is not the server's fault.
+    #[error("{}", crate::disk::describe(path, source))]
+    Disk {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -89,15 +97,26 @@ pub enum SyncError {
 
 impl SyncError {
     pub(crate) fn remote(source: StoreError) -> Self {
-        SyncError::Store {
-            side: Side::Remote,
-            source,
-        }
+        Self::from_store(Side::Remote, source)
     }
     pub(crate) fn local(source: StoreError) -> Self {
-        SyncError::Store {
-            side: Side::Local,
-            source,
+        Self::from_store(Side::Local, source)
+    }
+    fn from_store(side: Side, source: StoreError) -> Self {
+        match source {
+            StoreError::Io { path, source } => SyncError::Disk { path, source },
+            source => SyncError::Store { side, source },
+        }
+    }
+    /// For a full disk (or quota), a directory on the filesystem that is full: syncs fail
+    /// until room is made there, which the daemon watches for rather than backing off.
+    pub fn full_disk(&self) -> Option<PathBuf> {
+        match self {
+            SyncError::Disk { path, source } if crate::disk::is_full(source) => {
+                Some(crate::disk::place_of(path))
+            }
+            SyncError::State(e) => e.full_disk(),
+            SyncError::Disk { .. } | SyncError::Store { .. } | SyncError::Folders(_) => None,
         }
     }
     /// Whether the rest of the account can still be synced after this error.
@@ -123,6 +142,8 @@ impl SyncError {
                 side: Side::Local,
                 source,
             } => source.kind() == FailureKind::Permanent,
+            // Other folders may still need no room: flag changes and deletions go on.
+            SyncError::Disk { .. } => false,
             SyncError::State(_) | SyncError::Folders(_) => true,
         }
     }
@@ -160,6 +181,10 @@ pub struct FolderReport {
     /// How many messages were not copied because they are older than `max_age`.
     #[serde(default)]
     pub skipped_too_old: usize,
+    /// The folder failed for want of room on this directory's filesystem: the daemon syncs
+    /// again as soon as room shows there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_disk: Option<PathBuf>,
 }
 
 /// A message `max_size` kept from being copied.
@@ -643,6 +668,7 @@ pub(crate) fn finish(
         Err(e) => {
             tracing::error!(folder = %report.folder, error = %e, "folder sync failed");
             report.error = Some(e.to_string());
+            report.full_disk = e.full_disk();
             e.ends_account().then_some(e)
         }
     };

@@ -9,6 +9,7 @@ pub mod config;
 pub mod credentials;
 pub mod daemon;
 pub mod dbus;
+pub mod disk;
 pub mod engine;
 pub mod folders;
 pub mod hooks;

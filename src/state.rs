@@ -16,7 +16,7 @@ use crate::plan::{Record, RecordId, Side};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("state database {path}: {source}")]
+    #[error("{}", sqlite_message(path, source))]
     Sqlite {
         path: PathBuf,
         #[source]
@@ -26,6 +26,37 @@ pub enum StateError {
         "state database {path} holds a value idlewild cannot read ({detail}); it may come from a newer version"
     )]
     Corrupt { path: PathBuf, detail: String },
+}
+
+impl StateError {
+    /// When the database could not grow because its disk (or the user's quota) is full: the
+    /// directory it is in.
+    pub fn full_disk(&self) -> Option<PathBuf> {
+        match self {
+            StateError::Sqlite { path, source } if is_full(source) => {
+                path.parent().map(Path::to_path_buf)
+            }
+            StateError::Sqlite { .. } | StateError::Corrupt { .. } => None,
+        }
+    }
+}
+
+fn is_full(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
+}
+
+fn sqlite_message(path: &Path, source: &rusqlite::Error) -> String {
+    if is_full(source) {
+        let dir = path.parent().unwrap_or(path);
+        format!(
+            "state database {}: no space left on the filesystem of {} (mounted on {}): free space there, then run `idlewild sync` (the daemon retries by itself once there is room); nothing was lost",
+            path.display(),
+            dir.display(),
+            crate::disk::mount_point(dir).display()
+        )
+    } else {
+        format!("state database {}: {source}", path.display())
+    }
 }
 
 /// The schema, one entry per version; applied in order inside a transaction, so a crash during

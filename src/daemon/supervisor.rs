@@ -36,6 +36,35 @@ const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 const CLOCK_CHECK: Duration = Duration::from_secs(15);
 /// The longest wait before looking for a missing secret again.
 const CREDENTIALS_RETRY_MAX: Duration = Duration::from_secs(30);
+/// After a sync failed for want of disk space, how often the full filesystem is looked at: a
+/// sync follows as soon as room shows there.
+const ROOM_CHECK: Duration = Duration::from_secs(2);
+/// ... and how often a sync is tried anyway (a quota the filesystem's numbers do not show).
+const ROOM_RETRY: Duration = Duration::from_secs(60);
+/// How much room must have been made before a sync is tried again: what our own failed
+/// writes left behind and gave back is below it.
+const ROOM_MARGIN: u64 = 256 * 1024;
+
+/// A full disk the account waits on: where, and how much room there was after the failure.
+struct WaitingForRoom {
+    dir: std::path::PathBuf,
+    available: Option<u64>,
+}
+
+impl WaitingForRoom {
+    fn new(dir: std::path::PathBuf) -> Self {
+        let available = crate::disk::available(&dir);
+        tracing::warn!(dir = %dir.display(), available, "waiting for room on a full disk; syncing again as soon as there is");
+        Self { dir, available }
+    }
+
+    fn room_made(&self) -> bool {
+        match (self.available, crate::disk::available(&self.dir)) {
+            (Some(then), Some(now)) => now >= then.saturating_add(ROOM_MARGIN),
+            _ => false,
+        }
+    }
+}
 /// IDLE is re-issued well inside RFC 2177's 29 minutes.
 const IDLE_MAX: Duration = Duration::from_secs(25 * 60);
 
@@ -132,6 +161,10 @@ pub async fn run(
     // postponing the check.
     let mut clock_tick = tokio::time::interval(CLOCK_CHECK);
     clock_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A full disk: its failures do not lengthen the backoff, and freed room is noticed.
+    let mut room: Option<WaitingForRoom> = None;
+    let mut room_tick = tokio::time::interval(ROOM_CHECK);
+    room_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         // What is due now: a full sync (start, interval, reconnect, suspend) or the folders of
@@ -167,6 +200,15 @@ pub async fn run(
             match session.sync(&run, &mut NoObserver).await {
                 Ok(reports) => {
                     backoff.reset();
+                    // Folders that failed for want of room are synced again when room shows.
+                    room = reports
+                        .iter()
+                        .find_map(|r| r.full_disk.clone())
+                        .map(WaitingForRoom::new);
+                    if room.is_some() {
+                        let retry = Instant::now() + ROOM_RETRY;
+                        full_sync_due = Some(full_sync_due.map_or(retry, |t| t.min(retry)));
+                    }
                     let new_mail: usize = reports.iter().map(|r| r.downloaded).sum();
                     tracing::info!(
                         folders = reports.len(),
@@ -256,7 +298,20 @@ pub async fn run(
                         watched.extend(wanted);
                     }
                 }
+                Err(e) if e.full_disk().is_some() => {
+                    // Not the network's fault: no backoff, which every wake-up from new mail
+                    // would lengthen; a sync follows as soon as room is made.
+                    tracing::warn!(error = %e, "sync failed");
+                    room = e.full_disk().map(WaitingForRoom::new);
+                    report(AccountEvent::Failed {
+                        jobs: answering,
+                        error: e.to_string(),
+                        offline: false,
+                    });
+                    full_sync_due = Some(Instant::now() + ROOM_RETRY);
+                }
                 Err(e) => {
+                    room = None;
                     let mut delay = backoff.next_delay(rand::random());
                     // A missing or locked secret is the user's to fix, not the network's: show it
                     // as an account error, and look again often enough that storing the password
@@ -390,6 +445,13 @@ pub async fn run(
                 watched.clear();
                 session.close().await;
                 full_sync_due = Some(Instant::now());
+            }
+            _ = room_tick.tick(), if room.is_some() && !paused => {
+                if room.as_ref().is_some_and(WaitingForRoom::room_made) {
+                    tracing::info!("room was made on the full disk: syncing again");
+                    room = None;
+                    full_sync_due = Some(Instant::now());
+                }
             }
             _ = clock_tick.tick() => {
                 if clock.jumped() && !paused {

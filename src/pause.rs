@@ -96,9 +96,9 @@ pub fn save(state_dir: &Path, account: &str, pause: &Pause) -> Result<(), PauseE
         path: target.clone(),
         source,
     };
-    std::fs::create_dir_all(state_dir).map_err(err)?;
+    crate::private::create_state_dir(state_dir).map_err(err)?;
     let tmp = state_dir.join(format!(".{account}.paused.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(err)?;
+    let mut file = crate::private::open_file(&tmp, true).map_err(err)?;
     writeln!(
         file,
         "# idlewild: account {account} is paused; `idlewild resume {account}` ends it\nuntil={}",

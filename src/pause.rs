@@ -6,6 +6,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The longest timed pause: 366 days. A longer one is more likely a mistake (or a `u32::MAX`
+/// meant as "forever") than a plan; "until resumed" is 0.
+pub const MAX_SECONDS: u64 = 366 * 24 * 60 * 60;
+
 /// An account's pause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pause {

@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # dovecot-imapd: private IMAP servers in the integration tests; dbus, gnome-keyring,
-# libsecret-tools, libglib2.0-bin: private buses and Secret Service; systemd: unit file checks.
-packages=(dovecot-imapd openssl python3 dbus gnome-keyring libsecret-tools libglib2.0-bin systemd)
+# libsecret-tools, libglib2.0-bin: private buses and Secret Service; systemd: unit file checks;
+# neomutt: reads the mailbox list of hostile folder names.
+packages=(dovecot-imapd openssl python3 dbus gnome-keyring libsecret-tools libglib2.0-bin systemd neomutt)
 
 missing=()
 for pkg in "${packages[@]}"; do

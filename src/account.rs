@@ -78,13 +78,8 @@ pub fn lock_account(state_dir: &Path, account: &str) -> Result<AccountLock, Acco
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(state_dir).map_err(lock_err)?;
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(lock_err)?;
+    crate::private::create_state_dir(state_dir).map_err(lock_err)?;
+    let file = crate::private::open_file(&path, false).map_err(lock_err)?;
     match file.try_lock() {
         Ok(()) => Ok(AccountLock { _file: file }),
         Err(std::fs::TryLockError::WouldBlock) => Err(AccountError::Locked {

@@ -493,6 +493,11 @@ pub fn parse_pause(text: &str) -> Result<u32, String> {
     if secs == 0 {
         return Err(format!("\"{text}\" is shorter than a second"));
     }
+    if secs > crate::pause::MAX_SECONDS {
+        return Err(format!(
+            "\"{text}\" is too long: a pause lasts at most 366 days (0 pauses until resumed)"
+        ));
+    }
     u32::try_from(secs).map_err(|_| format!("\"{text}\" is too long"))
 }
 
@@ -508,6 +513,8 @@ mod tests {
         assert_eq!(parse_pause("0"), Ok(0));
         assert!(parse_pause("soon").is_err());
         assert!(parse_pause("1000years").is_err());
+        assert_eq!(parse_pause("366days"), Ok(31_622_400));
+        assert!(parse_pause("367days").is_err());
     }
 
     #[test]

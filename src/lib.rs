@@ -23,6 +23,7 @@ pub mod model;
 pub mod notify;
 pub mod pause;
 pub mod plan;
+pub mod private;
 pub mod progress;
 pub mod recover;
 pub mod report;

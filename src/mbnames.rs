@@ -54,16 +54,48 @@ pub fn unknown_placeholder(item: &str) -> Option<String> {
     None
 }
 
-/// The file's content: the header, the items joined by the separator, the footer.
+/// `value` made safe inside a muttrc double-quoted string. The folder names come from the
+/// server, so they are hostile input: in mutt's and neomutt's parser (`mutt_extract_token`) a
+/// `"` ends the string, a backslash escapes the next character (`\n` becomes a newline), a
+/// backtick runs a shell command and `$` expands a variable — even inside double quotes. Each
+/// of those is preceded by a backslash, which makes it a literal character there.
+pub fn muttrc_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '\\' | '"' | '`' | '$') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The file's content: the header, the items joined by the separator, the footer. The values
+/// are escaped for muttrc double quotes (the default item); a mailbox whose name holds a
+/// control character is left out, since no quoting keeps a newline from ending the line.
 pub fn render(config: &Mbnames, mailboxes: &[Mailbox]) -> String {
     let items: Vec<String> = mailboxes
         .iter()
+        .filter(|m| {
+            let path = m.path.to_string_lossy();
+            let unsafe_name = [m.account.as_str(), m.folder.as_str(), &path]
+                .iter()
+                .any(|v| v.chars().any(char::is_control));
+            if unsafe_name {
+                tracing::warn!(
+                    account = m.account,
+                    "folder {:?} is left out of the mailbox list: its name holds a control character",
+                    m.folder.as_str()
+                );
+            }
+            !unsafe_name
+        })
         .map(|m| {
             config
                 .item
-                .replace("{account}", &m.account)
-                .replace("{folder}", m.folder.as_str())
-                .replace("{path}", &m.path.to_string_lossy())
+                .replace("{account}", &muttrc_escape(&m.account))
+                .replace("{folder}", &muttrc_escape(m.folder.as_str()))
+                .replace("{path}", &muttrc_escape(&m.path.to_string_lossy()))
         })
         .collect();
     format!(
@@ -203,6 +235,53 @@ mod tests {
             "/mail/home/INBOX\n/mail/home/Lists/rust\n"
         );
         assert_eq!(render(&settings(), &[]), "mailboxes \n");
+    }
+
+    #[test]
+    fn hostile_folder_names_cannot_leave_the_muttrc_double_quotes() {
+        // Inside muttrc double quotes a backslash escapes the next character, a backtick runs
+        // a command and `$` expands a variable; `"` would end the string early.
+        let list = [
+            mailbox("home", "q\"uote"),
+            mailbox("home", "`touch pwned`"),
+            mailbox("home", "$(touch pwned)"),
+            mailbox("home", "${HOME}"),
+            mailbox("home", "a;b"),
+            mailbox("home", "back\\slash"),
+            mailbox("home", "with space"),
+        ];
+        assert_eq!(
+            render(&settings(), &list),
+            concat!(
+                r#"mailboxes "+home/q\"uote" "+home/\`touch pwned\`" "+home/\$(touch pwned)" "#,
+                r#""+home/\${HOME}" "+home/a;b" "+home/back\\slash" "+home/with space""#,
+                "\n"
+            )
+        );
+        // {path} and {account} are escaped the same way.
+        let paths = Mbnames {
+            item: "\"{path}\"".into(),
+            ..settings()
+        };
+        let mut odd = mailbox("x`id`", "INBOX");
+        odd.path = PathBuf::from("/mail/\"$x");
+        assert_eq!(render(&paths, &[odd]), "mailboxes \"/mail/\\\"\\$x\"\n");
+    }
+
+    #[test]
+    fn folders_with_control_characters_are_left_out() {
+        let list = [
+            mailbox("home", "INBOX"),
+            mailbox("home", "a\nmailboxes `touch pwned`"),
+            mailbox("home", "cr\r"),
+            mailbox("home", "esc\u{1b}[31m"),
+            mailbox("home", "del\u{7f}"),
+            mailbox("home", "Lists/rust"),
+        ];
+        assert_eq!(
+            render(&settings(), &list),
+            "mailboxes \"+home/INBOX\" \"+home/Lists/rust\"\n"
+        );
     }
 
     #[test]

@@ -6,6 +6,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The longest timed pause: 366 days. A longer one is more likely a mistake (or a `u32::MAX`
+/// meant as "forever") than a plan; "until resumed" is 0.
+pub const MAX_SECONDS: u64 = 366 * 24 * 60 * 60;
+
 /// An account's pause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pause {
@@ -96,9 +100,9 @@ pub fn save(state_dir: &Path, account: &str, pause: &Pause) -> Result<(), PauseE
         path: target.clone(),
         source,
     };
-    std::fs::create_dir_all(state_dir).map_err(err)?;
+    crate::private::create_state_dir(state_dir).map_err(err)?;
     let tmp = state_dir.join(format!(".{account}.paused.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(err)?;
+    let mut file = crate::private::open_file(&tmp, true).map_err(err)?;
     writeln!(
         file,
         "# idlewild: account {account} is paused; `idlewild resume {account}` ends it\nuntil={}",

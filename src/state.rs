@@ -230,11 +230,21 @@ impl StateDb {
             path: path.to_owned(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StateError::Sqlite {
-                path: path.to_owned(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-            })?;
+        let io_err = |e| StateError::Sqlite {
+            path: path.to_owned(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::private::create_state_dir(dir).map_err(io_err)?;
+        }
+        // The database names folders and messages: it is made 0600 before SQLite opens it, and
+        // SQLite gives its -wal and -shm files the database's mode. Those of an older version
+        // (0644) are tightened.
+        crate::private::open_file(path, false).map_err(io_err)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            crate::private::restrict_path(Path::new(&side)).map_err(io_err)?;
         }
         let mut conn = Connection::open(path).map_err(err)?;
         // WAL with FULL sync: each commit is durable before the next effect is made.

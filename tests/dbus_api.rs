@@ -264,6 +264,80 @@ fn independent_clients_read_properties_and_get_named_errors() {
     assert!(daemon.wait_exit(Duration::from_secs(30)).success());
 }
 
+/// The D-Bus error name of a failed call, and its message.
+fn dbus_error(result: zbus::Result<impl std::fmt::Debug>) -> (String, String) {
+    match result {
+        Err(zbus::Error::MethodError(name, message, _)) => {
+            (name.to_string(), message.unwrap_or_default())
+        }
+        other => panic!("expected a D-Bus error, got {other:?}"),
+    }
+}
+
+#[test]
+fn folder_names_with_control_characters_and_endless_pauses_are_refused() {
+    let env = Env::new();
+    let bus = PrivateBus::start();
+    let mut daemon = start_daemon(&env, &bus);
+    eventually(Duration::from_secs(10), "idle after the first sync", || {
+        property(&bus, "State") == "s \"idle\""
+    });
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (_conn, manager) = zbus_manager(&rt, &bus);
+    rt.block_on(async {
+        let before = manager.sync("test", &[]).await.expect("Sync");
+        for bad in [
+            "\u{1}",
+            "a\nb",
+            "INBOX\r",
+            "Lists/\u{7f}rust",
+            "tab\there",
+            "",
+        ] {
+            let (name, message) = dbus_error(manager.sync("test", &["INBOX", bad]).await);
+            assert_eq!(
+                name, "org.idlewild.Idlewild1.Error.InvalidFolder",
+                "{bad:?}"
+            );
+            // The name is shown escaped, never with its control characters.
+            assert!(!message.chars().any(char::is_control), "{message:?}");
+            let (name, _) = dbus_error(
+                manager
+                    .sync_with_options("", &[bad], std::collections::HashMap::new())
+                    .await,
+            );
+            assert_eq!(
+                name, "org.idlewild.Idlewild1.Error.InvalidFolder",
+                "{bad:?}"
+            );
+        }
+        // No job was started for any of them: the next one has the next number.
+        let after = manager.sync("test", &[]).await.expect("Sync");
+        assert_eq!(after, before + 1);
+
+        let (name, message) = dbus_error(manager.pause("test", u32::MAX).await);
+        assert_eq!(
+            name, "org.idlewild.Idlewild1.Error.InvalidArgs",
+            "{message}"
+        );
+        assert!(message.contains("31622400"), "{message}");
+        let (name, _) = dbus_error(manager.pause("test", 31_622_401).await);
+        assert_eq!(name, "org.idlewild.Idlewild1.Error.InvalidArgs");
+    });
+    assert_eq!(property(&bus, "Paused"), "b false");
+    assert!(!env.state_dir().join("test.paused").exists());
+    // The longest pause is taken.
+    rt.block_on(async {
+        manager
+            .pause("test", 31_622_400)
+            .await
+            .expect("the longest pause")
+    });
+    assert_eq!(property(&bus, "Paused"), "b true");
+    daemon.signal("-TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(30)).success());
+}
+
 #[test]
 fn a_paused_account_does_not_sync_until_resumed_even_across_a_restart() {
     let env = Env::new();

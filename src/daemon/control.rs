@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use tokio::sync::oneshot;
 
 use crate::account::AccountReport;
+use crate::model::FolderName;
 use crate::pause::Pause;
 use crate::state::FolderCount;
 
@@ -100,12 +101,35 @@ pub enum Request {
     },
 }
 
+/// A folder name a front end sent, checked: not empty, no control character (no folder a
+/// person asks for has one, and it would garble logs and reports), a valid `FolderName`.
+pub fn requested_folder(name: &str) -> Result<FolderName, ControlError> {
+    if name.chars().any(char::is_control) {
+        return Err(ControlError::InvalidFolder(name.to_owned()));
+    }
+    FolderName::new(name).ok_or_else(|| ControlError::InvalidFolder(name.to_owned()))
+}
+
+/// A pause length a front end sent, checked against [`crate::pause::MAX_SECONDS`].
+pub fn requested_pause(seconds: u64) -> Result<u64, ControlError> {
+    if seconds > crate::pause::MAX_SECONDS {
+        return Err(ControlError::InvalidArgs(format!(
+            "a pause lasts at most 366 days ({} seconds), not {seconds} seconds; 0 pauses until resumed",
+            crate::pause::MAX_SECONDS
+        )));
+    }
+    Ok(seconds)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
     #[error("no account named \"{name}\" (accounts: {known})")]
     UnknownAccount { name: String, known: String },
-    #[error("\"{0}\" is not a folder name")]
+    /// Shown with Rust's escapes, so a control character in it is visible and harmless.
+    #[error("{0:?} is not a folder name")]
     InvalidFolder(String),
+    #[error("{0}")]
+    InvalidArgs(String),
     #[error("account {account} is paused {until}; run `idlewild resume {account}` to sync it")]
     Paused { account: String, until: String },
     #[error("the configuration was not reloaded: {0}")]

@@ -599,7 +599,7 @@ impl Daemon {
     ) -> Result<JobId, ControlError> {
         let folders = folders
             .iter()
-            .map(|f| FolderName::new(f).ok_or_else(|| ControlError::InvalidFolder(f.clone())))
+            .map(|f| control::requested_folder(f))
             .collect::<Result<Vec<_>, _>>()?;
         let targets: Vec<String> = match account {
             Some(name) => {
@@ -661,6 +661,7 @@ impl Daemon {
 
     fn pause(&mut self, account: &str, seconds: u64) -> Result<(), ControlError> {
         self.known(account)?;
+        let seconds = control::requested_pause(seconds)?;
         let pause = Pause::for_seconds(seconds, SystemTime::now());
         pause::save(&self.config.state_dir, account, &pause)
             .map_err(|e| ControlError::Failed(e.to_string()))?;

@@ -30,6 +30,7 @@ impl From<ControlError> for Error {
         match e {
             ControlError::UnknownAccount { .. } => Error::UnknownAccount(message),
             ControlError::InvalidFolder(_) => Error::InvalidFolder(message),
+            ControlError::InvalidArgs(_) => Error::InvalidArgs(message),
             ControlError::Paused { .. } => Error::Paused(message),
             ControlError::Config(_) => Error::Config(message),
             ControlError::Stopping => Error::Stopping(message),

@@ -832,9 +832,8 @@ impl Store for ImapStore {
         let uids = Self::uids(ids)?;
         // Into a Maildir's tmp/ normally; the scratch directory (made here when missing) when
         // the messages go to another server.
-        tokio::fs::create_dir_all(staging)
-            .await
-            .map_err(|e| StoreError::io(staging, e))?;
+        // 0700 when made here: the scratch directory is in the private state directory.
+        crate::private::create_dir_all(staging).map_err(|e| StoreError::io(staging, e))?;
         let in_flight = match self.prefetched.take() {
             Some(in_flight) if in_flight.is_for(&uids) => in_flight,
             other => {

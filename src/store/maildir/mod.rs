@@ -105,8 +105,9 @@ impl MaildirStore {
         self.root.is_dir()
     }
 
+    /// Mail is private: the directories made here are 0700, as the message files are 0600.
     pub fn create_root(&self) -> Result<(), StoreError> {
-        fs::create_dir_all(&self.root).map_err(|e| StoreError::io(&self.root, e))
+        crate::private::create_dir_all(&self.root).map_err(|e| StoreError::io(&self.root, e))
     }
 
     /// Whether the directory of `folder` exists (as a Maildir).
@@ -291,7 +292,7 @@ impl MaildirStore {
 
     /// Stages copies in `staging`, outside the tree, for a read-only Maildir.
     fn stage_outside(&mut self, ids: &[MsgId], staging: &Path) -> Result<Vec<Staged>, StoreError> {
-        fs::create_dir_all(staging).map_err(|e| StoreError::io(staging, e))?;
+        crate::private::create_dir_all(staging).map_err(|e| StoreError::io(staging, e))?;
         let mut staged = Vec::new();
         let (root, dir) = (self.root.clone(), self.open_folder()?.dir.clone());
         for id in ids {
@@ -303,6 +304,8 @@ impl MaildirStore {
             let Some((original, true)) = copied else {
                 continue;
             };
+            // fs::copy takes the original's mode, which may let others read the scratch copy.
+            crate::private::restrict_path(&copy).map_err(|e| StoreError::io(&copy, e))?;
             // The date of arrival is the original's; the copy's own time is now.
             let internal_date = file_date(&original);
             staged.push(Staged {
@@ -728,7 +731,8 @@ impl Store for MaildirStore {
         let dir = self.folder_dir(folder)?;
         for sub in SUBDIRS {
             let path = dir.join(sub);
-            fs::create_dir_all(&path).map_err(|e| StoreError::io(&path, e))?;
+            // 0700, as the root: a folder's name and its mail are the owner's only.
+            crate::private::create_dir_all(&path).map_err(|e| StoreError::io(&path, e))?;
         }
         if let Some(parent) = dir.parent() {
             fsync_dir(parent)?;

@@ -30,7 +30,17 @@ const NAMES: &[(&str, &str)] = &[
     ("Lists/dovecot", "Lists/dovecot"),
     ("..x", "_..x"),
     ("a/.. b", "a/_.. b"),
+    ("back\\slash", "back\\slash"),
+    ("say \"hi\"", "say \"hi\""),
+    ("semi;colon `tick` $(x)", "semi;colon `tick` $(x)"),
+    ("Caf\u{e9}", "Caf\u{e9}"),
+    ("Cafe\u{301}", "Cafe\u{301}"),
+    ("tab\there", "tab\there"),
+    (LONG, LONG),
 ];
+
+/// A name part of 200 bytes: long, and still a valid directory name.
+const LONG: &str = "Lllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllg";
 
 /// Every file and directory below `dir`, relative to it.
 fn tree(dir: &Path) -> BTreeSet<String> {

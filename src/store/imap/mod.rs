@@ -597,9 +597,11 @@ impl Store for ImapStore {
         loop {
             match self.session.recv_for(&tag).await? {
                 Reply::Data(response) => {
+                    let raw = response.borrow_owner();
                     let list = match response.parsed() {
                         Response::MailboxData(MailboxDatum::List(list)) => list,
                         Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
+                            let mailbox = names::unquoted(raw, mailbox);
                             if let Some(token) = status_token(status) {
                                 statuses.insert(mailbox.to_string(), token);
                             }
@@ -630,9 +632,10 @@ impl Store for ImapStore {
                         Some(d) => d.chars().next(),
                         None => None,
                     };
-                    match names::to_folder_name(&list.name, delimiter) {
+                    let name = names::unquoted(raw, &list.name);
+                    match names::to_folder_name(&name, delimiter) {
                         Ok(folder) => {
-                            found.insert(folder, list.name.to_string());
+                            found.insert(folder, name.into_owned());
                         }
                         Err(why) => tracing::warn!(
                             host = %self.host,

@@ -2,6 +2,8 @@
 //! mailbox names (modified UTF-7, the server's own hierarchy delimiter), and IMAP string
 //! quoting.
 
+use std::borrow::Cow;
+
 use crate::model::FolderName;
 
 use super::mutf7;
@@ -26,6 +28,39 @@ pub fn to_folder_name(server: &str, delimiter: Option<char>) -> Result<FolderNam
     }
     FolderName::new(&components.join("/"))
         .ok_or_else(|| "the name has an empty, '.' or '..' level".to_owned())
+}
+
+/// A mailbox name as the response parser gave it, with RFC 3501 quoting undone. imap-proto
+/// returns a quoted string's content with its escapes still in (`"back\\slash"` comes as
+/// `back\\slash`), and the same name sent back in SELECT would then name another mailbox.
+/// `raw` is the response the name was parsed from (and borrows from): the byte before the name
+/// tells a quoted string from a literal, whose content is taken as it is.
+pub fn unquoted<'a>(raw: &[u8], name: &'a str) -> Cow<'a, str> {
+    if !name.contains('\\') {
+        return Cow::Borrowed(name);
+    }
+    let start = (name.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
+    let quoted = start > 0
+        && start
+            .checked_add(name.len())
+            .is_some_and(|end| end <= raw.len())
+        && raw[start - 1] == b'"';
+    if !quoted {
+        return Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        // RFC 3501 §9: only `\\` and `\"` are escapes in a quoted string.
+        if c == '\\'
+            && let Some(next) = chars.next()
+        {
+            out.push(next);
+            continue;
+        }
+        out.push(c);
+    }
+    Cow::Owned(out)
 }
 
 /// The server's mailbox name for a folder (not yet quoted).
@@ -83,6 +118,29 @@ pub fn quoted(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_names_are_unescaped_and_literals_left_as_they_are() {
+        let name_in = |raw: &'static [u8], name: &str| -> &'static str {
+            let at = raw
+                .windows(name.len())
+                .position(|w| w == name.as_bytes())
+                .unwrap_or(0);
+            std::str::from_utf8(&raw[at..at + name.len()]).unwrap_or("")
+        };
+        let raw: &[u8] = br#"* LIST () "/" "back\\slash""#;
+        let name = name_in(raw, r"back\\slash");
+        assert_eq!(unquoted(raw, name), r"back\slash");
+        let raw: &[u8] = br#"* LIST () "/" "say \"hi\"""#;
+        let name = name_in(raw, r#"say \"hi\""#);
+        assert_eq!(unquoted(raw, name), r#"say "hi""#);
+        // A literal's content has no escapes.
+        let raw: &[u8] = b"* LIST () \"/\" {11}\r\nback\\\\slash";
+        let name = name_in(raw, r"back\\slash");
+        assert_eq!(unquoted(raw, name), r"back\\slash");
+        // A name that does not come from the response is left alone.
+        assert_eq!(unquoted(raw, r"a\\b"), r"a\\b");
+    }
 
     fn folder(s: &str) -> FolderName {
         FolderName::new(s).unwrap()

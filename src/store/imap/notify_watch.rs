@@ -343,7 +343,8 @@ impl NotifyWatcher {
         tracing::debug!(host = %self.session.host(), "imap < {parsed:?} ({event:?})");
         match event {
             Event::Folder(server) => {
-                if let Some(folder) = self.folder_of(server) {
+                let server = names::unquoted(response.borrow_owner(), server);
+                if let Some(folder) = self.folder_of(&server) {
                     self.pending.insert(folder);
                 }
             }

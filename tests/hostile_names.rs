@@ -233,3 +233,116 @@ fn create_and_sync_twice(env: &Env) -> Vec<(&'static str, &'static str)> {
 
     used
 }
+
+/// Names no Dovecot here accepts (control characters, a level longer than a directory name may
+/// be, dot-dot tricks that a server's LIST could still send), synced from the in-memory
+/// IMAP-like store into a real Maildir: a mock only because no real server creates these. The
+/// Maildir side and the engine are the real ones.
+#[test]
+fn names_no_server_here_accepts_stay_inside_the_maildir_and_fail_alone() {
+    use idlewild::config::{MaildirConfig, MaildirLayout};
+    use idlewild::engine::{NoObserver, SyncOptions, sync_folders};
+    use idlewild::model::Flags;
+    use idlewild::state::StateDb;
+    use idlewild::store::maildir::MaildirStore;
+    use idlewild::store::memory::{MemoryServer, MemoryStore};
+    use std::sync::{Arc, Mutex};
+
+    let long = "x".repeat(300);
+    let too_long = format!("Lists/{long}");
+    // (server name, directory below the root, or "" when the Maildir cannot store it). Names
+    // with `.`, `..` or empty levels never become folders: the IMAP side skips them
+    // (`store::imap::names::tests::hostile_server_names_are_skipped_or_stay_one_level`).
+    let names: Vec<(&str, &str)> = vec![
+        ("INBOX", "INBOX"),
+        ("ctl\u{1}name", "ctl\u{1}name"),
+        ("new\nline", "new\nline"),
+        ("X/tmp", "X/_tmp"),
+        (&too_long, ""),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store/mail");
+    let server = Arc::new(Mutex::new(MemoryServer::default()));
+    {
+        let mut s = server.lock().expect("server");
+        for (i, (name, _)) in names.iter().enumerate() {
+            s.folder(name).append(corpus::message(90, i), Flags::SEEN);
+        }
+    }
+    // Every server folder's messages: UID, content, flags.
+    type Contents = Vec<(String, Vec<(u32, Vec<u8>, u8)>)>;
+    let contents = || -> Contents {
+        server
+            .lock()
+            .expect("server")
+            .folders
+            .iter()
+            .map(|(name, f)| {
+                let messages = f
+                    .messages
+                    .iter()
+                    .map(|(uid, m)| (*uid, m.content.clone(), m.flags.bits()))
+                    .collect();
+                (name.to_string(), messages)
+            })
+            .collect()
+    };
+    let before = contents();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    for run in 0..2 {
+        let reports = rt.block_on(async {
+            let mut remote = MemoryStore::new(server.clone());
+            let mut local = MaildirStore::new(&MaildirConfig {
+                path: root.clone(),
+                layout: MaildirLayout::Nested,
+            });
+            let mut state = StateDb::open(&dir.path().join("state.sqlite")).expect("state");
+            let options = SyncOptions {
+                scratch_dir: dir.path().join("scratch"),
+                ..SyncOptions::default()
+            };
+            sync_folders(
+                &mut remote,
+                &mut local,
+                &mut state,
+                &options,
+                &mut NoObserver,
+                None,
+            )
+            .await
+            .expect("the account is not stopped by a name")
+        });
+        for (name, place) in &names {
+            let report = reports.iter().find(|r| r.remote_folder == *name);
+            if place.is_empty() {
+                let error = report.and_then(|r| r.error.as_deref()).unwrap_or("");
+                assert!(
+                    error.contains("cannot be stored here"),
+                    "run {run}: {name:?} fails alone: {report:?}"
+                );
+                continue;
+            }
+            assert!(
+                report.is_some_and(|r| r.error.is_none()),
+                "run {run}: {name:?}: {report:?}"
+            );
+            let cur = root.join(place).join("cur");
+            assert_eq!(
+                std::fs::read_dir(&cur).map_or(0, |d| d.count()),
+                1,
+                "run {run}: {name:?} in {}",
+                cur.display()
+            );
+        }
+        assert_eq!(contents(), before, "run {run} changed the server");
+        // Nothing outside the root: the store directory holds the root only.
+        let beside: Vec<_> = std::fs::read_dir(dir.path().join("store"))
+            .expect("store dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(beside, vec![std::ffi::OsString::from("mail")]);
+    }
+}

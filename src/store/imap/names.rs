@@ -142,6 +142,40 @@ mod tests {
         assert_eq!(unquoted(raw, r"a\\b"), r"a\\b");
     }
 
+    #[test]
+    fn hostile_server_names_are_skipped_or_stay_one_level() {
+        // Whatever a LIST carries, no level of the folder name is empty, `.` or `..`, and a
+        // name that would need one is skipped (the other folders are listed).
+        for (server, delimiter) in [
+            (".", Some('/')),
+            ("..", Some('/')),
+            ("../x", Some('/')),
+            ("/abs", Some('/')),
+            ("a/../../b", Some('/')),
+            ("a//b", Some('/')),
+            ("trailing/", Some('/')),
+            ("..", Some('.')),
+            ("../x", Some('.')),
+            ("a.b/c", Some('.')),
+            ("nul\0", Some('/')),
+        ] {
+            assert!(
+                to_folder_name(server, delimiter).is_err(),
+                "{server:?} with {delimiter:?}"
+            );
+        }
+        for (server, delimiter, folder) in [
+            ("..x", Some('/'), "..x"),
+            (".notmuch", Some('/'), ".notmuch"),
+            ("a\\b", Some('.'), "a\\b"),
+        ] {
+            assert_eq!(
+                to_folder_name(server, delimiter).map(|f| f.to_string()),
+                Ok(folder.to_owned())
+            );
+        }
+    }
+
     fn folder(s: &str) -> FolderName {
         FolderName::new(s).unwrap()
     }

@@ -720,11 +720,33 @@ impl Store for MaildirStore {
     }
 
     async fn absence(&mut self, folder: &FolderName) -> Absence {
-        match self.folder_dir(folder) {
-            Ok(dir) => absence_of(&self.root, &dir),
+        let Ok(dir) = self.folder_dir(folder) else {
             // A name this layout cannot store was never here.
-            Err(_) => Absence::Gone,
+            return Absence::Gone;
+        };
+        // Versions before the escape (`names`) kept such a folder under its plain name: it is
+        // there, not deleted, and the user moves it once.
+        // (A part named cur, new or tmp was stored inside its parent's own directory, which
+        // cannot be moved as a whole: not looked for.)
+        let inside_parent = folder
+            .components()
+            .enumerate()
+            .any(|(depth, part)| depth > 0 && SUBDIRS.contains(&part));
+        if self.layout == MaildirLayout::Nested && !inside_parent {
+            let plain = folder
+                .components()
+                .fold(self.root.clone(), |path, part| path.join(part));
+            if plain != dir && is_maildir(&plain) {
+                return Absence::Unavailable(format!(
+                    "{} holds this folder where earlier versions of idlewild kept it; its place is now {}: move it there (mv '{}' '{}') and sync again",
+                    plain.display(),
+                    dir.display(),
+                    plain.display(),
+                    dir.display()
+                ));
+            }
         }
+        absence_of(&self.root, &dir)
     }
 
     async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {
@@ -1202,6 +1224,32 @@ mod tests {
                 assert!(store.delete_folder(&FolderName::inbox()).await.is_err());
             });
         }
+    }
+
+    #[test]
+    fn a_folder_kept_under_its_plain_name_by_earlier_versions_is_unavailable_not_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mail");
+        for sub in SUBDIRS {
+            fs::create_dir_all(root.join("subscriptions").join(sub)).unwrap();
+        }
+        let mut store = MaildirStore::new(&MaildirConfig {
+            path: root.clone(),
+            layout: MaildirLayout::Nested,
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let name = FolderName::new("subscriptions").unwrap();
+            assert!(store.list_folders().await.unwrap().is_empty());
+            match store.absence(&name).await {
+                Absence::Unavailable(why) => assert!(why.contains("mv "), "{why}"),
+                Absence::Gone => panic!("taken for deleted"),
+            }
+            let gone = FolderName::new("Elsewhere").unwrap();
+            assert_eq!(store.absence(&gone).await, Absence::Gone);
+        });
     }
 
     #[test]

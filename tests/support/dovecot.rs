@@ -143,8 +143,9 @@ impl Dovecot {
     }
 
     /// The self-signed server certificate (PEM), usable as the only trust
-    /// anchor. SANs: `DNS:localhost`, `IP:127.0.0.1`; `CA:FALSE`, because
-    /// webpki rejects a CA certificate used as an end-entity certificate.
+    /// anchor. SANs: `DNS:localhost`, `IP:127.0.0.1`; `CA:FALSE`, so that it
+    /// passes webpki's ordinary checks (`tests/tls.rs` covers the `CA:TRUE`
+    /// kind `openssl req -x509` makes by default).
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("ssl/cert.pem")
     }

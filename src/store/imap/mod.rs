@@ -21,6 +21,7 @@ mod tls;
 mod transport;
 mod uidset;
 pub mod watch;
+mod x509;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

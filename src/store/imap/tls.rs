@@ -8,17 +8,19 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
+use tokio_rustls::rustls::client::{WebPkiServerVerifier, verify_server_name};
 use tokio_rustls::rustls::crypto::{self, CryptoProvider};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::rustls::server::ParsedCertificate;
 use tokio_rustls::rustls::{
     self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
+use super::x509::CertFacts;
 use crate::config::ImapConfig;
 use crate::store::StoreError;
 
@@ -42,7 +44,11 @@ struct Seen {
 enum Trust {
     /// Exactly this certificate (SHA-256 of its DER), whoever issued it.
     Pinned([u8; 32]),
-    WebPki(Arc<WebPkiServerVerifier>),
+    WebPki {
+        verifier: Arc<WebPkiServerVerifier>,
+        /// The certificates of `ca_file`, as read: one presented byte for byte is trusted as is.
+        listed: Vec<CertificateDer<'static>>,
+    },
     NoAnchors,
 }
 
@@ -82,8 +88,27 @@ impl ServerCertVerifier for Verifier {
                     CertificateError::ApplicationVerificationFailure,
                 ))
             }
-            Trust::WebPki(inner) => {
-                inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            Trust::WebPki { verifier, listed } => {
+                match verifier.verify_server_cert(
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    ocsp_response,
+                    now,
+                ) {
+                    // A self-signed server certificate made with `openssl req -x509` says
+                    // CA:TRUE (RFC 5280 section 4.2.1.9: its key may sign certificates), and
+                    // webpki refuses any CA certificate as an end entity. The user put these
+                    // very bytes into ca_file, and OpenSSL-based clients and mbsync accept
+                    // them, so trust them as is; the name and dates are still checked.
+                    Err(e)
+                        if is_ca_used_as_end_entity(&e)
+                            && listed.iter().any(|c| c.as_ref() == end_entity.as_ref()) =>
+                    {
+                        verify_listed(end_entity, server_name, now)
+                    }
+                    verdict => verdict,
+                }
             }
             Trust::NoAnchors => {
                 self.record(|s| s.no_anchors = true);
@@ -131,9 +156,59 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// The trust anchors: the system's, plus `ca_file`.
-fn root_store(config: &ImapConfig) -> Result<RootCertStore, StoreError> {
+/// Whether webpki refused the certificate for being a CA certificate (basicConstraints CA:TRUE).
+fn is_ca_used_as_end_entity(error: &rustls::Error) -> bool {
+    matches!(
+        error,
+        rustls::Error::InvalidCertificate(CertificateError::Other(other))
+            if matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity))
+    )
+}
+
+/// Checks a certificate the user listed in ca_file and the server presented byte for byte: no
+/// chain to build, since the user vouches for these bytes, but it must be within its validity
+/// period (RFC 5280 section 4.1.2.5), be for the host connected to (section 4.2.1.6, checked
+/// by webpki, which does not look at basicConstraints there), and, if it limits its purposes,
+/// allow TLS servers (section 4.2.1.12).
+fn verify_listed(
+    end_entity: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<ServerCertVerified, rustls::Error> {
+    let invalid = |e: CertificateError| rustls::Error::InvalidCertificate(e);
+    let facts = CertFacts::parse(end_entity.as_ref())
+        .ok_or_else(|| invalid(CertificateError::BadEncoding))?;
+    let at = |seconds: i64| {
+        UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))
+    };
+    let now_seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    if now_seconds < facts.not_before {
+        return Err(invalid(CertificateError::NotValidYetContext {
+            time: now,
+            not_before: at(facts.not_before),
+        }));
+    }
+    if now_seconds > facts.not_after {
+        return Err(invalid(CertificateError::ExpiredContext {
+            time: now,
+            not_after: at(facts.not_after),
+        }));
+    }
+    if !facts.for_servers {
+        return Err(invalid(CertificateError::InvalidPurpose));
+    }
+    let parsed = ParsedCertificate::try_from(end_entity)?;
+    verify_server_name(&parsed, server_name)?;
+    Ok(ServerCertVerified::assertion())
+}
+
+/// The trust anchors: the system's, plus `ca_file`, whose certificates are also returned as
+/// read.
+fn root_store(
+    config: &ImapConfig,
+) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), StoreError> {
     let mut roots = RootCertStore::empty();
+    let mut listed = Vec::new();
     let native = rustls_native_certs::load_native_certs();
     for e in &native.errors {
         tracing::debug!("cannot load a system CA certificate: {e}");
@@ -144,19 +219,18 @@ fn root_store(config: &ImapConfig) -> Result<RootCertStore, StoreError> {
     if let Some(path) = &config.ca_file {
         let invalid =
             |what: String| StoreError::Invalid(format!("ca_file {}: {what}", path.display()));
-        let mut count = 0;
         for cert in CertificateDer::pem_file_iter(path).map_err(|e| invalid(e.to_string()))? {
             let cert = cert.map_err(|e| invalid(e.to_string()))?;
-            roots.add(cert).map_err(|e| {
+            roots.add(cert.clone()).map_err(|e| {
                 invalid(format!("a certificate cannot serve as a trust anchor: {e}"))
             })?;
-            count += 1;
+            listed.push(cert);
         }
-        if count == 0 {
+        if listed.is_empty() {
             return Err(invalid("holds no PEM certificate".to_owned()));
         }
     }
-    Ok(roots)
+    Ok((roots, listed))
 }
 
 /// Runs the TLS handshake on `tcp` with the host name as SNI (IP addresses allowed; RFC 6066
@@ -175,7 +249,7 @@ pub async fn handshake(
     let trust = match config.cert_fingerprint {
         Some(pin) => Trust::Pinned(pin),
         None => {
-            let roots = root_store(config)?;
+            let (roots, listed) = root_store(config)?;
             if roots.is_empty() {
                 Trust::NoAnchors
             } else {
@@ -183,7 +257,7 @@ pub async fn handshake(
                     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                         .build()
                         .map_err(|e| tls_error(e.to_string()))?;
-                Trust::WebPki(verifier)
+                Trust::WebPki { verifier, listed }
             }
         }
     };
@@ -258,6 +332,22 @@ fn explain(error: &std::io::Error, seen: &Seen, config: &ImapConfig, host: &str)
         CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
             "NotValidYet: check this computer's clock".to_owned()
         }
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "InvalidPurpose: its extendedKeyUsage does not allow TLS servers".to_owned()
+        }
+        // A listed certificate presented as is was accepted above, so this one is not in
+        // ca_file (or there is no ca_file).
+        _ if is_ca_used_as_end_entity(&rustls::Error::InvalidCertificate(reason.clone())) => {
+            match &config.ca_file {
+                Some(path) => format!(
+                    "CaUsedAsEndEntity: the server presented a CA certificate as its own, and it is not one of the certificates in ca_file {}",
+                    path.display()
+                ),
+                None => {
+                    "CaUsedAsEndEntity: the server presented a CA certificate as its own".to_owned()
+                }
+            }
+        }
         CertificateError::Other(other) => format!("{other}"),
         _ => name,
     };
@@ -302,5 +392,96 @@ mod tests {
             not_after: UnixTime::since_unix_epoch(Duration::from_secs(1)),
         };
         assert_eq!(variant_name(&expired), "ExpiredContext");
+    }
+
+    /// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 36500
+    /// -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost`: CA:TRUE by
+    /// OpenSSL 3's default, valid from 2026-12-07T03:36:55Z (UTCTime) to 2126-11-13T03:36:55Z
+    /// (GeneralizedTime).
+    const SELF_SIGNED: &str = "-----BEGIN CERTIFICATE-----
+MIIBmjCCAUGgAwIBAgIUR8NSvcDeK4C38UCCbrPPf9ciDlYwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwNzAzMzY1NVoYDzIxMjYxMTEz
+MDMzNjU1WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAT1OWAzSRsKLYT7/5thZkoSrmJuO3ANpNO2O3pxjM6XnYBdV/hoMMrP
+5VmDUi31fzaS4lvyKtZcRtiZd79UO1Ixo28wbTAdBgNVHQ4EFgQU10vFdEBoPYjs
+5Q73kMsyvTHkm1UwHwYDVR0jBBgwFoAU10vFdEBoPYjs5Q73kMsyvTHkm1UwDwYD
+VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARhwR/AAABgglsb2NhbGhvc3QwCgYIKoZI
+zj0EAwIDRwAwRAIgRw3M8menhpr6zdc4aK2bpRz40cb5tpWAKSkoTowy4JACICSr
+mITA+jx06GxVANTHpIeNPJ9KNfeeA4KKDiiz5Da8
+-----END CERTIFICATE-----
+";
+    const NOT_BEFORE: u64 = 1_796_614_615;
+    const NOT_AFTER: u64 = 4_950_214_615;
+
+    fn at(seconds: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(seconds))
+    }
+
+    fn check(name: &str, now: u64) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = CertificateDer::from_pem_slice(SELF_SIGNED.as_bytes()).unwrap();
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        verify_listed(&cert, &name, at(now))
+    }
+
+    #[test]
+    fn webpki_refuses_the_self_signed_certificate_as_it_comes() {
+        let cert = CertificateDer::from_pem_slice(SELF_SIGNED.as_bytes()).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.clone()).unwrap();
+        let provider = Arc::new(crypto::ring::default_provider());
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let e = verifier
+            .verify_server_cert(&cert, &[], &name, &[], at(NOT_BEFORE + 1))
+            .unwrap_err();
+        assert!(is_ca_used_as_end_entity(&e), "{e:?}");
+    }
+
+    #[test]
+    fn a_listed_certificate_is_valid_for_its_names_within_its_dates() {
+        for name in ["127.0.0.1", "localhost"] {
+            check(name, NOT_BEFORE).unwrap();
+            check(name, NOT_AFTER).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_listed_certificate_for_another_name_is_refused() {
+        for name in ["other.example", "127.0.0.2", "::1"] {
+            let e = check(name, NOT_BEFORE + 1).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    rustls::Error::InvalidCertificate(
+                        CertificateError::NotValidForNameContext { .. }
+                    )
+                ),
+                "{name}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_listed_certificate_outside_its_dates_is_refused() {
+        let e = check("127.0.0.1", NOT_BEFORE - 1).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(CertificateError::NotValidYetContext { not_before, .. })
+                    if not_before == at(NOT_BEFORE)
+            ),
+            "{e:?}"
+        );
+        let e = check("127.0.0.1", NOT_AFTER + 1).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { not_after, .. })
+                    if not_after == at(NOT_AFTER)
+            ),
+            "{e:?}"
+        );
     }
 }

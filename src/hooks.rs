@@ -7,25 +7,17 @@
 //! caller, which carries on.
 
 use std::fmt;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::time::Instant;
+
+use crate::child::{Captured, Ended, Keep, RunError};
 
 /// How much of a hook's stdout and stderr is kept, from the end: enough for an error message, and
 /// a chatty hook cannot use up memory.
 const TAIL_BYTES: usize = 4096;
-
-/// How long to keep reading output after the hook exited. A process the hook left in the
-/// background may hold the pipes open for ever; the hook itself is done.
-const DRAIN_GRACE: Duration = Duration::from_secs(1);
-
-/// How long to wait for a killed hook to be reaped. SIGKILL cannot be caught, but a process
-/// stuck in the kernel (a hung NFS mount) dies only when the kernel lets it.
-const REAP_GRACE: Duration = Duration::from_secs(5);
 
 /// Environment variables of the service manager that hooks must not inherit: a hook that speaks
 /// sd_notify(3) itself would otherwise report readiness or watchdog pings on our behalf.
@@ -200,102 +192,55 @@ pub enum HookOutcome {
 pub async fn run_hook(name: &str, hook: &Hook, env: &[(&str, String)]) -> HookOutcome {
     let program = hook.program();
     let mut command = tokio::process::Command::new(program);
-    command
-        .args(&hook.argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    command.args(&hook.argv[1..]).stdin(Stdio::null());
     for variable in MANAGER_VARIABLES {
         command.env_remove(variable);
     }
     command.envs(env.iter().map(|(key, value)| (key, value)));
-
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(error) => {
+    tracing::debug!(hook = name, argv = ?hook.argv, "hook starting");
+    let keep = Keep::Tail(TAIL_BYTES);
+    match crate::child::run(command, hook.timeout, keep, keep).await {
+        Err(RunError::Start(error)) => {
             tracing::warn!(hook = name, program, %error, "cannot start hook");
-            return HookOutcome::Failed(format!("cannot start {program}: {error}"));
+            HookOutcome::Failed(format!("cannot start {program}: {error}"))
         }
-    };
-    let mut group = GroupKiller::new(child.id());
-    tracing::debug!(hook = name, argv = ?hook.argv, pid = child.id(), "hook started");
-
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let (mut out_tail, mut err_tail) = (Tail::default(), Tail::default());
-    let (mut out_buf, mut err_buf) = ([0u8; 4096], [0u8; 4096]);
-    let deadline = Instant::now() + hook.timeout;
-    let mut drain_until = None;
-    let mut status: Option<std::io::Result<ExitStatus>> = None;
-
-    // One loop reads both pipes and waits for the exit together: reading them one after the
-    // other would deadlock on a hook that fills the pipe we are not reading.
-    loop {
-        if status.is_some() && stdout.is_none() && stderr.is_none() {
-            break;
+        Err(RunError::Wait(error)) => {
+            tracing::warn!(hook = name, program, %error, "cannot wait for hook");
+            HookOutcome::Failed(format!("cannot wait for {program}: {error}"))
         }
-        tokio::select! {
-            read = read_some(&mut stdout, &mut out_buf), if stdout.is_some() => match read {
-                Ok(0) | Err(_) => stdout = None,
-                Ok(n) => out_tail.push(&out_buf[..n]),
-            },
-            read = read_some(&mut stderr, &mut err_buf), if stderr.is_some() => match read {
-                Ok(0) | Err(_) => stderr = None,
-                Ok(n) => err_tail.push(&err_buf[..n]),
-            },
-            exited = child.wait(), if status.is_none() => {
-                group.disarm();
-                status = Some(exited);
-                drain_until = Some(Instant::now() + DRAIN_GRACE);
-            },
-            () = tokio::time::sleep_until(drain_until.unwrap_or(deadline)) => {
-                if status.is_some() {
-                    // Exited, but something it left behind holds a pipe open: stop reading.
-                    break;
-                }
-                group.kill();
-                // The group kill reached the child unless it failed; this covers that case.
-                let _ = child.start_kill();
-                let reaped = tokio::time::timeout(REAP_GRACE, child.wait()).await;
-                if reaped.is_ok() {
-                    group.disarm();
-                }
-                tracing::warn!(
-                    hook = name,
-                    program,
-                    timeout = ?hook.timeout,
-                    reaped = reaped.is_ok(),
-                    stderr = %err_tail.text(),
-                    "hook timed out and was killed"
-                );
-                log_output(name, &out_tail, &err_tail);
-                return HookOutcome::TimedOut;
-            },
+        Ok(Ended::TimedOut {
+            stdout,
+            stderr,
+            reaped,
+        }) => {
+            tracing::warn!(
+                hook = name,
+                program,
+                timeout = ?hook.timeout,
+                reaped,
+                stderr = %stderr.tail_text(),
+                "hook timed out and was killed"
+            );
+            log_output(name, &stdout, &stderr);
+            HookOutcome::TimedOut
         }
-    }
-
-    log_output(name, &out_tail, &err_tail);
-    let stderr_tail = err_tail.text();
-    match status {
-        Some(Ok(status)) if status.success() => {
-            tracing::debug!(hook = name, "hook finished");
-            HookOutcome::Ok
-        }
-        Some(Ok(status)) => {
+        Ok(Ended::Exited {
+            status,
+            stdout,
+            stderr,
+        }) => {
+            log_output(name, &stdout, &stderr);
+            if status.success() {
+                tracing::debug!(hook = name, "hook finished");
+                return HookOutcome::Ok;
+            }
+            let stderr_tail = stderr.tail_text();
             tracing::warn!(hook = name, program, %status, stderr = %stderr_tail, "hook failed");
             HookOutcome::Failed(with_tail(
                 format!("{program} ended with {status}"),
                 &stderr_tail,
             ))
         }
-        Some(Err(error)) => {
-            tracing::warn!(hook = name, program, %error, "cannot wait for hook");
-            HookOutcome::Failed(format!("cannot wait for {program}: {error}"))
-        }
-        // The loop only ends once the status is known.
-        None => HookOutcome::Failed(format!("{program}: exit status unknown")),
     }
 }
 
@@ -307,117 +252,19 @@ fn with_tail(message: String, tail: &str) -> String {
     }
 }
 
-fn log_output(name: &str, stdout: &Tail, stderr: &Tail) {
-    if !stdout.is_empty() {
-        tracing::debug!(hook = name, stdout = %stdout.text(), "hook output");
+fn log_output(name: &str, stdout: &Captured, stderr: &Captured) {
+    let blank = |c: &Captured| c.bytes.iter().all(u8::is_ascii_whitespace);
+    if !blank(stdout) {
+        tracing::debug!(hook = name, stdout = %stdout.tail_text(), "hook output");
     }
-    if !stderr.is_empty() {
-        tracing::debug!(hook = name, stderr = %stderr.text(), "hook error output");
-    }
-}
-
-/// Reads from a pipe that may already be closed; a closed one never becomes ready.
-pub(crate) async fn read_some<R: AsyncRead + Unpin>(
-    pipe: &mut Option<R>,
-    buf: &mut [u8],
-) -> std::io::Result<usize> {
-    match pipe {
-        Some(pipe) => pipe.read(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The last [`TAIL_BYTES`] of a stream.
-#[derive(Default)]
-struct Tail {
-    bytes: Vec<u8>,
-    truncated: bool,
-}
-
-impl Tail {
-    fn push(&mut self, data: &[u8]) {
-        self.bytes.extend_from_slice(data);
-        if self.bytes.len() > TAIL_BYTES {
-            let excess = self.bytes.len() - TAIL_BYTES;
-            self.bytes.drain(..excess);
-            self.truncated = true;
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.bytes.iter().all(u8::is_ascii_whitespace)
-    }
-
-    /// The tail as text; a cut may split a character, which then shows as U+FFFD.
-    fn text(&self) -> String {
-        let text = String::from_utf8_lossy(&self.bytes);
-        let text = text.trim();
-        if self.truncated {
-            format!("…{text}")
-        } else {
-            text.to_owned()
-        }
-    }
-}
-
-/// Sends SIGKILL to a hook's process group, on request or when dropped while armed.
-///
-/// It is disarmed once the hook has been reaped: from then on its process ID, and so the group
-/// ID, may belong to an unrelated process. Until then the (possibly zombie) child holds the ID.
-struct GroupKiller {
-    pgid: Option<libc::pid_t>,
-}
-
-impl GroupKiller {
-    fn new(pid: Option<u32>) -> GroupKiller {
-        GroupKiller {
-            pgid: pid.and_then(|pid| libc::pid_t::try_from(pid).ok()),
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.pgid = None;
-    }
-
-    fn kill(&self) {
-        if let Some(pgid) = self.pgid {
-            // SAFETY: kill(2) takes plain integers and touches no memory of ours. A negative ID
-            // addresses the group the hook leads (process_group(0) made its PID the group ID).
-            let rc = unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            if rc != 0 {
-                tracing::debug!(
-                    pgid,
-                    error = %std::io::Error::last_os_error(),
-                    "cannot kill hook process group"
-                );
-            }
-        }
-    }
-}
-
-impl Drop for GroupKiller {
-    fn drop(&mut self) {
-        // Dropped while armed: the hook is still running and our caller gave up on it.
-        self.kill();
+    if !blank(stderr) {
+        tracing::debug!(hook = name, stderr = %stderr.tail_text(), "hook error output");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tail_keeps_the_end() {
-        let mut tail = Tail::default();
-        tail.push(b"  \n");
-        assert!(tail.is_empty());
-        tail.push(&vec![b'a'; TAIL_BYTES]);
-        tail.push(b"the end\n");
-        assert!(tail.truncated);
-        assert_eq!(tail.bytes.len(), TAIL_BYTES);
-        assert!(tail.text().starts_with('…'));
-        assert!(tail.text().ends_with("the end"));
-    }
 
     #[test]
     fn event_names_are_config_keys() {

@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the map of the crate.
 
 pub mod account;
+pub mod child;
 pub mod cli;
 pub mod client;
 pub mod config;

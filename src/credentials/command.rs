@@ -8,20 +8,14 @@
 //! is run by hand; the daemon's standard input is /dev/null.
 
 use std::process::Stdio;
-use std::time::Duration;
-
-use tokio::time::Instant;
 
 use super::{CredentialError, Secret, SecretCommand};
-use crate::hooks::read_some;
+use crate::child::{Ended, Keep, RunError};
 
 /// More than any password or access token (JWTs from big providers are a few KiB).
 const MAX_STDOUT: usize = 64 * 1024;
 /// The end of standard error kept for the error message.
 const STDERR_TAIL: usize = 2048;
-/// How long to keep reading after the command exited: something it left in the background may
-/// hold the pipes open for ever.
-const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// Runs `command` and returns the first line of its standard output. `what` ("password" or
 /// "token") names the command in errors.
@@ -37,85 +31,52 @@ pub async fn run(
         program: program.clone(),
         problem,
     };
-    let mut child = tokio::process::Command::new(&program)
-        .args(&command.argv()[1..])
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so a timeout kills `sh -c` and what it started alike.
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| fail(format!("cannot be started: {e}")))?;
-    let pgid = child.id().and_then(|id| libc::pid_t::try_from(id).ok());
+    let mut child = tokio::process::Command::new(&program);
+    child.args(&command.argv()[1..]).stdin(Stdio::inherit());
     tracing::debug!(account, what, program, "running the {what} command");
-
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let (mut out_buf, mut err_buf) = ([0u8; 4096], [0u8; 1024]);
-    let deadline = Instant::now() + command.timeout();
-    let mut status = None;
-    let mut drain_until = None;
-    loop {
-        if status.is_some() && stdout.is_none() && stderr.is_none() {
-            break;
+    let ended = crate::child::run(
+        child,
+        command.timeout(),
+        Keep::Head(MAX_STDOUT),
+        Keep::Tail(STDERR_TAIL),
+    )
+    .await;
+    let (status, mut out, err) = match ended {
+        Err(RunError::Start(e)) => return Err(fail(format!("cannot be started: {e}"))),
+        Err(RunError::Wait(e)) => return Err(fail(format!("cannot be waited for: {e}"))),
+        Ok(Ended::TimedOut {
+            mut stdout, stderr, ..
+        }) => {
+            stdout.wipe();
+            return Err(fail(with_stderr(
+                format!(
+                    "did not finish within {} s and was killed",
+                    command.timeout().as_secs()
+                ),
+                &stderr.bytes,
+            )));
         }
-        tokio::select! {
-            read = read_some(&mut stdout, &mut out_buf), if stdout.is_some() => match read {
-                Ok(0) | Err(_) => stdout = None,
-                Ok(n) => {
-                    if out.len() < MAX_STDOUT {
-                        out.extend_from_slice(&out_buf[..n]);
-                    }
-                }
-            },
-            read = read_some(&mut stderr, &mut err_buf), if stderr.is_some() => match read {
-                Ok(0) | Err(_) => stderr = None,
-                Ok(n) => {
-                    err.extend_from_slice(&err_buf[..n]);
-                    if err.len() > STDERR_TAIL {
-                        err.drain(..err.len() - STDERR_TAIL);
-                    }
-                }
-            },
-            exited = child.wait(), if status.is_none() => {
-                status = Some(exited);
-                drain_until = Some(Instant::now() + DRAIN_GRACE);
-            },
-            () = tokio::time::sleep_until(drain_until.unwrap_or(deadline)) => {
-                if status.is_some() {
-                    break;
-                }
-                if let Some(pgid) = pgid {
-                    // SAFETY: kill(2) with plain integers touches no memory of ours; the child is
-                    // not reaped yet, so its ID (the group's ID) is still its own.
-                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-                }
-                let _ = child.start_kill();
-                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                return Err(fail(with_stderr(
-                    format!("did not finish within {} s and was killed", command.timeout().as_secs()),
-                    &err,
-                )));
-            },
-        }
+        Ok(Ended::Exited {
+            status,
+            stdout,
+            stderr,
+        }) => (status, stdout, stderr),
+    };
+    if !status.success() {
+        out.wipe();
+        return Err(fail(with_stderr(
+            format!("ended with {status}"),
+            &err.bytes,
+        )));
     }
-    match status {
-        Some(Ok(s)) if s.success() => {}
-        Some(Ok(s)) => return Err(fail(with_stderr(format!("ended with {s}"), &err))),
-        Some(Err(e)) => return Err(fail(format!("cannot be waited for: {e}"))),
-        None => return Err(fail("ended in an unknown way".to_owned())),
-    }
-    let first = out.split(|&b| b == b'\n').next().unwrap_or_default();
+    let first = out.bytes.split(|&b| b == b'\n').next().unwrap_or_default();
     let first = first.strip_suffix(b"\r").unwrap_or(first).to_vec();
     // The rest of the output may hold secrets too (pass prints more lines).
-    out.fill(0);
+    out.wipe();
     match String::from_utf8(first) {
         Ok(line) if line.is_empty() => Err(fail(with_stderr(
             "printed nothing on the first line of its standard output".to_owned(),
-            &err,
+            &err.bytes,
         ))),
         Ok(line) => Ok(Secret::new(line)),
         Err(e) => {
@@ -141,6 +102,7 @@ fn with_stderr(message: String, stderr: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn sh(script: &str, timeout: u64) -> SecretCommand {
         SecretCommand::new(
@@ -204,6 +166,27 @@ mod tests {
         assert!(
             !marker.exists(),
             "the command's children outlived the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_command_takes_its_grandchildren_with_it() {
+        // The daemon gives up on a password command when the account stops: what the command
+        // started must stop too, as a hook's does.
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("survived");
+        let script = format!("(sleep 1; touch '{}') & wait", marker.display());
+        let command = sh(&script, 30);
+        let lookup = run("a", "password", &command);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), lookup)
+                .await
+                .is_err()
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !marker.exists(),
+            "a grandchild outlived the cancelled password command"
         );
     }
 

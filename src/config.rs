@@ -4,7 +4,6 @@
 //! Every error names the file, and where it can the line, column and key, and what was expected.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -12,32 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-/// A secret that never shows up in a log line, an error or a panic message: its `Debug` is
-/// redacted, it has no `Display`, and its memory is wiped when it is dropped.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
-    }
-}
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-    /// The secret itself; call only where it is sent to the server.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use crate::model::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,24 +86,7 @@ impl LocalConfig {
     }
 }
 
-/// When a sync would delete this much of a folder on one side because it vanished on the other,
-/// it is refused (see the safety valve in the planner).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MassDeleteGuard {
-    /// Refuse when more than this share (in percent) of a folder's known messages would go.
-    pub max_percent: u8,
-    /// ... but only for folders that held at least this many messages.
-    pub min_messages: u32,
-}
-
-impl Default for MassDeleteGuard {
-    fn default() -> Self {
-        Self {
-            max_percent: 50,
-            min_messages: 10,
-        }
-    }
-}
+pub use crate::plan::MassDeleteGuard;
 
 /// How the daemon watches an account.
 #[derive(Debug, Clone)]
@@ -843,7 +800,7 @@ fn mbnames(
     let path = absolute(&file.path, "general.mbnames.path", at)?;
     let item = match &file.item {
         Some(item) => {
-            if let Some(unknown) = crate::mbnames::unknown_placeholder(item.get_ref()) {
+            if let Some(unknown) = unknown_placeholder(item.get_ref()) {
                 return Err(at(
                     item.span(),
                     "general.mbnames.item",
@@ -1181,6 +1138,22 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
         .map_or(before.chars().count(), |i| before[i + 1..].chars().count())
         + 1;
     (line, column)
+}
+
+/// The first `{name}` in `item` (`[general.mbnames]`) that is not a placeholder, if any.
+pub fn unknown_placeholder(item: &str) -> Option<String> {
+    let mut rest = item;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after.find('}')?;
+        let name = &after[..close];
+        let word = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if word && !matches!(name, "account" | "folder" | "path") {
+            return Some(name.to_owned());
+        }
+        rest = &after[close + 1..];
+    }
+    None
 }
 
 #[cfg(test)]

@@ -8,9 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Flags, FolderSnapshot, MessageMeta, MsgId};
+use crate::model::{Flags, FolderChanges, FolderSnapshot, MessageMeta, MsgId};
 use crate::plan::Record;
-use crate::store::FolderChanges;
 
 /// The full listing, or `None` when the result does not come to the number of messages the
 /// server holds (expunges a server without QRESYNC does not report, or a state that does not

@@ -38,21 +38,7 @@ pub struct Mailbox {
     pub path: PathBuf,
 }
 
-/// The first `{name}` in `item` that is not a placeholder, if any.
-pub fn unknown_placeholder(item: &str) -> Option<String> {
-    let mut rest = item;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let close = after.find('}')?;
-        let name = &after[..close];
-        let word = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if word && !matches!(name, "account" | "folder" | "path") {
-            return Some(name.to_owned());
-        }
-        rest = &after[close + 1..];
-    }
-    None
-}
+pub use crate::config::unknown_placeholder;
 
 /// `value` made safe inside a muttrc double-quoted string. The folder names come from the
 /// server, so they are hostile input: in mutt's and neomutt's parser (`mutt_extract_token`) a

@@ -123,6 +123,50 @@ impl fmt::Display for FolderName {
     }
 }
 
+/// What changed in a folder since a `store::Since`, with the same numbering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderChanges {
+    pub uid_validity: UidValidity,
+    pub uid_next: Option<u32>,
+    pub highest_modseq: u64,
+    /// How many messages the folder holds now: what the listing rebuilt from the last state
+    /// and these changes must come to, or it is not trusted.
+    pub exists: u32,
+    /// New messages and messages whose flags changed, with their flags now.
+    pub changed: Vec<MessageMeta>,
+    /// Messages expunged since; `None` when the store cannot tell (CONDSTORE without QRESYNC).
+    pub vanished: Option<Vec<MsgId>>,
+    /// As [`FolderSnapshot::token`].
+    pub token: Option<String>,
+}
+
+/// A secret that never shows up in a log line, an error or a panic message: its `Debug` is
+/// redacted, it has no `Display`, and its memory is wiped when it is dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    /// The secret itself; call only where it is sent to the server.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// The message flags idlewild keeps in step: those both IMAP and Maildir can express.
 /// IMAP keywords other than `$Forwarded` have no Maildir spelling and are left alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -7,12 +7,30 @@
 use foldhash::{HashMap, HashSet, HashSetExt};
 use std::fmt;
 
-use crate::config::MassDeleteGuard;
 use crate::model::{Flags, FolderName, MessageMeta, MsgId};
 
 /// The database key of one synced message pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordId(pub i64);
+
+/// When a sync would delete this much of a folder on one side because it vanished on the other,
+/// it is refused (see the safety valve in the planner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MassDeleteGuard {
+    /// Refuse when more than this share (in percent) of a folder's known messages would go.
+    pub max_percent: u8,
+    /// ... but only for folders that held at least this many messages.
+    pub min_messages: u32,
+}
+
+impl Default for MassDeleteGuard {
+    fn default() -> Self {
+        Self {
+            max_percent: 50,
+            min_messages: 10,
+        }
+    }
+}
 
 /// What the state database remembers of one message pair after the last sync that touched it.
 #[derive(Debug, Clone, PartialEq, Eq)]

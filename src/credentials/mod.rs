@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-pub use crate::config::Secret;
+pub use crate::model::Secret;
 pub use schema::{FileOAuth2, FilePassword, resolve};
 
 use self::oauth2::{Mechanism, OAuth2Config, TokenSource};
@@ -384,40 +384,6 @@ impl Credentials {
     }
 }
 
-/// The credential failure somewhere in `error`'s chain, if that is why it failed: the daemon
-/// reports these as an account error (not "offline") and retries them sooner.
-pub fn credential_error<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a CredentialError> {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if let Some(found) = e.downcast_ref::<CredentialError>() {
-            return Some(found);
-        }
-        if let Some(crate::store::StoreError::Credentials(found)) =
-            e.downcast_ref::<crate::store::StoreError>()
-        {
-            return Some(found);
-        }
-        if let Some(crate::engine::SyncError::Store {
-            source: crate::store::StoreError::Credentials(found),
-            ..
-        }) = e.downcast_ref::<crate::engine::SyncError>()
-        {
-            return Some(found);
-        }
-        if let Some(crate::account::AccountError::Sync(crate::engine::SyncError::Store {
-            source: crate::store::StoreError::Credentials(found),
-            ..
-        })) = e.downcast_ref::<crate::account::AccountError>()
-        {
-            return Some(found);
-        }
-        next = e.source();
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,24 +501,5 @@ mod tests {
         // Valid for 30 s only, less than the margin: not used again.
         assert_eq!(token(c.login().await.unwrap()), "token-3");
         assert_eq!(served(), 3);
-    }
-
-    #[test]
-    fn credential_errors_are_found_in_the_chain() {
-        let e = crate::account::AccountError::Sync(crate::engine::SyncError::Store {
-            side: crate::plan::Side::Remote,
-            source: crate::store::StoreError::Credentials(CredentialError::NoPassword {
-                account: "a".into(),
-            }),
-        });
-        assert!(credential_error(&e).is_some());
-        assert!(
-            e.to_string().contains(
-                "no password in the keyring for account a: run `idlewild password set a`"
-            ),
-            "{e}"
-        );
-        let other = crate::store::StoreError::Invalid("x".into());
-        assert!(credential_error(&other).is_none());
     }
 }

@@ -18,6 +18,7 @@ use super::local::LocalWatcher;
 use super::{AccountEvent, Control, Report, Wake};
 use crate::account::{AccountSession, RunOptions};
 use crate::config::{Account, Config};
+use crate::credentials::CredentialError;
 use crate::engine::NoObserver;
 use crate::model::FolderName;
 use crate::store::StoreError;
@@ -317,11 +318,9 @@ pub async fn run(
                     // as an account error, and look again often enough that storing the password
                     // is soon noticed. Not for a locked keyring: each look may show the desktop's
                     // unlock dialog, which must not pop up every half minute.
-                    let credential = crate::credentials::credential_error(&e);
+                    let credential = credential_error(&e);
                     let credentials = credential.is_some();
-                    if credential.is_some_and(|c| {
-                        !matches!(c, crate::credentials::CredentialError::Locked { .. })
-                    }) {
+                    if credential.is_some_and(|c| !matches!(c, CredentialError::Locked { .. })) {
                         delay = delay.min(CREDENTIALS_RETRY_MAX);
                     }
                     tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "sync failed");
@@ -663,5 +662,63 @@ impl ClockWatch {
         self.wall = wall;
         self.mono = mono;
         wall_elapsed.abs_diff(mono_elapsed) > Duration::from_secs(30)
+    }
+}
+
+/// The credential failure somewhere in `error`'s chain, if that is why it failed: the daemon
+/// reports these as an account error (not "offline") and retries them sooner.
+fn credential_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a CredentialError> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<CredentialError>() {
+            return Some(found);
+        }
+        if let Some(crate::store::StoreError::Credentials(found)) =
+            e.downcast_ref::<crate::store::StoreError>()
+        {
+            return Some(found);
+        }
+        if let Some(crate::engine::SyncError::Store {
+            source: crate::store::StoreError::Credentials(found),
+            ..
+        }) = e.downcast_ref::<crate::engine::SyncError>()
+        {
+            return Some(found);
+        }
+        if let Some(crate::account::AccountError::Sync(crate::engine::SyncError::Store {
+            source: crate::store::StoreError::Credentials(found),
+            ..
+        })) = e.downcast_ref::<crate::account::AccountError>()
+        {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_errors_are_found_in_the_chain() {
+        let e = crate::account::AccountError::Sync(crate::engine::SyncError::Store {
+            side: crate::plan::Side::Remote,
+            source: crate::store::StoreError::Credentials(CredentialError::NoPassword {
+                account: "a".into(),
+            }),
+        });
+        assert!(credential_error(&e).is_some());
+        assert!(
+            e.to_string().contains(
+                "no password in the keyring for account a: run `idlewild password set a`"
+            ),
+            "{e}"
+        );
+        let other = crate::store::StoreError::Invalid("x".into());
+        assert!(credential_error(&other).is_none());
     }
 }

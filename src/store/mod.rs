@@ -137,22 +137,7 @@ pub enum Listing {
     Changes(FolderChanges),
 }
 
-/// What changed in a folder since a [`Since`], with the same numbering.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FolderChanges {
-    pub uid_validity: UidValidity,
-    pub uid_next: Option<u32>,
-    pub highest_modseq: u64,
-    /// How many messages the folder holds now: what the listing rebuilt from the last state
-    /// and these changes must come to, or it is not trusted.
-    pub exists: u32,
-    /// New messages and messages whose flags changed, with their flags now.
-    pub changed: Vec<MessageMeta>,
-    /// Messages expunged since; `None` when the store cannot tell (CONDSTORE without QRESYNC).
-    pub vanished: Option<Vec<MsgId>>,
-    /// As [`FolderSnapshot::token`].
-    pub token: Option<String>,
-}
+pub use crate::model::FolderChanges;
 
 /// What [`Store::sizes_and_dates`] tells of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,11 +33,11 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Password(args) => match load_config(&cli) {
-            Ok(config) => idlewild::credentials::commands::password(&config, args),
+            Ok(config) => idlewild::cli::password::password(&config, args),
             Err(code) => code,
         },
         Command::OAuth2(args) => match load_config(&cli) {
-            Ok(config) => idlewild::credentials::commands::oauth2(&config, args),
+            Ok(config) => idlewild::cli::password::oauth2(&config, args),
             Err(code) => code,
         },
         Command::Sync(args) => match load_config(&cli) {

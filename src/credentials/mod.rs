@@ -14,10 +14,8 @@
 //! daemon ask the keyring once.
 
 pub mod command;
-pub mod commands;
 pub mod keyring;
 pub mod oauth2;
-mod schema;
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,7 +25,6 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 pub use crate::model::Secret;
-pub use schema::{FileOAuth2, FilePassword, resolve};
 
 use self::oauth2::{Mechanism, OAuth2Config, TokenSource};
 

@@ -3,6 +3,8 @@
 //!
 //! Every error names the file, and where it can the line, column and key, and what was expected.
 
+pub mod auth;
+
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
@@ -314,8 +316,8 @@ struct FileImap {
     #[serde(default = "default_tls")]
     tls: Spanned<TlsMode>,
     user: String,
-    password: Option<Spanned<crate::credentials::FilePassword>>,
-    oauth2: Option<Spanned<crate::credentials::FileOAuth2>>,
+    password: Option<Spanned<auth::FilePassword>>,
+    oauth2: Option<Spanned<auth::FileOAuth2>>,
     ca_file: Option<String>,
     cert_fingerprint: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
@@ -340,8 +342,8 @@ struct FileLocal {
     port: Option<Spanned<u16>>,
     tls: Option<Spanned<TlsMode>>,
     user: Option<Spanned<String>>,
-    password: Option<Spanned<crate::credentials::FilePassword>>,
-    oauth2: Option<Spanned<crate::credentials::FileOAuth2>>,
+    password: Option<Spanned<auth::FilePassword>>,
+    oauth2: Option<Spanned<auth::FileOAuth2>>,
     ca_file: Option<Spanned<String>>,
     cert_fingerprint: Option<Spanned<String>>,
     timeout: Option<Spanned<u64>>,
@@ -355,8 +357,8 @@ struct ImapKeys<'a> {
     port: Option<u16>,
     tls: Spanned<TlsMode>,
     user: String,
-    password: Option<&'a Spanned<crate::credentials::FilePassword>>,
-    oauth2: Option<&'a Spanned<crate::credentials::FileOAuth2>>,
+    password: Option<&'a Spanned<auth::FilePassword>>,
+    oauth2: Option<&'a Spanned<auth::FileOAuth2>>,
     ca_file: Option<&'a str>,
     cert_fingerprint: Option<&'a Spanned<String>>,
     timeout: Option<&'a Spanned<u64>>,
@@ -872,7 +874,7 @@ fn imap_side(
         Some(t) => Duration::from_secs(*t.get_ref()),
         None => Duration::from_secs(60),
     };
-    let auth = crate::credentials::resolve(keys.password, keys.oauth2)
+    let auth = auth::resolve(keys.password, keys.oauth2)
         .map_err(|e| at(e.span, &key(e.key), e.message))?;
     let credentials_name = match side {
         "remote" => name.to_owned(),

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use super::keyring::{self, KeyringError};
-use super::oauth2::{self, Pkce, RefreshFlow, TokenSource};
-use super::{Auth, PASSWORD_SERVICE, PasswordSource, REFRESH_TOKEN_SERVICE, Secret};
 use crate::cli::exit;
 use crate::config::{Config, ImapConfig, LocalConfig};
+use crate::credentials::keyring::{self, KeyringError};
+use crate::credentials::oauth2::{self, Pkce, RefreshFlow, TokenSource};
+use crate::credentials::{Auth, PASSWORD_SERVICE, PasswordSource, REFRESH_TOKEN_SERVICE, Secret};
 
 /// `idlewild password ...`.
 pub fn password(config: &Config, command: &crate::cli::PasswordCommand) -> i32 {

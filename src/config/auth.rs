@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
-use super::oauth2::{self, Mechanism, OAuth2Config, RefreshFlow, TokenSource};
-use super::{Auth, DEFAULT_COMMAND_TIMEOUT, PasswordSource, Secret, SecretCommand};
+use crate::credentials::oauth2::{self, Mechanism, OAuth2Config, RefreshFlow, TokenSource};
+use crate::credentials::{Auth, DEFAULT_COMMAND_TIMEOUT, PasswordSource, Secret, SecretCommand};
 
 /// `password = "..."` or a `password` table.
 #[derive(Debug)]
@@ -306,7 +306,7 @@ fn check_url(url: &str) -> Result<(), String> {
             Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
             _ => authority,
         };
-        if crate::config::is_loopback(host) {
+        if super::is_loopback(host) {
             return Ok(());
         }
         return Err(format!(

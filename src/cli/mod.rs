@@ -1,5 +1,7 @@
 //! The command line, defined once for the program, the completions and the documentation test.
 
+pub mod password;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -118,6 +118,7 @@ fn messages_in(folder: &Path) -> Vec<String> {
         .iter()
         .flat_map(|sub| std::fs::read_dir(folder.join(sub)).into_iter().flatten())
         .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| text(&std::fs::read(e.path()).expect("read message")))
         .collect();
     out.sort();
@@ -185,6 +186,35 @@ fn hostile_server_names_stay_inside_the_maildir_and_fail_alone() {
         let out = run_sync(dir.path(), &config);
         let (stdout, stderr) = (stdout(&out), stderr(&out));
         let shown = format!("--- stdout\n{stdout}\n--- stderr\n{stderr}");
+        // (2) Nothing outside the Maildir root and the state directory.
+        let now: BTreeSet<String> = tree(dir.path())
+            .into_iter()
+            .filter(|p| !p.starts_with("Mail/test/") && !p.starts_with("state/"))
+            .collect();
+        let allowed: BTreeSet<String> = before
+            .iter()
+            .cloned()
+            .chain(["Mail".into(), "Mail/test".into(), "state".into()])
+            .collect();
+        assert!(
+            now.is_subset(&allowed),
+            "run {run} wrote outside the Maildir: {:?}",
+            now.difference(&allowed).collect::<Vec<_>>()
+        );
+        assert_eq!(Path::new("/abs").exists(), abs_before, "run {run}: /abs");
+        // Only the stored folders are below the root: a skipped or failed name left nothing.
+        let top: BTreeSet<String> = std::fs::read_dir(&root)
+            .expect("Maildir root")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let expected: BTreeSet<String> = STORED
+            .iter()
+            .map(|(_, place)| place.split('/').next().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(top, expected, "run {run}: folders at the Maildir root");
+        // (3) No store internals touched.
+        assert_no_folder_inside_maildir_dirs(&root);
         // (1) One folder cannot be stored: it fails alone, the account goes on.
         assert_eq!(
             out.status.code(),
@@ -218,35 +248,6 @@ fn hostile_server_names_stay_inside_the_maildir_and_fail_alone() {
             });
             assert!(warned, "run {run}: no warning for {name:?}\n{shown}");
         }
-        // (2) Nothing outside the Maildir root and the state directory.
-        let now: BTreeSet<String> = tree(dir.path())
-            .into_iter()
-            .filter(|p| !p.starts_with("Mail/test/") && !p.starts_with("state/"))
-            .collect();
-        let allowed: BTreeSet<String> = before
-            .iter()
-            .cloned()
-            .chain(["Mail".into(), "Mail/test".into(), "state".into()])
-            .collect();
-        assert!(
-            now.is_subset(&allowed),
-            "run {run} wrote outside the Maildir: {:?}",
-            now.difference(&allowed).collect::<Vec<_>>()
-        );
-        assert_eq!(Path::new("/abs").exists(), abs_before, "run {run}: /abs");
-        // Only the stored folders are below the root: a skipped or failed name left nothing.
-        let top: BTreeSet<String> = std::fs::read_dir(&root)
-            .expect("Maildir root")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        let expected: BTreeSet<String> = STORED
-            .iter()
-            .map(|(_, place)| place.split('/').next().unwrap_or("").to_owned())
-            .collect();
-        assert_eq!(top, expected, "run {run}: folders at the Maildir root");
-        // (3) No store internals touched.
-        assert_no_folder_inside_maildir_dirs(&root);
     }
 
     // (4) The read-only server was only read.

@@ -1,5 +1,6 @@
 //! Support code shared by the integration tests: a private Dovecot server,
-//! an independent IMAP client to drive it, and a message corpus.
+//! an independent IMAP client to drive it, a message corpus, and a scripted
+//! IMAP responder for folder names no real server here accepts.
 //!
 //! Use with `mod support;` in a test crate, or include single files with
 //! `#[path = "support/dovecot.rs"] mod dovecot;` (imapctl.rs also needs
@@ -11,3 +12,4 @@ pub mod dovecot;
 pub mod faulty;
 pub mod imapctl;
 pub mod keyring;
+pub mod scripted_imap;

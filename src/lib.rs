@@ -7,6 +7,7 @@ pub mod child;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod credentials;
 pub mod daemon;
 pub mod dbus;

@@ -6,7 +6,7 @@ use idlewild::account::{self, AccountReport, RunOptions};
 use idlewild::cli::{self, Cli, Command, SyncArgs, exit};
 use idlewild::client::{self, WatchFormat};
 use idlewild::config::{self, Config};
-use idlewild::daemon::control::JobStatus;
+use idlewild::control::JobStatus;
 use idlewild::engine::{NoObserver, Observer};
 use idlewild::logging::{self, LogTargetChoice};
 use idlewild::model::FolderName;

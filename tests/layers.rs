@@ -17,6 +17,9 @@ const RULES: &[(&str, &[&str])] = &[
     // The secrets at run time: the configuration's keys are config/auth.rs, the commands
     // that store them cli/password.rs.
     ("src/credentials", &["model", "child", "credentials"]),
+    // The port between the daemon and its D-Bus front: the API speaks it, never the daemon.
+    ("src/control.rs", &["account", "model", "pause", "state"]),
+    ("src/dbus", &["control", "dbus", "pause"]),
 ];
 
 fn files(path: &Path) -> Vec<PathBuf> {

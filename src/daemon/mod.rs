@@ -6,7 +6,6 @@
 //! and SIGINT stop gracefully within a bound.
 
 mod backoff;
-pub mod control;
 mod local;
 mod sleep;
 mod supervisor;
@@ -23,12 +22,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::account::AccountReport;
 use crate::config::{self, Config};
+use crate::control::{
+    self, AccountStatus, ControlError, Event, JobId, JobStatus, Request, StateKind,
+};
 use crate::engine::FolderReport;
 use crate::model::FolderName;
 use crate::notify::Notifier;
 use crate::pause::{self, Pause};
 use crate::state::FolderCount;
-use control::{AccountStatus, ControlError, Event, JobId, JobStatus, Request, StateKind};
 
 /// A reason for an account to look at its folders again. Wake-ups are hints: what changed is
 /// always read from the stores.

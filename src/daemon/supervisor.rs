@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::backoff::Backoff;
-use super::control::JobId;
 use super::local::LocalWatcher;
 use super::{AccountEvent, Control, Report, Wake};
 use crate::account::{AccountSession, RunOptions};
 use crate::config::{Account, Config};
+use crate::control::JobId;
 use crate::credentials::CredentialError;
 use crate::engine::NoObserver;
 use crate::model::FolderName;

@@ -1,7 +1,7 @@
 //! The API's named errors: `org.idlewild.Idlewild1.Error.<Name>`, each with a message a person
 //! understands.
 
-use crate::daemon::control::ControlError;
+use crate::control::ControlError;
 
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.idlewild.Idlewild1.Error")]

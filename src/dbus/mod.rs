@@ -1,6 +1,6 @@
 //! The D-Bus API on the session bus (`org.idlewild.Idlewild1`): the daemon's service side and the
 //! client proxies the command line and the tests share. Only this module knows zbus types; it
-//! converts to and from the daemon's control types (`daemon::control`).
+//! converts to and from the daemon's control types (`control`).
 //!
 //! The interface is described for tools in `dbus/org.idlewild.Idlewild1.xml`, and a test checks
 //! that file against what the daemon really exports.
@@ -54,7 +54,7 @@ pub struct AccountInfo {
 }
 
 impl AccountInfo {
-    pub fn from_status(status: &crate::daemon::control::AccountStatus) -> AccountInfo {
+    pub fn from_status(status: &crate::control::AccountStatus) -> AccountInfo {
         AccountInfo {
             name: status.name.clone(),
             state: status.state.as_str().to_owned(),

@@ -11,7 +11,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedObjectPath, OwnedVariant, Variant};
 
 use super::{ACCOUNT_INTERFACE, AccountInfo, Error, NAME, PATH, account_path};
-use crate::daemon::control::{AccountStatus, ControlError, Event, Reply, Request};
+use crate::control::{AccountStatus, ControlError, Event, Reply, Request};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

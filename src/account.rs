@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Account, Config, LocalConfig};
+use crate::engine::lanes::{Lane, Lanes, OpenLane};
 use crate::engine::{self, FolderOverview, FolderReport, Observer, SyncError, SyncOptions};
 use crate::hooks::HookEvent;
-use crate::lanes::{Lane, Lanes, OpenLane};
 use crate::model::FolderName;
 use crate::plan::Side;
 use crate::state::{FolderCount, StateDb};

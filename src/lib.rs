@@ -17,7 +17,6 @@ pub mod folders;
 pub mod hooks;
 pub mod import;
 pub mod incremental;
-pub mod lanes;
 pub mod logging;
 pub mod mbnames;
 pub mod message;

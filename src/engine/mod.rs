@@ -20,7 +20,8 @@ use tracing::Instrument;
 use crate::config::MassDeleteGuard;
 use crate::folders::{self, FolderMapError, FolderRules, Problem, Selection};
 use crate::incremental;
-use crate::lanes::{self, Lanes};
+pub mod lanes;
+
 use crate::model::{Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid, UidValidity};
 use crate::plan::{
     self, Action, FolderAction, FolderFacts, FolderPolicy, Kept, Limits, OutOfLimits, Plan, Policy,
@@ -30,6 +31,7 @@ use crate::recover::{self, Known};
 use crate::state::{FolderState, FolderStatus, Pending, Skipped, StateDb, StateError};
 use crate::store::readonly::ReadOnly;
 use crate::store::{Absence, FailureKind, FlagUpdate, Listing, Since, Staged, Store, StoreError};
+use lanes::Lanes;
 
 /// How many messages are uploaded between two state commits.
 const BATCH: usize = 64;

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::engine::{self, FolderJob, FolderReport, Observer, SyncError, SyncOptions};
+use super::{self as engine, FolderJob, FolderReport, Observer, SyncError, SyncOptions};
 use crate::model::FolderName;
 use crate::state::StateDb;
 use crate::store::Store;

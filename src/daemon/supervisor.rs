@@ -12,7 +12,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::backoff::Backoff;
+use super::backoff::{Backoff, retry};
 use super::local::LocalWatcher;
 use super::{AccountEvent, Control, Report, Wake};
 use crate::account::{AccountSession, RunOptions};
@@ -117,26 +117,23 @@ pub async fn run(
     let mut notify_task: Option<(BTreeSet<FolderName>, CancellationToken)> = None;
 
     let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
-    let mut session = loop {
-        match AccountSession::open(&config, &account, false) {
-            Ok(s) => break s,
-            Err(e) => {
-                report(AccountEvent::Failed {
-                    jobs: Vec::new(),
-                    error: e.to_string(),
-                    offline: false,
-                });
-                tracing::error!(error = %e, "cannot open the account");
-                let delay = backoff.next_delay(rand::random());
-                tokio::select! {
-                    _ = cancel.cancelled() => {
-                        report(AccountEvent::Stopped);
-                        return;
-                    }
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
+    let opened = retry(
+        &mut backoff,
+        &cancel,
+        || async { AccountSession::open(&config, &account, false) },
+        |e, _| {
+            report(AccountEvent::Failed {
+                jobs: Vec::new(),
+                error: e.to_string(),
+                offline: false,
+            });
+            tracing::error!(error = %e, "cannot open the account");
+        },
+    )
+    .await;
+    let Some(mut session) = opened else {
+        report(AccountEvent::Stopped);
+        return;
     };
     backoff.reset();
     report(AccountEvent::Opened {
@@ -522,28 +519,21 @@ async fn watch_folder(
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     let mut reconnecting = false;
     loop {
-        let connected = tokio::select! {
-            _ = cancel.cancelled() => return,
-            c = Watcher::connect(&remote, &folder) => c,
-        };
-        let mut watcher = match connected {
-            Ok(w) => w,
-            Err(e) => {
-                let delay = backoff.next_delay(rand::random());
+        let connected = retry(
+            &mut backoff,
+            &cancel,
+            || Watcher::connect(&remote, &folder),
+            |e, delay| {
                 tracing::warn!(folder = %folder, error = %e, retry_in_s = delay.as_secs(), "cannot watch folder");
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
                 reconnecting = true;
-                continue;
-            }
-        };
+            },
+        )
+        .await;
+        let Some(mut watcher) = connected else { return };
         if std::mem::take(&mut reconnecting) {
             tracing::info!(folder = %folder, "watching the folder again");
             let _ = wake.send(Wake::Reconnected).await;
         }
-        backoff.reset();
         loop {
             let result = tokio::select! {
                 _ = cancel.cancelled() => {
@@ -588,32 +578,29 @@ async fn watch_notify(
     let mut reconnecting = first.is_none();
     loop {
         let mut watcher = match first.take() {
-            Some(w) => w,
+            Some(w) => {
+                backoff.reset();
+                w
+            }
             None => {
-                let connected = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    c = NotifyWatcher::connect(&remote, &folders) => c,
-                };
-                match connected {
-                    Ok(w) => w,
-                    Err(e) => {
-                        let delay = backoff.next_delay(rand::random());
+                let connected = retry(
+                    &mut backoff,
+                    &cancel,
+                    || NotifyWatcher::connect(&remote, &folders),
+                    |e, delay| {
                         tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot watch the folders with NOTIFY");
-                        tokio::select! {
-                            _ = cancel.cancelled() => return,
-                            _ = tokio::time::sleep(delay) => {}
-                        }
                         reconnecting = true;
-                        continue;
-                    }
-                }
+                    },
+                )
+                .await;
+                let Some(w) = connected else { return };
+                w
             }
         };
         if std::mem::take(&mut reconnecting) {
             tracing::info!("watching the folders with NOTIFY again");
             let _ = wake.send(Wake::Reconnected).await;
         }
-        backoff.reset();
         loop {
             let result = tokio::select! {
                 _ = cancel.cancelled() => {

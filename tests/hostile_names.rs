@@ -8,9 +8,8 @@ mod common;
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
-use common::{Env, stderr};
+use common::{Env, assert_no_folder_inside_maildir_dirs, stderr, tree};
 use support::corpus;
 use support::dovecot::DovecotOptions;
 
@@ -41,50 +40,6 @@ const NAMES: &[(&str, &str)] = &[
 
 /// A name part of 200 bytes: long, and still a valid directory name.
 const LONG: &str = "Lllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllg";
-
-/// Every file and directory below `dir`, relative to it.
-fn tree(dir: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = e.path();
-            out.insert(
-                path.strip_prefix(dir)
-                    .unwrap_or(&path)
-                    .to_string_lossy()
-                    .into_owned(),
-            );
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(path);
-            }
-        }
-    }
-    out
-}
-
-/// The Maildir's own `cur/`, `new/` and `tmp/` hold files only: a folder never nests in them.
-fn assert_no_folder_inside_maildir_dirs(root: &Path) {
-    for path in tree(root) {
-        let p = Path::new(&path);
-        let is_maildir = |d: &Path| {
-            ["cur", "new", "tmp"]
-                .iter()
-                .all(|s| root.join(d).join(s).is_dir())
-        };
-        let in_own = p.parent().is_some_and(|d| {
-            d.file_name()
-                .is_some_and(|n| n == "cur" || n == "new" || n == "tmp")
-                && d.parent().is_some_and(is_maildir)
-        });
-        if in_own {
-            assert!(
-                root.join(p).is_file(),
-                "{path} is a directory inside a Maildir's own directory"
-            );
-        }
-    }
-}
 
 /// A Dovecot that keeps folders as directories of its own (`LAYOUT=fs`, with the messages one
 /// level down so that `tmp` is a name like any other): it accepts names with dots, which the

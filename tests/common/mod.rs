@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -305,4 +305,46 @@ pub fn stderr(out: &Output) -> String {
 
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every file and directory below `dir`, relative to it (names as lossy UTF-8).
+pub fn tree(dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            out.insert(
+                path.strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// No directory inside any Maildir's own `cur/`, `new/` or `tmp/`: those hold files only, and a
+/// folder nested there would be a store internal overwritten, and invisible to the next listing.
+pub fn assert_no_folder_inside_maildir_dirs(root: &Path) {
+    for path in tree(root) {
+        let p = root.join(&path);
+        let Some(parent) = p.parent() else { continue };
+        let own = parent
+            .file_name()
+            .is_some_and(|n| n == "cur" || n == "new" || n == "tmp");
+        let maildir = parent
+            .parent()
+            .is_some_and(|d| ["cur", "new", "tmp"].iter().all(|s| d.join(s).is_dir()));
+        if own && maildir {
+            assert!(
+                !p.is_dir(),
+                "{path:?} is a directory inside a Maildir's own directory"
+            );
+        }
+    }
 }

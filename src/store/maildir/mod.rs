@@ -326,7 +326,7 @@ impl MaildirStore {
 
     /// Adds the folders below `dir` (whose folder name is `prefix`, `depth` parts long).
     /// Symbolic links to directories are followed (a folder kept on another disk is a folder);
-    /// `seen` holds the directories entered, so a link back up the tree is not a loop.
+    /// `seen` holds the links' targets entered, so a link back up the tree is not a loop.
     fn list_nested(
         &self,
         dir: &Path,
@@ -344,15 +344,19 @@ impl MaildirStore {
                 continue;
             };
             let path = entry.path();
-            // A link that leads nowhere is not listed; `absence` tells it from a deletion.
-            let meta = match kind.is_symlink() {
-                true => fs::metadata(&path),
-                false => entry.metadata(),
-            };
-            let Ok(meta) = meta else { continue };
-            if !meta.is_dir() {
+            // A link is followed to its directory (a link that leads nowhere is not listed;
+            // `absence` tells it from a deletion), and its target remembered: only a link can
+            // lead back up the tree. A plain directory costs no stat.
+            let target = if kind.is_symlink() {
+                match fs::metadata(&path) {
+                    Ok(meta) if meta.is_dir() => Some((meta.dev(), meta.ino())),
+                    _ => continue,
+                }
+            } else if kind.is_dir() {
+                None
+            } else {
                 continue;
-            }
+            };
             let name = entry.file_name();
             let Some(name) = name.to_str() else {
                 tracing::warn!(dir = %dir.display(), "skipping a directory whose name is not UTF-8");
@@ -362,7 +366,7 @@ impl MaildirStore {
             let Some(part) = names::from_dir(name, depth) else {
                 continue;
             };
-            if !seen.insert((meta.dev(), meta.ino())) {
+            if target.is_some_and(|t| !seen.insert(t)) {
                 tracing::warn!(path = %path.display(), "skipping a directory met before (a symbolic link loop?)");
                 continue;
             }
@@ -1250,6 +1254,33 @@ mod tests {
             let gone = FolderName::new("Elsewhere").unwrap();
             assert_eq!(store.absence(&gone).await, Absence::Gone);
         });
+    }
+
+    #[test]
+    fn symlinked_folders_are_listed_and_a_link_loop_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mail");
+        let elsewhere = dir.path().join("disk/archive");
+        for sub in SUBDIRS {
+            fs::create_dir_all(root.join("A").join(sub)).unwrap();
+            fs::create_dir_all(elsewhere.join(sub)).unwrap();
+        }
+        std::os::unix::fs::symlink(&elsewhere, root.join("Archive")).unwrap();
+        std::os::unix::fs::symlink(&root, root.join("A/loop")).unwrap();
+        let mut store = MaildirStore::new(&MaildirConfig {
+            path: root.clone(),
+            layout: MaildirLayout::Nested,
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let listed = rt.block_on(store.list_folders()).unwrap();
+        let names: Vec<&str> = listed.iter().map(FolderName::as_str).collect();
+        assert!(
+            names.contains(&"A") && names.contains(&"Archive"),
+            "{names:?}"
+        );
+        assert!(names.len() < 10, "the loop was walked: {names:?}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod connect;
 mod date;
 mod digest;
 mod fetch;
+mod idle;
 mod mutf7;
 mod names;
 pub mod notify_watch;

@@ -10,7 +10,8 @@
 //! connection.
 //!
 //! Events are read during IDLE (RFC 5465 lets the server send them at any time, so during IDLE
-//! too), written by hand on the guarded session exactly as the single-folder watcher does: IDLE needs
+//! too), on the guarded session through the IDLE exchange the single-folder watcher uses too
+//! (`idle`; this module keeps only what a response means for the folders): IDLE needs
 //! no polling to learn of changes, its renewal every 25 minutes is a round trip that proves the
 //! connection alive, and Dovecot sends its `* OK Still here` keepalives only during IDLE. A
 //! NOOP before each IDLE collects what the server queued since the last wait.
@@ -36,34 +37,30 @@ use crate::model::FolderName;
 use crate::store::StoreError;
 
 use super::capabilities::Capabilities;
-use super::session::{Command, Done, Incoming, Reply, ResponseData, Session};
+use super::idle::{self, Note, Phase};
+use super::session::{Command, ResponseData, Session};
 use super::watch::IDLE_RENEW;
 use super::{LOGOUT_LIMIT, connect, names};
 
 /// The events asked for. RFC 5465: FlagChange requires MessageNew and MessageExpunge.
 const EVENTS: &str = "(MessageNew MessageExpunge FlagChange)";
 
-/// Where the conversation with the server stands between two awaits (see `watch::Phase`).
-#[derive(Debug)]
-enum Phase {
-    Ready,
-    Writing,
-    Polling { tag: String },
-    Starting { tag: String, since: Instant },
-    Idling { tag: String, since: Instant },
-    Ending { tag: String },
-    Dead,
-}
-
 /// One connection that watches several folders with NOTIFY (see the module documentation).
 #[derive(Debug)]
 pub struct NotifyWatcher {
     session: Session,
     capabilities: Capabilities,
+    phase: Phase,
+    changes: Changes,
+}
+
+/// The watched folders and what the server said of them: the watcher's side of the IDLE
+/// exchange.
+#[derive(Debug)]
+struct Changes {
     delimiter: Option<char>,
     /// The watched folders by the server's spelling of their names.
     folders: BTreeMap<String, FolderName>,
-    phase: Phase,
     /// Folders the server reported as changed that no `wait` has returned yet.
     pending: BTreeSet<FolderName>,
 }
@@ -80,10 +77,12 @@ impl NotifyWatcher {
         let mut watcher = NotifyWatcher {
             session: connected.session,
             capabilities: connected.capabilities,
-            delimiter: connected.delimiter,
-            folders: BTreeMap::new(),
             phase: Phase::Ready,
-            pending: BTreeSet::new(),
+            changes: Changes {
+                delimiter: connected.delimiter,
+                folders: BTreeMap::new(),
+                pending: BTreeSet::new(),
+            },
         };
         if let Err(e) = watcher.set_up(folders).await {
             watcher.session.logout(LOGOUT_LIMIT).await;
@@ -91,7 +90,7 @@ impl NotifyWatcher {
         }
         tracing::debug!(
             host = %watcher.session.host(),
-            folders = watcher.folders.len(),
+            folders = watcher.changes.folders.len(),
             "watching the folders with NOTIFY"
         );
         Ok(watcher)
@@ -104,7 +103,7 @@ impl NotifyWatcher {
 
     /// The folders being watched.
     pub fn folders(&self) -> impl Iterator<Item = &FolderName> {
-        self.folders.values()
+        self.changes.folders.values()
     }
 
     /// Whether the watcher can still be used; once `false`, [`NotifyWatcher::wait`] fails.
@@ -166,9 +165,9 @@ impl NotifyWatcher {
             }
         }
         for folder in folders {
-            match names::to_server_name(folder, self.delimiter) {
+            match names::to_server_name(folder, self.changes.delimiter) {
                 Ok(server) => {
-                    self.folders.insert(server, folder.clone());
+                    self.changes.folders.insert(server, folder.clone());
                 }
                 // The sync reports such a folder itself; it has nothing to watch here.
                 Err(why) => tracing::warn!(%folder, "not watching the folder: {why}"),
@@ -186,8 +185,11 @@ impl NotifyWatcher {
         // name. Events in the other folders cost a line each and are skipped.
         let command = Command::new("NOTIFY").text(format!(" SET (personal {EVENTS})"));
         let tag = self.session.send(&command).await?;
-        let done =
-            tokio::time::timeout(self.session.timeout(), self.read_to_completion(&tag)).await;
+        let done = tokio::time::timeout(
+            self.session.timeout(),
+            idle::read_to_completion(&mut self.session, &mut self.changes, &tag),
+        )
+        .await;
         let done = self.session.in_time(done, "NOTIFY")?;
         self.session.check(done, "NOTIFY")?;
         Ok(())
@@ -199,7 +201,9 @@ impl NotifyWatcher {
         loop {
             match &self.phase {
                 Phase::Dead => return Err(self.session.poison("the watcher stopped earlier")),
-                Phase::Writing => return Err(self.interrupted()),
+                Phase::Writing => {
+                    return Err(idle::interrupted(&mut self.session, &mut self.phase));
+                }
                 Phase::Polling { tag } => {
                     let tag = tag.clone();
                     self.finish(&tag, "NOOP").await?;
@@ -211,8 +215,10 @@ impl NotifyWatcher {
                     synced = true;
                 }
                 Phase::Ready => {
-                    if !self.pending.is_empty() {
-                        return Ok(std::mem::take(&mut self.pending).into_iter().collect());
+                    if !self.changes.pending.is_empty() {
+                        return Ok(std::mem::take(&mut self.changes.pending)
+                            .into_iter()
+                            .collect());
                     }
                     if !synced {
                         self.phase = Phase::Writing;
@@ -232,17 +238,31 @@ impl NotifyWatcher {
                 }
                 Phase::Starting { tag, since } => {
                     let (tag, since) = (tag.clone(), *since);
-                    let started =
-                        tokio::time::timeout(self.session.timeout(), self.await_continuation(&tag))
-                            .await;
+                    let started = tokio::time::timeout(
+                        self.session.timeout(),
+                        idle::await_continuation(
+                            &mut self.session,
+                            &mut self.phase,
+                            &mut self.changes,
+                            &tag,
+                        ),
+                    )
+                    .await;
                     self.session.in_time(started, "IDLE")?;
                     self.phase = Phase::Idling { tag, since };
                 }
                 Phase::Idling { tag, since } => {
                     let tag = tag.clone();
                     let renew = *since + IDLE_RENEW;
-                    if self.pending.is_empty() {
-                        self.listen(&tag, deadline.min(renew)).await?;
+                    if self.changes.pending.is_empty() {
+                        idle::listen(
+                            &mut self.session,
+                            &mut self.phase,
+                            &mut self.changes,
+                            &tag,
+                            deadline.min(renew),
+                        )
+                        .await?;
                     }
                     self.phase = Phase::Writing;
                     tracing::debug!(host = %self.session.host(), "imap > DONE");
@@ -254,93 +274,26 @@ impl NotifyWatcher {
         }
     }
 
+    /// Reads up to `tag`'s completion (a NOOP's, or IDLE's after DONE), noting changes.
     async fn finish(&mut self, tag: &str, command: &str) -> Result<(), StoreError> {
-        let read = tokio::time::timeout(self.session.timeout(), self.read_to_completion(tag)).await;
-        let done = self.session.in_time(read, command)?;
-        self.phase = Phase::Ready;
-        self.session.check(done, command)?;
-        Ok(())
+        idle::finish(
+            &mut self.session,
+            &mut self.phase,
+            &mut self.changes,
+            tag,
+            command,
+        )
+        .await
     }
+}
 
-    async fn read_to_completion(&mut self, tag: &str) -> Result<Done, StoreError> {
-        loop {
-            match self.session.recv_for(tag).await? {
-                Reply::Data(response) => self.note(&response)?,
-                Reply::Done(done) => return Ok(done),
-            }
-        }
-    }
-
-    async fn await_continuation(&mut self, tag: &str) -> Result<(), StoreError> {
-        loop {
-            match self.session.recv_one().await? {
-                Incoming::Continue => return Ok(()),
-                Incoming::Reply(Reply::Data(response)) => self.note(&response)?,
-                Incoming::Reply(Reply::Done(done)) if done.tag == tag => {
-                    self.phase = Phase::Ready;
-                    self.session.check(done, "IDLE")?;
-                    return Err(
-                        self.protocol("IDLE", "the server completed IDLE without accepting it")
-                    );
-                }
-                Incoming::Reply(Reply::Done(done)) => self.session.stash(done),
-            }
-        }
-    }
-
-    /// Reads what the server sends during IDLE until a change or `until` (no read timeout:
-    /// silence is normal; TCP keepalive and the unanswered DONE catch a dead peer).
-    async fn listen(&mut self, tag: &str, until: Instant) -> Result<(), StoreError> {
-        let timer = tokio::time::sleep_until(until);
-        tokio::pin!(timer);
-        loop {
-            let incoming = tokio::select! {
-                biased;
-                () = &mut timer => return Ok(()),
-                incoming = self.session.recv_untimed() => incoming?,
-            };
-            match incoming {
-                Incoming::Reply(Reply::Data(response)) => {
-                    self.note(&response)?;
-                    if !self.pending.is_empty() {
-                        return Ok(());
-                    }
-                }
-                Incoming::Reply(Reply::Done(done)) if done.tag == tag => {
-                    self.phase = Phase::Ready;
-                    self.session.check(done, "IDLE")?;
-                    return Err(self.protocol("IDLE", "the server ended IDLE before DONE"));
-                }
-                Incoming::Reply(Reply::Done(done)) => self.session.stash(done),
-                Incoming::Continue => {
-                    return Err(self
-                        .session
-                        .poison("unexpected continuation request during IDLE"));
-                }
-            }
-        }
-    }
-
-    fn interrupted(&mut self) -> StoreError {
-        self.phase = Phase::Dead;
-        self.session
-            .poison("a command was interrupted while being sent")
-    }
-
-    fn protocol(&self, command: &str, detail: &str) -> StoreError {
-        StoreError::Protocol {
-            host: self.session.host().to_owned(),
-            command: command.to_owned(),
-            detail: detail.to_owned(),
-        }
-    }
-
+impl Note for Changes {
     /// Notes an untagged response: the folders it reports as changed are kept until a `wait`
     /// returns them. A notification overflow is an error.
-    fn note(&mut self, response: &ResponseData) -> Result<(), StoreError> {
+    fn note(&mut self, host: &str, response: &ResponseData) -> Result<(), StoreError> {
         let parsed = response.parsed();
         let event = classify(parsed);
-        tracing::debug!(host = %self.session.host(), "imap < {parsed:?} ({event:?})");
+        tracing::debug!(host = %host, "imap < {parsed:?} ({event:?})");
         match event {
             Event::Folder(server) => {
                 let server = names::unquoted(response.borrow_owner(), server);
@@ -350,18 +303,23 @@ impl NotifyWatcher {
             }
             Event::All => self.pending.extend(self.folders.values().cloned()),
             Event::Overflow => {
-                return Err(self.protocol(
-                    "NOTIFY",
-                    "the server dropped notifications (NOTIFICATIONOVERFLOW)",
-                ));
+                return Err(StoreError::Protocol {
+                    host: host.to_owned(),
+                    command: "NOTIFY".to_owned(),
+                    detail: "the server dropped notifications (NOTIFICATIONOVERFLOW)".to_owned(),
+                });
             }
             Event::Nothing => {}
         }
         Ok(())
     }
+
+    fn pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
 }
 
-impl NotifyWatcher {
+impl Changes {
     /// The watched folder a STATUS line names, if it is one of ours.
     fn folder_of(&self, server: &str) -> Option<FolderName> {
         if let Some(folder) = self.folders.get(server) {

@@ -9,7 +9,8 @@
 //! helper bounds the wait with an inactivity timer that each `* OK Still here` keepalive resets
 //! (Dovecot sends one every 2 minutes), so with a chatty server it never fires. Our own timer
 //! ends each IDLE after 25 minutes instead, before the 29 minutes after which RFC 2177 §3 allows
-//! a server to drop the client.
+//! a server to drop the client. The reads of that exchange are shared with the NOTIFY watcher
+//! (`idle`); what a response means for this folder is decided here (`is_change`).
 //!
 //! # Cancellation
 //!
@@ -35,7 +36,8 @@ use crate::model::FolderName;
 use crate::store::StoreError;
 
 use super::capabilities::Capabilities;
-use super::session::{Command, Done, Incoming, Reply, ResponseData, Session, Status};
+use super::idle::{self, Note, Phase};
+use super::session::{Command, ResponseData, Session, Status};
 use super::{LOGOUT_LIMIT, connect, names};
 
 /// How long one IDLE command may last. RFC 2177 §3: a server may consider a client inactive
@@ -56,35 +58,20 @@ pub enum Wake {
     Timeout,
 }
 
-/// Where the conversation with the server stands between two awaits. It is updated *before*
-/// each await, so a dropped [`Watcher::wait`] leaves an accurate record for the next one.
-#[derive(Debug)]
-enum Phase {
-    /// The folder is open and no command is in flight.
-    Ready,
-    /// A command line (`NOOP`, `IDLE` or `DONE`) is being written. Only seen by a later call if
-    /// the writing call was dropped; the server then waits for the rest of a line.
-    Writing,
-    /// NOOP sent, its completion outstanding.
-    Polling { tag: String },
-    /// IDLE sent, the server's `+` not yet seen.
-    Starting { tag: String, since: Instant },
-    /// The server accepted IDLE and may report changes at any time.
-    Idling { tag: String, since: Instant },
-    /// `DONE` sent, IDLE's completion outstanding.
-    Ending { tag: String },
-    /// An error ended the watcher.
-    Dead,
-}
-
 /// A connection of its own that watches one folder for changes (see the module documentation
 /// for IDLE, polling and cancellation).
 #[derive(Debug)]
 pub struct Watcher {
     session: Session,
-    folder: FolderName,
     capabilities: Capabilities,
     phase: Phase,
+    changes: Changes,
+}
+
+/// The folder and what the server said of it: the watcher's side of the IDLE exchange.
+#[derive(Debug)]
+struct Changes {
+    folder: FolderName,
     /// The server reported a change that no `wait` has returned yet (its future was dropped, or
     /// the IDLE had to be ended first).
     pending: bool,
@@ -99,10 +86,12 @@ impl Watcher {
         let connected = connect::connect(config).await?;
         let mut watcher = Watcher {
             session: connected.session,
-            folder: folder.clone(),
             capabilities: connected.capabilities,
             phase: Phase::Ready,
-            pending: false,
+            changes: Changes {
+                folder: folder.clone(),
+                pending: false,
+            },
         };
         let opened = match names::to_server_name(folder, connected.delimiter) {
             Ok(server) => watcher.examine(&server).await,
@@ -114,7 +103,7 @@ impl Watcher {
         }
         tracing::debug!(
             host = %watcher.session.host(),
-            folder = %watcher.folder,
+            folder = %watcher.changes.folder,
             "watching the folder {}",
             if watcher.supports_idle() {
                 "with IDLE".to_owned()
@@ -127,7 +116,7 @@ impl Watcher {
 
     /// The folder being watched.
     pub fn folder(&self) -> &FolderName {
-        &self.folder
+        &self.changes.folder
     }
 
     /// What the server announced after login.
@@ -205,7 +194,7 @@ impl Watcher {
 
     /// EXAMINE the folder; its answer describes the folder as it is, not changes.
     async fn examine(&mut self, server_name: &str) -> Result<(), StoreError> {
-        let folder = &self.folder;
+        let folder = &self.changes.folder;
         let quoted = names::quoted(server_name)
             .ok_or_else(|| StoreError::Invalid(format!("folder {folder} has no IMAP spelling")))?;
         let done = self
@@ -219,7 +208,7 @@ impl Watcher {
                 || text.contains("doesn't exist")
                 || text.contains("does not exist")
             {
-                return Err(StoreError::NoSuchFolder(self.folder.clone()));
+                return Err(StoreError::NoSuchFolder(self.changes.folder.clone()));
             }
             self.session.check(done, "EXAMINE")?;
         }
@@ -236,7 +225,9 @@ impl Watcher {
         loop {
             match &self.phase {
                 Phase::Dead => return Err(self.session.poison("the watcher stopped earlier")),
-                Phase::Writing => return Err(self.interrupted()),
+                Phase::Writing => {
+                    return Err(idle::interrupted(&mut self.session, &mut self.phase));
+                }
                 Phase::Polling { tag } => {
                     let tag = tag.clone();
                     self.finish(&tag, "NOOP").await?;
@@ -248,8 +239,8 @@ impl Watcher {
                     synced = true;
                 }
                 Phase::Ready => {
-                    if self.pending {
-                        self.pending = false;
+                    if self.changes.pending {
+                        self.changes.pending = false;
                         return Ok(Wake::Changed);
                     }
                     if !synced {
@@ -272,17 +263,31 @@ impl Watcher {
                 }
                 Phase::Starting { tag, since } => {
                     let (tag, since) = (tag.clone(), *since);
-                    let started =
-                        tokio::time::timeout(self.session.timeout(), self.await_continuation(&tag))
-                            .await;
+                    let started = tokio::time::timeout(
+                        self.session.timeout(),
+                        idle::await_continuation(
+                            &mut self.session,
+                            &mut self.phase,
+                            &mut self.changes,
+                            &tag,
+                        ),
+                    )
+                    .await;
                     self.session.in_time(started, "IDLE")?;
                     self.phase = Phase::Idling { tag, since };
                 }
                 Phase::Idling { tag, since } => {
                     let tag = tag.clone();
                     let renew = *since + IDLE_RENEW;
-                    if !self.pending {
-                        self.listen(&tag, deadline.min(renew)).await?;
+                    if !self.changes.pending {
+                        idle::listen(
+                            &mut self.session,
+                            &mut self.phase,
+                            &mut self.changes,
+                            &tag,
+                            deadline.min(renew),
+                        )
+                        .await?;
                     }
                     // A change, the caller's deadline or the renewal: end this IDLE.
                     self.phase = Phase::Writing;
@@ -302,7 +307,9 @@ impl Watcher {
         loop {
             match &self.phase {
                 Phase::Dead => return Err(self.session.poison("the watcher stopped earlier")),
-                Phase::Writing => return Err(self.interrupted()),
+                Phase::Writing => {
+                    return Err(idle::interrupted(&mut self.session, &mut self.phase));
+                }
                 Phase::Polling { tag } => {
                     let tag = tag.clone();
                     self.finish(&tag, "NOOP").await?;
@@ -315,8 +322,8 @@ impl Watcher {
                     });
                 }
                 Phase::Ready => {
-                    if self.pending {
-                        self.pending = false;
+                    if self.changes.pending {
+                        self.changes.pending = false;
                         return Ok(Wake::Changed);
                     }
                     if polled_at.is_some_and(|at| at >= deadline) {
@@ -341,106 +348,37 @@ impl Watcher {
         Ok(())
     }
 
-    /// Reads up to `tag`'s completion (a NOOP's, or IDLE's after DONE), noting changes, within
-    /// the configured timeout; a NO or BAD is an error.
+    /// Reads up to `tag`'s completion (a NOOP's, or IDLE's after DONE), noting changes.
     async fn finish(&mut self, tag: &str, command: &str) -> Result<(), StoreError> {
-        let read = tokio::time::timeout(self.session.timeout(), self.read_to_completion(tag)).await;
-        let done = self.session.in_time(read, command)?;
-        self.phase = Phase::Ready;
-        self.session.check(done, command)?;
-        Ok(())
+        idle::finish(
+            &mut self.session,
+            &mut self.phase,
+            &mut self.changes,
+            tag,
+            command,
+        )
+        .await
     }
+}
 
-    async fn read_to_completion(&mut self, tag: &str) -> Result<Done, StoreError> {
-        loop {
-            match self.session.recv_for(tag).await? {
-                Reply::Data(response) => self.note(&response),
-                Reply::Done(done) => return Ok(done),
-            }
-        }
-    }
-
-    /// Waits for the `+` that accepts IDLE (RFC 2177 §3). A completion instead is a refusal.
-    async fn await_continuation(&mut self, tag: &str) -> Result<(), StoreError> {
-        loop {
-            match self.session.recv_one().await? {
-                Incoming::Continue => return Ok(()),
-                // The server may report changes before it accepts (e.g. `* 5 EXISTS`).
-                Incoming::Reply(Reply::Data(response)) => self.note(&response),
-                Incoming::Reply(Reply::Done(done)) if done.tag == tag => {
-                    self.phase = Phase::Ready;
-                    self.session.check(done, "IDLE")?;
-                    return Err(StoreError::Protocol {
-                        host: self.session.host().to_owned(),
-                        command: "IDLE".to_owned(),
-                        detail: "the server completed IDLE without accepting it".to_owned(),
-                    });
-                }
-                Incoming::Reply(Reply::Done(done)) => self.session.stash(done),
-            }
-        }
-    }
-
-    /// Reads what the server sends during IDLE until a change (then `self.pending` is set) or
-    /// `until`. Silence is normal here, so reads have no timeout of their own; a dead peer shows
-    /// as a read error through TCP keepalive (see `connect`), or at the latest when DONE goes
-    /// unanswered.
-    async fn listen(&mut self, tag: &str, until: Instant) -> Result<(), StoreError> {
-        let timer = tokio::time::sleep_until(until);
-        tokio::pin!(timer);
-        loop {
-            // The timer first: a server that never stops talking cannot keep IDLE from ending.
-            // Anything already received is not lost either way; it is read before DONE's
-            // completion.
-            let incoming = tokio::select! {
-                biased;
-                () = &mut timer => return Ok(()),
-                incoming = self.session.recv_untimed() => incoming?,
-            };
-            match incoming {
-                Incoming::Reply(Reply::Data(response)) => {
-                    self.note(&response);
-                    if self.pending {
-                        return Ok(());
-                    }
-                }
-                Incoming::Reply(Reply::Done(done)) if done.tag == tag => {
-                    // RFC 2177 knows no way for the server to end IDLE by itself but BYE.
-                    self.phase = Phase::Ready;
-                    self.session.check(done, "IDLE")?;
-                    return Err(StoreError::Protocol {
-                        host: self.session.host().to_owned(),
-                        command: "IDLE".to_owned(),
-                        detail: "the server ended IDLE before DONE".to_owned(),
-                    });
-                }
-                Incoming::Reply(Reply::Done(done)) => self.session.stash(done),
-                Incoming::Continue => {
-                    return Err(self
-                        .session
-                        .poison("unexpected continuation request during IDLE"));
-                }
-            }
-        }
-    }
-
-    fn interrupted(&mut self) -> StoreError {
-        self.phase = Phase::Dead;
-        self.session
-            .poison("a command was interrupted while being sent")
-    }
-
-    /// Notes an untagged response: a change is remembered until a `wait` returns it.
-    fn note(&mut self, response: &ResponseData) {
+impl Note for Changes {
+    /// Notes an untagged response: a change is remembered until a `wait` returns it. Never an
+    /// error: whatever the folder's server says is at worst a needless sync.
+    fn note(&mut self, host: &str, response: &ResponseData) -> Result<(), StoreError> {
         let parsed = response.parsed();
         let change = is_change(parsed);
         let what = if change { "a change" } else { "not a change" };
         tracing::debug!(
-            host = %self.session.host(),
+            host = %host,
             folder = %self.folder,
             "imap < {parsed:?} ({what})"
         );
         self.pending |= change;
+        Ok(())
+    }
+
+    fn pending(&self) -> bool {
+        self.pending
     }
 }
 

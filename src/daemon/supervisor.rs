@@ -296,11 +296,11 @@ pub async fn run(
                         watched.extend(wanted);
                     }
                 }
-                Err(e) if e.full_disk().is_some() => {
+                Err(e) if let Some(full) = e.full_disk() => {
                     // Not the network's fault: no backoff, which every wake-up from new mail
                     // would lengthen; a sync follows as soon as room is made.
                     tracing::warn!(error = %e, "sync failed");
-                    room = e.full_disk().map(WaitingForRoom::new);
+                    room = Some(WaitingForRoom::new(full));
                     report(AccountEvent::Failed {
                         jobs: answering,
                         error: e.to_string(),

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use tokio::sync::oneshot;
 
-use crate::account::AccountReport;
+use crate::engine::account::AccountReport;
 use crate::model::FolderName;
 use crate::pause::Pause;
 use crate::state::FolderCount;

@@ -2,10 +2,8 @@
 //!
 //! See ARCHITECTURE.md for the map of the crate.
 
-pub mod account;
 pub mod child;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod control;
 pub mod credentials;
@@ -16,17 +14,11 @@ pub mod engine;
 pub mod folders;
 pub mod hooks;
 pub mod import;
-pub mod incremental;
-pub mod logging;
 pub mod mbnames;
 pub mod message;
 pub mod model;
-pub mod notify;
 pub mod pause;
 pub mod plan;
 pub mod private;
-pub mod progress;
-pub mod recover;
-pub mod report;
 pub mod state;
 pub mod store;

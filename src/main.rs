@@ -2,15 +2,15 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use idlewild::account::{self, AccountReport, RunOptions};
+use idlewild::cli::client::{self, WatchFormat};
+use idlewild::cli::logging::{self, LogTargetChoice};
+use idlewild::cli::progress::BarObserver;
 use idlewild::cli::{self, Cli, Command, SyncArgs, exit};
-use idlewild::client::{self, WatchFormat};
 use idlewild::config::{self, Config};
 use idlewild::control::JobStatus;
+use idlewild::engine::account::{self, AccountReport, RunOptions};
 use idlewild::engine::{NoObserver, Observer};
-use idlewild::logging::{self, LogTargetChoice};
 use idlewild::model::FolderName;
-use idlewild::progress::BarObserver;
 use tracing::Instrument;
 
 fn main() -> ExitCode {
@@ -422,7 +422,7 @@ fn folders(config: &Config, args: &cli::FoldersArgs) -> i32 {
             return exit::FAILED;
         }
     };
-    let rows = idlewild::report::folder_rows(&overview);
+    let rows = idlewild::cli::report::folder_rows(&overview);
     let problems = (!overview.problems.is_empty())
         .then(|| idlewild::folders::FolderMapError(overview.problems.clone()));
     if args.json {
@@ -433,7 +433,7 @@ fn folders(config: &Config, args: &cli::FoldersArgs) -> i32 {
         });
         println!("{doc:#}");
     } else {
-        for line in idlewild::report::folder_table(&rows) {
+        for line in idlewild::cli::report::folder_table(&rows) {
             println!("{line}");
         }
     }
@@ -658,7 +658,7 @@ fn print_reports(reports: &[AccountReport], args: &SyncArgs) {
         }
     } else {
         for r in reports {
-            for line in idlewild::report::summary(r, args.dry_run) {
+            for line in idlewild::cli::report::summary(r, args.dry_run) {
                 println!("{line}");
             }
         }

@@ -96,7 +96,7 @@ pub fn render(config: &Mbnames, mailboxes: &[Mailbox]) -> String {
 pub fn gather(config: &Config) -> Result<Vec<Mailbox>, MbnamesError> {
     let mut out = Vec::new();
     for account in config.accounts.iter().filter(|a| a.mbnames) {
-        let state_file = crate::account::state_path(config, account);
+        let state_file = crate::engine::account::state_path(config, account);
         if !state_file.exists() {
             continue;
         }

@@ -774,7 +774,7 @@ impl StateDb {
         &mut self,
         folder: i64,
         uid_validity: Option<UidValidity>,
-        pairs: &[crate::recover::Pair],
+        pairs: &[crate::plan::recover::Pair],
     ) -> Result<(), StateError> {
         self.in_transaction(|tx| {
             tx.execute("DELETE FROM messages WHERE folder = ?1", params![folder])?;

@@ -10,15 +10,13 @@ const RULES: &[(&str, &[&str])] = &[
     ("src/child.rs", &[]),
     ("src/disk.rs", &[]),
     ("src/message.rs", &["model"]),
-    ("src/plan.rs", &["model"]),
-    ("src/recover.rs", &["model", "plan"]),
-    ("src/incremental.rs", &["model", "plan"]),
+    ("src/plan", &["model", "plan"]),
     ("src/folders", &["model", "folders"]),
     // The secrets at run time: the configuration's keys are config/auth.rs, the commands
     // that store them cli/password.rs.
     ("src/credentials", &["model", "child", "credentials"]),
     // The port between the daemon and its D-Bus front: the API speaks it, never the daemon.
-    ("src/control.rs", &["account", "model", "pause", "state"]),
+    ("src/control.rs", &["engine", "model", "pause", "state"]),
     ("src/dbus", &["control", "dbus", "pause"]),
 ];
 

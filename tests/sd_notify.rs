@@ -5,7 +5,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
-use idlewild::notify::{Notifier, watchdog_interval_from};
+use idlewild::daemon::notify::{Notifier, watchdog_interval_from};
 
 fn listen(dir: &tempfile::TempDir) -> (UnixDatagram, std::path::PathBuf) {
     let path = dir.path().join("notify.sock");

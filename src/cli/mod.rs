@@ -1,6 +1,10 @@
 //! The command line, defined once for the program, the completions and the documentation test.
 
+pub mod client;
+pub mod logging;
 pub mod password;
+pub mod progress;
+pub mod report;
 
 use std::path::PathBuf;
 

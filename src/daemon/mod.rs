@@ -7,6 +7,7 @@
 
 mod backoff;
 mod local;
+pub mod notify;
 mod sleep;
 mod supervisor;
 
@@ -20,16 +21,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::account::AccountReport;
 use crate::config::{self, Config};
 use crate::control::{
     self, AccountStatus, ControlError, Event, JobId, JobStatus, Request, StateKind,
 };
 use crate::engine::FolderReport;
+use crate::engine::account::AccountReport;
 use crate::model::FolderName;
-use crate::notify::Notifier;
 use crate::pause::{self, Pause};
 use crate::state::FolderCount;
+use notify::Notifier;
 
 /// A reason for an account to look at its folders again. Wake-ups are hints: what changed is
 /// always read from the stores.

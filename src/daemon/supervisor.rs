@@ -15,11 +15,11 @@ use tokio_util::task::TaskTracker;
 use super::backoff::{Backoff, retry};
 use super::local::LocalWatcher;
 use super::{AccountEvent, Control, Report, Wake};
-use crate::account::{AccountSession, RunOptions};
 use crate::config::{Account, Config};
 use crate::control::JobId;
 use crate::credentials::CredentialError;
 use crate::engine::NoObserver;
+use crate::engine::account::{AccountSession, RunOptions};
 use crate::model::FolderName;
 use crate::store::StoreError;
 use crate::store::imap::NotifyWatcher;
@@ -674,10 +674,10 @@ fn credential_error<'a>(
         {
             return Some(found);
         }
-        if let Some(crate::account::AccountError::Sync(crate::engine::SyncError::Store {
+        if let Some(crate::engine::account::AccountError::Sync(crate::engine::SyncError::Store {
             source: crate::store::StoreError::Credentials(found),
             ..
-        })) = e.downcast_ref::<crate::account::AccountError>()
+        })) = e.downcast_ref::<crate::engine::account::AccountError>()
         {
             return Some(found);
         }
@@ -692,7 +692,7 @@ mod tests {
 
     #[test]
     fn credential_errors_are_found_in_the_chain() {
-        let e = crate::account::AccountError::Sync(crate::engine::SyncError::Store {
+        let e = crate::engine::account::AccountError::Sync(crate::engine::SyncError::Store {
             side: crate::plan::Side::Remote,
             source: crate::store::StoreError::Credentials(CredentialError::NoPassword {
                 account: "a".into(),

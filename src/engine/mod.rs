@@ -19,15 +19,16 @@ use tracing::Instrument;
 
 use crate::config::MassDeleteGuard;
 use crate::folders::{self, FolderMapError, FolderRules, Problem, Selection};
-use crate::incremental;
+use crate::plan::incremental;
+pub mod account;
 pub mod lanes;
 
 use crate::model::{Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid, UidValidity};
+use crate::plan::recover::{self, Known};
 use crate::plan::{
     self, Action, FolderAction, FolderFacts, FolderPolicy, Kept, Limits, OutOfLimits, Plan, Policy,
     Record, RecordId, Side, Survivor,
 };
-use crate::recover::{self, Known};
 use crate::state::{FolderState, FolderStatus, Pending, Skipped, StateDb, StateError};
 use crate::store::readonly::ReadOnly;
 use crate::store::{Absence, FailureKind, FlagUpdate, Listing, Since, Staged, Store, StoreError};

@@ -1,6 +1,6 @@
 //! Human-readable summaries of sync results, and the folder table of `idlewild folders`.
 
-use crate::account::AccountReport;
+use crate::engine::account::AccountReport;
 use crate::engine::{FolderOverview, Step};
 use crate::folders::Selection;
 use crate::plan::FolderAction;

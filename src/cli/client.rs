@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::account::AccountReport;
 use crate::dbus::proxy::ManagerProxy;
 use crate::dbus::{AccountInfo, NAME};
+use crate::engine::account::AccountReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

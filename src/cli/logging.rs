@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::progress::BarWriter;
+use crate::cli::progress::BarWriter;
 
 /// Where logging ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,9 @@
 //!
 //! The decision table is [`decide`]; the safety valve against mass deletion is [`plan_folder`].
 
+pub mod incremental;
+pub mod recover;
+
 use foldhash::{HashMap, HashSet, HashSetExt};
 use std::fmt;
 

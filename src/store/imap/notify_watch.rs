@@ -30,7 +30,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use async_imap::imap_proto::{self, MailboxDatum, Response};
-use tokio::time::Instant;
 
 use crate::config::ImapConfig;
 use crate::model::FolderName;
@@ -39,7 +38,6 @@ use crate::store::StoreError;
 use super::capabilities::Capabilities;
 use super::idle::{self, Note, Phase};
 use super::session::{Command, ResponseData, Session};
-use super::watch::IDLE_RENEW;
 use super::{LOGOUT_LIMIT, connect, names};
 
 /// The events asked for. RFC 5465: FlagChange requires MessageNew and MessageExpunge.
@@ -119,38 +117,28 @@ impl NotifyWatcher {
     /// timeout, a refused command or a notification overflow end the watcher with an error.
     /// Cancel-safe: see the module documentation.
     pub async fn wait(&mut self, max: Duration) -> Result<Vec<FolderName>, StoreError> {
-        let now = Instant::now();
-        let deadline = now
-            .checked_add(max)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
-        let result = self.idle(deadline).await;
-        if let Err(e) = &result {
-            self.phase = Phase::Dead;
-            if self.session.is_alive() {
-                self.session.poison(format!("the watcher stopped: {e}"));
+        let deadline = idle::deadline(max);
+        let result = idle::idle_until(
+            &mut self.session,
+            &mut self.phase,
+            &mut self.changes,
+            deadline,
+        )
+        .await;
+        match result {
+            Ok(_) => Ok(std::mem::take(&mut self.changes.pending)
+                .into_iter()
+                .collect()),
+            Err(e) => {
+                idle::failed(&mut self.session, &mut self.phase, &e);
+                Err(e)
             }
         }
-        result
     }
 
     /// Ends IDLE if it is running and logs out, all within a few seconds; errors are ignored.
     pub async fn close(mut self) {
-        let polite = async {
-            match self.phase {
-                Phase::Writing | Phase::Dead => return,
-                Phase::Starting { .. } | Phase::Idling { .. } => {
-                    tracing::debug!(host = %self.session.host(), "imap > DONE");
-                    if self.session.write(b"DONE\r\n").await.is_err()
-                        || self.session.flush().await.is_err()
-                    {
-                        return;
-                    }
-                }
-                Phase::Ready | Phase::Polling { .. } | Phase::Ending { .. } => {}
-            }
-            self.session.logout(LOGOUT_LIMIT).await;
-        };
-        let _ = tokio::time::timeout(LOGOUT_LIMIT, polite).await;
+        idle::close(&mut self.session, &self.phase).await;
     }
 
     /// Checks what the server offers and sends `NOTIFY SET`. Folders that cannot be named on
@@ -193,97 +181,6 @@ impl NotifyWatcher {
         let done = self.session.in_time(done, "NOTIFY")?;
         self.session.check(done, "NOTIFY")?;
         Ok(())
-    }
-
-    /// The IDLE loop of the single-folder watcher, returning folders instead of a flag.
-    async fn idle(&mut self, deadline: Instant) -> Result<Vec<FolderName>, StoreError> {
-        let mut synced = false;
-        loop {
-            match &self.phase {
-                Phase::Dead => return Err(self.session.poison("the watcher stopped earlier")),
-                Phase::Writing => {
-                    return Err(idle::interrupted(&mut self.session, &mut self.phase));
-                }
-                Phase::Polling { tag } => {
-                    let tag = tag.clone();
-                    self.finish(&tag, "NOOP").await?;
-                    synced = true;
-                }
-                Phase::Ending { tag } => {
-                    let tag = tag.clone();
-                    self.finish(&tag, "IDLE").await?;
-                    synced = true;
-                }
-                Phase::Ready => {
-                    if !self.changes.pending.is_empty() {
-                        return Ok(std::mem::take(&mut self.changes.pending)
-                            .into_iter()
-                            .collect());
-                    }
-                    if !synced {
-                        self.phase = Phase::Writing;
-                        let tag = self.session.send(&Command::new("NOOP")).await?;
-                        self.phase = Phase::Polling { tag };
-                        continue;
-                    }
-                    if Instant::now() >= deadline {
-                        return Ok(Vec::new());
-                    }
-                    self.phase = Phase::Writing;
-                    let tag = self.session.send(&Command::new("IDLE")).await?;
-                    self.phase = Phase::Starting {
-                        tag,
-                        since: Instant::now(),
-                    };
-                }
-                Phase::Starting { tag, since } => {
-                    let (tag, since) = (tag.clone(), *since);
-                    let started = tokio::time::timeout(
-                        self.session.timeout(),
-                        idle::await_continuation(
-                            &mut self.session,
-                            &mut self.phase,
-                            &mut self.changes,
-                            &tag,
-                        ),
-                    )
-                    .await;
-                    self.session.in_time(started, "IDLE")?;
-                    self.phase = Phase::Idling { tag, since };
-                }
-                Phase::Idling { tag, since } => {
-                    let tag = tag.clone();
-                    let renew = *since + IDLE_RENEW;
-                    if self.changes.pending.is_empty() {
-                        idle::listen(
-                            &mut self.session,
-                            &mut self.phase,
-                            &mut self.changes,
-                            &tag,
-                            deadline.min(renew),
-                        )
-                        .await?;
-                    }
-                    self.phase = Phase::Writing;
-                    tracing::debug!(host = %self.session.host(), "imap > DONE");
-                    self.session.write(b"DONE\r\n").await?;
-                    self.session.flush().await?;
-                    self.phase = Phase::Ending { tag };
-                }
-            }
-        }
-    }
-
-    /// Reads up to `tag`'s completion (a NOOP's, or IDLE's after DONE), noting changes.
-    async fn finish(&mut self, tag: &str, command: &str) -> Result<(), StoreError> {
-        idle::finish(
-            &mut self.session,
-            &mut self.phase,
-            &mut self.changes,
-            tag,
-            command,
-        )
-        .await
     }
 }
 

@@ -9,8 +9,8 @@
 //! helper bounds the wait with an inactivity timer that each `* OK Still here` keepalive resets
 //! (Dovecot sends one every 2 minutes), so with a chatty server it never fires. Our own timer
 //! ends each IDLE after 25 minutes instead, before the 29 minutes after which RFC 2177 §3 allows
-//! a server to drop the client. The reads of that exchange are shared with the NOTIFY watcher
-//! (`idle`); what a response means for this folder is decided here (`is_change`).
+//! a server to drop the client. That exchange is shared with the NOTIFY watcher (`idle`); what
+//! a response means for this folder is decided here (`is_change`), and NOOP polling too.
 //!
 //! # Cancellation
 //!
@@ -147,49 +147,39 @@ impl Watcher {
     /// timeout, or a refused command end the watcher with an error; the caller reconnects.
     /// Cancel-safe: see the module documentation.
     pub async fn wait(&mut self, max: Duration) -> Result<Wake, StoreError> {
-        let now = Instant::now();
-        // Duration::MAX and the like: far enough is forever.
-        let deadline = now
-            .checked_add(max)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        let deadline = idle::deadline(max);
         let result = if self.supports_idle() {
-            self.idle(deadline).await
+            idle::idle_until(
+                &mut self.session,
+                &mut self.phase,
+                &mut self.changes,
+                deadline,
+            )
+            .await
+            .map(|changed| self.took(changed))
         } else {
             self.poll(deadline).await
         };
         if let Err(e) = &result {
-            self.phase = Phase::Dead;
-            if self.session.is_alive() {
-                // A refused or misunderstood command left the session alive; a watcher that
-                // failed is not trusted again.
-                self.session.poison(format!("the watcher stopped: {e}"));
-            }
+            idle::failed(&mut self.session, &mut self.phase, e);
         }
         result
     }
 
     /// Ends IDLE if it is running and logs out, all within a few seconds; errors are ignored.
     pub async fn close(mut self) {
-        let polite = async {
-            match self.phase {
-                // Half a command line, or nothing left to close: just drop the connection.
-                Phase::Writing | Phase::Dead => return,
-                // LOGOUT is not allowed during IDLE; DONE ends it (RFC 2177 §3). Servers read
-                // it even before they have sent their `+`.
-                Phase::Starting { .. } | Phase::Idling { .. } => {
-                    tracing::debug!(host = %self.session.host(), "imap > DONE");
-                    if self.session.write(b"DONE\r\n").await.is_err()
-                        || self.session.flush().await.is_err()
-                    {
-                        return;
-                    }
-                }
-                // A pending completion is skipped by LOGOUT's own wait for its tag.
-                Phase::Ready | Phase::Polling { .. } | Phase::Ending { .. } => {}
-            }
-            self.session.logout(LOGOUT_LIMIT).await;
-        };
-        let _ = tokio::time::timeout(LOGOUT_LIMIT, polite).await;
+        idle::close(&mut self.session, &self.phase).await;
+    }
+
+    /// What a wait returns once the exchange has stopped: the pending change, taken, or the
+    /// time ran out.
+    fn took(&mut self, changed: bool) -> Wake {
+        if changed {
+            self.changes.pending = false;
+            Wake::Changed
+        } else {
+            Wake::Timeout
+        }
     }
 
     /// EXAMINE the folder; its answer describes the folder as it is, not changes.
@@ -215,91 +205,6 @@ impl Watcher {
         Ok(())
     }
 
-    /// The IDLE loop: NOOP to collect what is queued, then IDLE until a change or `deadline`,
-    /// renewing IDLE every [`IDLE_RENEW`]. Starts from whatever phase an earlier, dropped call
-    /// left behind.
-    async fn idle(&mut self, deadline: Instant) -> Result<Wake, StoreError> {
-        // Whether everything the server had queued for us has been read in this call: true after
-        // a command completion, as servers send pending updates before it (RFC 3501 §7).
-        let mut synced = false;
-        loop {
-            match &self.phase {
-                Phase::Dead => return Err(self.session.poison("the watcher stopped earlier")),
-                Phase::Writing => {
-                    return Err(idle::interrupted(&mut self.session, &mut self.phase));
-                }
-                Phase::Polling { tag } => {
-                    let tag = tag.clone();
-                    self.finish(&tag, "NOOP").await?;
-                    synced = true;
-                }
-                Phase::Ending { tag } => {
-                    let tag = tag.clone();
-                    self.finish(&tag, "IDLE").await?;
-                    synced = true;
-                }
-                Phase::Ready => {
-                    if self.changes.pending {
-                        self.changes.pending = false;
-                        return Ok(Wake::Changed);
-                    }
-                    if !synced {
-                        // A change made since the last wait may be queued at the server (it
-                        // only reports during commands): ask, so it is reported now rather
-                        // than only once IDLE starts, or never by servers that don't flush
-                        // pending updates at IDLE.
-                        self.start_noop().await?;
-                        continue;
-                    }
-                    if Instant::now() >= deadline {
-                        return Ok(Wake::Timeout);
-                    }
-                    self.phase = Phase::Writing;
-                    let tag = self.session.send(&Command::new("IDLE")).await?;
-                    self.phase = Phase::Starting {
-                        tag,
-                        since: Instant::now(),
-                    };
-                }
-                Phase::Starting { tag, since } => {
-                    let (tag, since) = (tag.clone(), *since);
-                    let started = tokio::time::timeout(
-                        self.session.timeout(),
-                        idle::await_continuation(
-                            &mut self.session,
-                            &mut self.phase,
-                            &mut self.changes,
-                            &tag,
-                        ),
-                    )
-                    .await;
-                    self.session.in_time(started, "IDLE")?;
-                    self.phase = Phase::Idling { tag, since };
-                }
-                Phase::Idling { tag, since } => {
-                    let tag = tag.clone();
-                    let renew = *since + IDLE_RENEW;
-                    if !self.changes.pending {
-                        idle::listen(
-                            &mut self.session,
-                            &mut self.phase,
-                            &mut self.changes,
-                            &tag,
-                            deadline.min(renew),
-                        )
-                        .await?;
-                    }
-                    // A change, the caller's deadline or the renewal: end this IDLE.
-                    self.phase = Phase::Writing;
-                    tracing::debug!(host = %self.session.host(), "imap > DONE");
-                    self.session.write(b"DONE\r\n").await?;
-                    self.session.flush().await?;
-                    self.phase = Phase::Ending { tag };
-                }
-            }
-        }
-    }
-
     /// Polling for servers without IDLE: NOOP at once, then every [`POLL_INTERVAL`] and at the
     /// deadline, until a NOOP brings a change.
     async fn poll(&mut self, deadline: Instant) -> Result<Wake, StoreError> {
@@ -323,8 +228,7 @@ impl Watcher {
                 }
                 Phase::Ready => {
                     if self.changes.pending {
-                        self.changes.pending = false;
-                        return Ok(Wake::Changed);
+                        return Ok(self.took(true));
                     }
                     if polled_at.is_some_and(|at| at >= deadline) {
                         return Ok(Wake::Timeout);
@@ -335,17 +239,10 @@ impl Watcher {
                     };
                     tokio::time::sleep_until(due).await;
                     polled_at = Some(Instant::now());
-                    self.start_noop().await?;
+                    idle::start_noop(&mut self.session, &mut self.phase).await?;
                 }
             }
         }
-    }
-
-    async fn start_noop(&mut self) -> Result<(), StoreError> {
-        self.phase = Phase::Writing;
-        let tag = self.session.send(&Command::new("NOOP")).await?;
-        self.phase = Phase::Polling { tag };
-        Ok(())
     }
 
     /// Reads up to `tag`'s completion (a NOOP's, or IDLE's after DONE), noting changes.

@@ -1,13 +1,9 @@
 //! One folder pair's sync: open its state, list both sides, settle what an interrupted run left
 //! behind, plan, carry the plan out, and record the change tokens last.
 
-use tracing::warn;
-
 use super::{FolderReport, Observer, SyncError, SyncOptions, apply, limits, recovery};
 use crate::model::{FolderName, FolderSnapshot, MessageMeta, UidValidity};
-use crate::plan::incremental;
-use crate::plan::recover;
-use crate::plan::{self, Action, Plan, Record, RecordId, Side};
+use crate::plan::{self, Action, Plan, Record, RecordId, Side, incremental, recover};
 use crate::state::{FolderState, FolderStatus, StateDb};
 use crate::store::{Listing, Since, Store, StoreError};
 
@@ -200,7 +196,7 @@ fn renumbered(
         (Some(old), Some(new)) if old != new
     );
     if remote {
-        warn!(
+        tracing::warn!(
             folder = %folder.name,
             old = ?folder.uid_validity.map(|v| v.get()),
             new = ?listings.remote.uid_validity.map(|v| v.get()),
@@ -218,7 +214,7 @@ fn renumbered(
         folder.id >= 0 && state.count(folder.id)? > 0,
     );
     if local {
-        warn!(
+        tracing::warn!(
             folder = %folder.name,
             old = ?stored_local.map(|v| v.get()),
             new = ?listings.local.uid_validity.map(|v| v.get()),
@@ -336,7 +332,7 @@ async fn decide(
     );
     let actions = match plan {
         Plan::Refused(refusal) => {
-            warn!(folder = %folder.name, "{refusal}");
+            tracing::warn!(folder = %folder.name, "{refusal}");
             cx.report.refused = Some(refusal.to_string());
             return Ok(None);
         }

@@ -6,9 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::SyncError;
 use crate::model::{Flags, FolderSnapshot, MessageMeta, MsgId, Uid};
-use crate::plan::Record;
-use crate::plan::RecordId;
 use crate::plan::recover::{self, Known};
+use crate::plan::{Record, RecordId};
 use crate::state::{Pending, StateDb};
 use crate::store::Store;
 

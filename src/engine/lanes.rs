@@ -221,19 +221,17 @@ async fn sync_job(
         ..
     } = job;
     let span = tracing::info_span!("folder", folder = %name, remote = %remote_name);
-    let result = engine::sync_folder(
+    let mut cx = engine::FolderSync {
         remote,
         local,
         state,
-        &remote_name,
-        &name,
-        missing,
         options,
         observer,
-        &mut report,
-    )
-    .instrument(span)
-    .await;
+        report: &mut report,
+    };
+    let result = engine::sync_folder(&mut cx, &remote_name, &name, missing)
+        .instrument(span)
+        .await;
     (order, report, result)
 }
 

@@ -1,0 +1,480 @@
+//! One folder pair's sync: open its state, list both sides, settle what an interrupted run left
+//! behind, plan, carry the plan out, and record the change tokens last.
+
+use super::{FolderReport, Observer, SyncError, SyncOptions, apply, limits, recovery};
+use crate::model::{FolderName, FolderSnapshot, MessageMeta, UidValidity};
+use crate::plan::{self, Action, Plan, Record, RecordId, Side, incremental, recover};
+use crate::state::{FolderState, FolderStatus, StateDb};
+use crate::store::{Listing, Since, Store, StoreError};
+
+/// What one folder's sync works with: both stores, the state, the run's options, and where its
+/// progress and outcome go.
+pub(crate) struct FolderSync<'a> {
+    pub remote: &'a mut dyn Store,
+    pub local: &'a mut dyn Store,
+    // `&mut` only because a shared reference to the database is not `Send`.
+    pub state: &'a mut StateDb,
+    pub options: &'a SyncOptions,
+    pub observer: &'a mut dyn Observer,
+    pub report: &'a mut FolderReport,
+}
+
+impl FolderSync<'_> {
+    pub(super) fn store(&mut self, side: Side) -> &mut dyn Store {
+        match side {
+            Side::Remote => &mut *self.remote,
+            Side::Local => &mut *self.local,
+        }
+    }
+}
+
+/// Both sides' listings of a folder.
+struct Listings {
+    remote: FolderSnapshot,
+    local: FolderSnapshot,
+    /// The folder's records, when listing needed them already (they are read once).
+    records: Option<Vec<Record>>,
+}
+
+/// Whether either side renumbered the folder since the last sync.
+struct Renumbered {
+    /// The server's UIDVALIDITY changed.
+    remote: bool,
+    /// The local side's UIDVALIDITY changed, or the side changed kind.
+    local: bool,
+    /// The local UIDVALIDITY the state held.
+    stored_local: Option<UidValidity>,
+}
+
+/// Syncs one folder pair: `name` on the server (also its key in the state), `local_name` in the
+/// local store. `missing` names a side where the folder does not exist yet (only in a dry run,
+/// which does not create it): that side is planned as empty. Whether the folder changed at all
+/// was asked before.
+pub(crate) async fn sync_folder(
+    cx: &mut FolderSync<'_>,
+    name: &FolderName,
+    local_name: &FolderName,
+    missing: Option<Side>,
+) -> Result<(), SyncError> {
+    let folder = open(cx, name)?;
+    let mut listings = list(cx, &folder, local_name, missing).await?;
+    let renumbered = renumbered(cx.state, &folder, &listings)?;
+    if !cx.options.dry_run {
+        cx.report.recovered += recovery::recover_pending(
+            cx.remote,
+            cx.state,
+            folder.id,
+            &listings.remote,
+            &listings.local,
+            renumbered.remote,
+        )
+        .await?;
+        cx.report.recovered += recovery::recover_copies_to_local(
+            cx.local,
+            cx.state,
+            folder.id,
+            &listings.local,
+            renumbered.local,
+        )
+        .await?;
+    }
+    let known = listings.records.take();
+    let records = records(cx, &folder, known, &listings, &renumbered).await?;
+    let Some(actions) = decide(cx, &folder, local_name, &records, &listings).await? else {
+        return Ok(());
+    };
+    if !actions.is_empty() {
+        tracing::info!(folder = %name, actions = actions.len(), "applying plan");
+    }
+    let (remote_snap, local_snap) = (&listings.remote, &listings.local);
+    apply::apply(cx, folder.id, local_name, remote_snap, local_snap, actions).await?;
+    // The tokens were taken before the listings: a change made since, ours included, shows
+    // as a different token next time.
+    cx.state.set_folder_status(
+        folder.id,
+        &FolderStatus {
+            uid_validity: remote_snap.uid_validity,
+            uid_next: remote_snap.uid_next,
+            highest_modseq: remote_snap.highest_modseq,
+            remote_token: remote_snap.token.clone(),
+            local_token: local_snap.token.clone(),
+        },
+    )?;
+    Ok(())
+}
+
+/// The folder's state; a dry run records nothing, so a folder the state does not know is
+/// planned under a placeholder.
+fn open(cx: &mut FolderSync<'_>, name: &FolderName) -> Result<FolderState, SyncError> {
+    if !cx.options.dry_run {
+        return Ok(cx.state.ensure_folder(name)?);
+    }
+    Ok(match cx.state.folder(name)? {
+        Some(f) => f,
+        None => FolderState {
+            id: -1,
+            name: name.clone(),
+            uid_validity: None,
+            uid_next: None,
+            highest_modseq: None,
+            remote_token: None,
+            local_token: None,
+        },
+    })
+}
+
+fn empty_snapshot() -> FolderSnapshot {
+    FolderSnapshot {
+        uid_validity: None,
+        uid_next: None,
+        highest_modseq: None,
+        messages: Vec::new(),
+        token: None,
+    }
+}
+
+/// Lists both sides, each as cheaply as it can tell: the server's changes since the last sync,
+/// the local side from the state when its token did not change.
+async fn list(
+    cx: &mut FolderSync<'_>,
+    folder: &FolderState,
+    local_name: &FolderName,
+    missing: Option<Side>,
+) -> Result<Listings, SyncError> {
+    // Interrupted copies need the full listing to be found again.
+    let pending = folder.id >= 0 && cx.state.has_pending(folder.id)?;
+    let since = match (folder.uid_validity, folder.highest_modseq) {
+        (Some(uid_validity), Some(highest_modseq)) if !pending => Some(Since {
+            uid_validity,
+            highest_modseq,
+        }),
+        _ => None,
+    };
+    let (remote, records) = match missing {
+        Some(Side::Remote) => (empty_snapshot(), None),
+        _ => remote_listing(cx.remote, cx.state, folder, since).await?,
+    };
+    // Records are read once: for the incremental listing above, or here for the local one.
+    let records = match records {
+        None if folder.id >= 0 && !pending && missing.is_none() => {
+            Some(cx.state.records(folder.id)?)
+        }
+        known => known,
+    };
+    let local = match missing {
+        Some(Side::Local) => empty_snapshot(),
+        _ => {
+            let adopted = match &records {
+                Some(records) if !pending => {
+                    let options = cx.options;
+                    adopt_local_listing(cx.local, cx.state, folder, local_name, records, options)
+                        .await?
+                }
+                _ => None,
+            };
+            match adopted {
+                Some(snapshot) => snapshot,
+                None => cx.local.scan(local_name).await.map_err(SyncError::local)?,
+            }
+        }
+    };
+    Ok(Listings {
+        remote,
+        local,
+        records,
+    })
+}
+
+/// Compares both sides' UIDVALIDITY with the state's, and says so when either changed.
+fn renumbered(
+    state: &mut StateDb,
+    folder: &FolderState,
+    listings: &Listings,
+) -> Result<Renumbered, SyncError> {
+    let remote = matches!(
+        (folder.uid_validity, listings.remote.uid_validity),
+        (Some(old), Some(new)) if old != new
+    );
+    if remote {
+        tracing::warn!(
+            folder = %folder.name,
+            old = ?folder.uid_validity.map(|v| v.get()),
+            new = ?listings.remote.uid_validity.map(|v| v.get()),
+            "the server renumbered this folder (UIDVALIDITY changed); re-matching messages by content"
+        );
+    }
+    let stored_local = if folder.id >= 0 {
+        state.local_uid_validity(folder.id)?
+    } else {
+        None
+    };
+    let local = local_validity_changed(
+        stored_local,
+        listings.local.uid_validity,
+        folder.id >= 0 && state.count(folder.id)? > 0,
+    );
+    if local {
+        tracing::warn!(
+            folder = %folder.name,
+            old = ?stored_local.map(|v| v.get()),
+            new = ?listings.local.uid_validity.map(|v| v.get()),
+            "the local side renumbered this folder (its UIDVALIDITY changed, or it changed kind); re-matching messages by content"
+        );
+    }
+    Ok(Renumbered {
+        remote,
+        local,
+        stored_local,
+    })
+}
+
+/// The records to plan with: re-matched by content after a renumbering, or on a first sync with
+/// mail on both sides. The state is bound to both sides' UIDVALIDITY before the first pair is
+/// recorded.
+async fn records(
+    cx: &mut FolderSync<'_>,
+    folder: &FolderState,
+    known: Option<Vec<Record>>,
+    listings: &Listings,
+    renumbered: &Renumbered,
+) -> Result<Vec<Record>, SyncError> {
+    let (remote_snap, local_snap) = (&listings.remote, &listings.local);
+    let mut records = match known {
+        // Read for the incremental listing; nothing was pending, so recovery changed nothing.
+        Some(records) => records,
+        None if folder.id >= 0 => cx.state.records(folder.id)?,
+        None => Vec::new(),
+    };
+    let first_with_mail_on_both =
+        records.is_empty() && !remote_snap.messages.is_empty() && !local_snap.messages.is_empty();
+    if renumbered.remote || renumbered.local || first_with_mail_on_both {
+        records = rematched(cx, folder.id, records, listings, renumbered.local).await?;
+    } else if folder.uid_validity.is_none() && !cx.options.dry_run {
+        // Bind the state to this UIDVALIDITY before the first pair is recorded, so a crash
+        // cannot leave pairs whose numbering is unknown.
+        cx.state.set_folder_status(
+            folder.id,
+            &FolderStatus {
+                uid_validity: remote_snap.uid_validity,
+                uid_next: folder.uid_next,
+                highest_modseq: folder.highest_modseq,
+                remote_token: None,
+                local_token: None,
+            },
+        )?;
+    }
+    // Bound after re-matching (a crash in between re-matches again) and before the first pair
+    // of a new folder is recorded.
+    if !cx.options.dry_run && renumbered.stored_local != local_snap.uid_validity {
+        cx.state
+            .set_local_uid_validity(folder.id, local_snap.uid_validity)?;
+    }
+    Ok(records)
+}
+
+/// Pairs the folder's messages again by content, and records the pairs (a dry run only
+/// reports them).
+async fn rematched(
+    cx: &mut FolderSync<'_>,
+    folder: i64,
+    records: Vec<Record>,
+    listings: &Listings,
+    local_renumbered: bool,
+) -> Result<Vec<Record>, SyncError> {
+    // After a local renumbering the local ids of the records mean nothing: pair without
+    // history (a flag set on either side is kept; nothing is deleted).
+    let history: &[Record] = if local_renumbered { &[] } else { &records };
+    let (remote_snap, local_snap) = (&listings.remote, &listings.local);
+    let mut pairs =
+        recovery::rematch(cx.remote, cx.local, history, remote_snap, local_snap).await?;
+    if local_renumbered {
+        pairs = recover::keep_server_survivors(&records, pairs);
+    }
+    if cx.options.dry_run {
+        cx.report.planned.push(format!(
+            "re-match {} messages by content",
+            pairs.iter().filter(|p| p.0.is_some()).count()
+        ));
+        return Ok(pairs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (r, l, flags, deleted_on))| Record {
+                id: RecordId(-(i as i64) - 1),
+                remote: r,
+                local: l,
+                flags,
+                deleted_on,
+            })
+            .collect());
+    }
+    cx.state
+        .replace_folder_pairs(folder, remote_snap.uid_validity, &pairs)?;
+    Ok(cx.state.records(folder)?)
+}
+
+/// The actions to carry out, after the message valve and the limits: `None` when the valve
+/// refused the folder, or in a dry run, which reports them instead.
+async fn decide(
+    cx: &mut FolderSync<'_>,
+    folder: &FolderState,
+    local_name: &FolderName,
+    records: &[Record],
+    listings: &Listings,
+) -> Result<Option<Vec<Action>>, SyncError> {
+    let options = cx.options;
+    let plan = plan::plan_folder(
+        records,
+        &listings.remote.messages,
+        &listings.local.messages,
+        options.guard,
+        options.allow_mass_delete,
+        options.policy,
+    );
+    let actions = match plan {
+        Plan::Refused(refusal) => {
+            tracing::warn!(folder = %folder.name, "{refusal}");
+            cx.report.refused = Some(refusal.to_string());
+            return Ok(None);
+        }
+        Plan::Actions(actions) => actions,
+    };
+    let actions = limits::apply_limits(cx, folder.id, actions).await?;
+    cx.observer.folder_planned(local_name, actions.len());
+    if options.dry_run {
+        cx.report
+            .planned
+            .extend(actions.iter().map(ToString::to_string));
+        return Ok(None);
+    }
+    Ok(Some(actions))
+}
+
+/// Whether both sides still show the tokens of the last complete sync, and no copy is
+/// pending: then the folder is in step and need not be listed at all.
+pub(super) async fn unchanged(
+    remote: &mut dyn Store,
+    local: &mut dyn Store,
+    // `&mut`: a shared `StateDb` is not `Send` (its connection is not `Sync`).
+    state: &mut StateDb,
+    folder: &FolderState,
+    local_name: &FolderName,
+) -> Result<bool, SyncError> {
+    let (Some(remote_was), Some(local_was)) = (&folder.remote_token, &folder.local_token) else {
+        return Ok(false);
+    };
+    if same_token(remote, &folder.name, remote_was, SyncError::remote)
+        .await?
+        .is_none()
+        || same_token(local, local_name, local_was, SyncError::local)
+            .await?
+            .is_none()
+    {
+        return Ok(false);
+    }
+    Ok(!state.has_pending(folder.id)?)
+}
+
+/// The store's change token for `folder`, if it is still the `recorded` one.
+async fn same_token(
+    store: &mut dyn Store,
+    folder: &FolderName,
+    recorded: &str,
+    side: fn(StoreError) -> SyncError,
+) -> Result<Option<String>, SyncError> {
+    let now = store.change_token(folder).await.map_err(side)?;
+    Ok(now.filter(|token| token == recorded))
+}
+
+/// The local listing without reading the folder, when its change token is still the one
+/// recorded at the end of the last complete sync: that sync left the folder as its records say
+/// (any local effect of its own would have changed the token), so the records' local ids and
+/// flags are the listing. Not with a read-only side (the records then hold that side's flags,
+/// not necessarily the local ones), messages kept as survivors, or messages the limits skipped.
+async fn adopt_local_listing(
+    local: &mut dyn Store,
+    state: &mut StateDb,
+    folder: &FolderState,
+    local_name: &FolderName,
+    records: &[Record],
+    options: &SyncOptions,
+) -> Result<Option<FolderSnapshot>, SyncError> {
+    let Some(recorded) = &folder.local_token else {
+        return Ok(None);
+    };
+    if options.policy.readonly_local || options.policy.readonly_remote {
+        return Ok(None);
+    }
+    let Some(now) = same_token(local, local_name, recorded, SyncError::local).await? else {
+        return Ok(None);
+    };
+    let mut messages = Vec::with_capacity(records.len());
+    for record in records {
+        match (&record.local, record.deleted_on) {
+            (Some(id), None) => messages.push(MessageMeta {
+                id: id.clone(),
+                flags: record.flags,
+            }),
+            _ => return Ok(None),
+        }
+    }
+    if !state.skipped(folder.id)?.is_empty() {
+        return Ok(None);
+    }
+    let adopted = local
+        .adopt_listing(local_name, messages, Some(now))
+        .await
+        .map_err(SyncError::local)?;
+    if adopted.is_some() {
+        tracing::debug!(folder = %local_name, "local side unchanged since the last sync: listed from the state");
+    }
+    Ok(adopted)
+}
+
+/// The server's listing: only what changed since the last sync where the server can tell
+/// (with the records it was rebuilt from, to be used again), else every message.
+async fn remote_listing(
+    remote: &mut dyn Store,
+    state: &mut StateDb,
+    folder: &FolderState,
+    since: Option<Since>,
+) -> Result<(FolderSnapshot, Option<Vec<Record>>), SyncError> {
+    let name = &folder.name;
+    let changes = match remote
+        .scan_since(name, since)
+        .await
+        .map_err(SyncError::remote)?
+    {
+        Listing::Full(snapshot) => return Ok((snapshot, None)),
+        Listing::Changes(changes) => changes,
+    };
+    let records = if folder.id >= 0 {
+        state.records(folder.id)?
+    } else {
+        Vec::new()
+    };
+    match incremental::rebuild(&records, &changes) {
+        Some(snapshot) => Ok((snapshot, Some(records))),
+        None => {
+            tracing::debug!(
+                folder = %name,
+                "the changes since the last sync do not add up to the server's message count; listing every message"
+            );
+            let snapshot = remote.scan(name).await.map_err(SyncError::remote)?;
+            Ok((snapshot, Some(records)))
+        }
+    }
+}
+
+/// Whether the local side's ids no longer mean what the state recorded: its UIDVALIDITY
+/// changed, or the side changed kind (Maildir ids and IMAP UIDs) under a state that holds pairs.
+fn local_validity_changed(
+    stored: Option<UidValidity>,
+    now: Option<UidValidity>,
+    has_pairs: bool,
+) -> bool {
+    match (stored, now) {
+        (Some(old), Some(new)) => old != new,
+        (None, None) => false,
+        (Some(_), None) | (None, Some(_)) => has_pairs,
+    }
+}

@@ -1,0 +1,229 @@
+//! Settling what an interrupted run left behind, and pairing messages by content when the ids
+//! of either side no longer mean what the state recorded. The decisions are
+//! `plan::recover`'s; this reads the stores and writes the state.
+
+use std::collections::{HashMap, HashSet};
+
+use super::SyncError;
+use crate::model::{Flags, FolderSnapshot, MessageMeta, MsgId, Uid};
+use crate::plan::recover::{self, Known};
+use crate::plan::{Record, RecordId};
+use crate::state::{Pending, StateDb};
+use crate::store::Store;
+
+/// Where an interrupted copy may have landed: messages of `snapshot` no pair claims, with a UID
+/// at or above `floor` (the UIDNEXT before the earliest copy), or any of them after the folder
+/// was renumbered.
+fn unclaimed_since(
+    snapshot: &FolderSnapshot,
+    claimed: &HashSet<MsgId>,
+    floor: u32,
+    renumbered: bool,
+) -> Vec<MsgId> {
+    snapshot
+        .messages
+        .iter()
+        .filter(|m| !claimed.contains(&m.id))
+        .filter(|m| renumbered || m.id.uid().map(Uid::get).unwrap_or(0) >= floor)
+        .map(|m| m.id.clone())
+        .collect()
+}
+
+/// Settles the copies an earlier run started but did not confirm.
+pub(super) async fn recover_pending(
+    remote: &mut dyn Store,
+    state: &mut StateDb,
+    folder: i64,
+    remote_snap: &FolderSnapshot,
+    local_snap: &FolderSnapshot,
+    validity_changed: bool,
+) -> Result<usize, SyncError> {
+    let pending = state.pending(folder)?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let local_ids: HashSet<&MsgId> = local_snap.messages.iter().map(|m| &m.id).collect();
+    let mut recovered = 0;
+    let mut confirmed_downloads = Vec::new();
+    let mut abandoned = Vec::new();
+    let mut uploads = Vec::new();
+    for p in &pending {
+        match p {
+            // The reserved file name is there: the copy completed before the interruption.
+            Pending::Download {
+                record,
+                remote: r,
+                local: l,
+                ..
+            } => {
+                if local_ids.contains(l) && !validity_changed {
+                    confirmed_downloads.push(r.clone());
+                } else if local_ids.contains(l) {
+                    // The server renumbered meanwhile: keep the file; re-matching pairs it.
+                    confirmed_downloads.push(r.clone());
+                } else {
+                    abandoned.push(*record);
+                }
+            }
+            Pending::Upload {
+                record,
+                uid_next,
+                size,
+                sha256,
+                ..
+            } => uploads.push((*record, *uid_next, *size, *sha256)),
+            // Copies into an IMAP local side: see `recover_copies_to_local`.
+            Pending::CopyToLocal { .. } => {}
+        }
+    }
+    recovered += confirmed_downloads.len();
+    state.confirm_downloads(folder, &confirmed_downloads)?;
+
+    if !uploads.is_empty() {
+        // Candidates: server messages no pair claims, that arrived since the earliest upload
+        // started (any of them after a renumbering).
+        let claimed: HashSet<MsgId> = state
+            .records(folder)?
+            .into_iter()
+            .filter_map(|r| r.remote)
+            .collect();
+        let floor = uploads.iter().map(|u| u.1).min().unwrap_or(0);
+        let candidates = unclaimed_since(remote_snap, &claimed, floor, validity_changed);
+        let fingerprints = if candidates.is_empty() {
+            Vec::new()
+        } else {
+            remote
+                .fingerprints(&candidates)
+                .await
+                .map_err(SyncError::remote)?
+        };
+        let wanted: Vec<(RecordId, u64, [u8; 32])> =
+            uploads.iter().map(|u| (u.0, u.2, u.3)).collect();
+        let mut confirmed = Vec::new();
+        for (record, found) in recover::match_uploads(&wanted, &fingerprints) {
+            let Some(Pending::Upload {
+                local: l, flags, ..
+            }) = pending
+                .iter()
+                .find(|p| matches!(p, Pending::Upload { record: r, .. } if *r == record))
+            else {
+                continue;
+            };
+            match found {
+                Some(remote_id) => {
+                    tracing::info!(local = %l, remote = %remote_id, "found the server copy of an interrupted upload");
+                    confirmed.push((record, remote_id, l.clone(), *flags));
+                }
+                None => abandoned.push(record),
+            }
+        }
+        recovered += confirmed.len();
+        state.confirm(&confirmed)?;
+    }
+    // Abandoned intents are dropped; the planner then sees the source message as new and copies
+    // it again. Leftover staging files are cleaned by the stores.
+    state.remove(&abandoned)?;
+    Ok(recovered)
+}
+
+/// Pairs both sides' messages by content (`recover::rematch`), with the records as history.
+pub(super) async fn rematch(
+    remote: &mut dyn Store,
+    local: &mut dyn Store,
+    records: &[Record],
+    remote_snap: &FolderSnapshot,
+    local_snap: &FolderSnapshot,
+) -> Result<Vec<recover::Pair>, SyncError> {
+    let with_fingerprints =
+        |metas: &[MessageMeta], fps: Vec<(MsgId, crate::model::Fingerprint)>| {
+            let flags: HashMap<&MsgId, Flags> = metas.iter().map(|m| (&m.id, m.flags)).collect();
+            fps.into_iter()
+                .filter_map(|(id, fingerprint)| {
+                    flags.get(&id).map(|f| Known {
+                        flags: *f,
+                        id,
+                        fingerprint,
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+    let remote_ids: Vec<MsgId> = remote_snap.messages.iter().map(|m| m.id.clone()).collect();
+    let local_ids: Vec<MsgId> = local_snap.messages.iter().map(|m| m.id.clone()).collect();
+    let remote_fps = remote
+        .fingerprints(&remote_ids)
+        .await
+        .map_err(SyncError::remote)?;
+    let local_fps = local
+        .fingerprints(&local_ids)
+        .await
+        .map_err(SyncError::local)?;
+    Ok(recover::rematch(
+        records,
+        &with_fingerprints(&remote_snap.messages, remote_fps),
+        &with_fingerprints(&local_snap.messages, local_fps),
+    ))
+}
+
+/// Settles copies into a local side that assigns its own ids (IMAP) that an earlier run
+/// started but did not confirm: the copy is looked for by content among the local messages no
+/// pair claims, at or above the UIDNEXT recorded with the intent.
+pub(super) async fn recover_copies_to_local(
+    local: &mut dyn Store,
+    state: &mut StateDb,
+    folder: i64,
+    local_snap: &FolderSnapshot,
+    validity_changed: bool,
+) -> Result<usize, SyncError> {
+    let copies: Vec<(RecordId, MsgId, Flags, u32, u64, [u8; 32])> = state
+        .pending(folder)?
+        .into_iter()
+        .filter_map(|p| match p {
+            Pending::CopyToLocal {
+                record,
+                remote,
+                flags,
+                uid_next,
+                size,
+                sha256,
+            } => Some((record, remote, flags, uid_next, size, sha256)),
+            Pending::Download { .. } | Pending::Upload { .. } => None,
+        })
+        .collect();
+    if copies.is_empty() {
+        return Ok(0);
+    }
+    let claimed: HashSet<MsgId> = state
+        .records(folder)?
+        .into_iter()
+        .filter_map(|r| r.local)
+        .collect();
+    let floor = copies.iter().map(|c| c.3).min().unwrap_or(0);
+    let candidates = unclaimed_since(local_snap, &claimed, floor, validity_changed);
+    let fingerprints = if candidates.is_empty() {
+        Vec::new()
+    } else {
+        local
+            .fingerprints(&candidates)
+            .await
+            .map_err(SyncError::local)?
+    };
+    let wanted: Vec<(RecordId, u64, [u8; 32])> = copies.iter().map(|c| (c.0, c.4, c.5)).collect();
+    let mut confirmed = Vec::new();
+    let mut abandoned = Vec::new();
+    for (record, found) in recover::match_uploads(&wanted, &fingerprints) {
+        let Some((_, remote, flags, ..)) = copies.iter().find(|c| c.0 == record) else {
+            continue;
+        };
+        match found {
+            Some(local_id) => {
+                tracing::info!(remote = %remote, local = %local_id, "found the local copy of an interrupted copy");
+                confirmed.push((record, remote.clone(), local_id, *flags));
+            }
+            None => abandoned.push(record),
+        }
+    }
+    state.confirm(&confirmed)?;
+    // The planner sees the server message as new again and copies it once more.
+    state.remove(&abandoned)?;
+    Ok(confirmed.len())
+}

@@ -203,3 +203,115 @@ pub enum Event {
         reports: Vec<AccountReport>,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use crate::engine::account::AccountReport;
+    use crate::engine::{FolderReport, SkippedMessage};
+
+    /// Two accounts with every field of the report set somewhere: one folder with all of
+    /// them, one with none of the optional ones, and an account that failed as a whole.
+    fn every_field() -> Vec<AccountReport> {
+        vec![
+            AccountReport {
+                account: "work".into(),
+                folders: vec![
+                    FolderReport {
+                        folder: "Archive/2024".into(),
+                        remote_folder: "[Gmail]/All Mail".into(),
+                        downloaded: 1,
+                        uploaded: 2,
+                        flags_remote: 3,
+                        flags_local: 4,
+                        deleted_remote: 5,
+                        deleted_local: 6,
+                        created: Some("local".into()),
+                        removed: Some("server".into()),
+                        refused: Some("120 of 130 messages would be deleted".into()),
+                        error: Some("disk full \"quoted\"\nsecond line".into()),
+                        planned: vec!["download 7".into(), "upload Ü".into()],
+                        recovered: 8,
+                        skipped_too_big: vec![
+                            SkippedMessage {
+                                side: "server".into(),
+                                id: "17".into(),
+                                size: 20_000_000,
+                            },
+                            SkippedMessage {
+                                side: "local".into(),
+                                id: "1700000000.M1P2.host".into(),
+                                size: u64::MAX,
+                            },
+                        ],
+                        skipped_too_old: 9,
+                        full_disk: Some(PathBuf::from("/home/user/Mail")),
+                    },
+                    FolderReport {
+                        folder: "INBOX".into(),
+                        remote_folder: "INBOX".into(),
+                        ..FolderReport::default()
+                    },
+                ],
+                error: Some("the server closed the connection".into()),
+            },
+            AccountReport {
+                account: "home".into(),
+                folders: Vec::new(),
+                error: None,
+            },
+        ]
+    }
+
+    /// The `report` argument of `JobFinished` and the output of `sync --json` (pretty
+    /// printed), as clients have been reading them.
+    const EVERY_FIELD: &str = concat!(
+        r##"[{"account":"work","folders":[{"folder":"Archive/2024","remote_folder":"[Gmail]/All Mail","downloaded":1,"uploaded":2,"flags_remote":3,"flags_local":4,"deleted_remote":5,"deleted_local":6,"created":"local","removed":"server","refused":"120 of 130 messages would be deleted","error":"disk full \"quoted\"\nsecond line","planned":["download 7","upload Ü"],"recovered":8,"skipped_too_big":[{"side":"server","id":"17","size":20000000},"##,
+        r##"{"side":"local","id":"1700000000.M1P2.host","size":18446744073709551615}],"skipped_too_old":9,"full_disk":"/home/user/Mail"},"##,
+        r##"{"folder":"INBOX","remote_folder":"INBOX","downloaded":0,"uploaded":0,"flags_remote":0,"flags_local":0,"deleted_remote":0,"deleted_local":0,"created":null,"removed":null,"refused":null,"error":null,"planned":[],"recovered":0,"skipped_too_big":[],"skipped_too_old":0}],"error":"the server closed the connection"},"##,
+        r##"{"account":"home","folders":[],"error":null}]"##,
+    );
+
+    fn serialize(reports: &[AccountReport]) -> String {
+        serde_json::to_string(reports).expect("serializable")
+    }
+
+    fn parse(text: &str) -> Vec<AccountReport> {
+        serde_json::from_str(text).expect("a report")
+    }
+
+    #[test]
+    fn the_report_json_is_unchanged() {
+        assert_eq!(serialize(&every_field()), EVERY_FIELD);
+    }
+
+    #[test]
+    fn a_report_reads_back_as_it_was_written() {
+        assert_eq!(
+            format!("{:?}", parse(EVERY_FIELD)),
+            format!("{:?}", every_field())
+        );
+    }
+
+    /// A daemon from before `remote_folder`, `removed`, the limits and `full_disk` wrote
+    /// folders without those keys; a newer client still reads its reports.
+    #[test]
+    fn a_report_without_the_newer_keys_reads() {
+        let old = concat!(
+            r#"[{"account":"a","folders":[{"folder":"INBOX","downloaded":1,"uploaded":0,"#,
+            r#""flags_remote":0,"flags_local":0,"deleted_remote":0,"deleted_local":0,"#,
+            r#""created":null,"refused":null,"error":null,"planned":[],"recovered":0}],"#,
+            r#""error":null}]"#,
+        );
+        let reports = parse(old);
+        assert_eq!(reports.len(), 1);
+        let folder = &reports[0].folders[0];
+        assert_eq!((folder.folder.as_str(), folder.downloaded), ("INBOX", 1));
+        assert_eq!(folder.remote_folder, "");
+        assert_eq!(folder.removed, None);
+        assert!(folder.skipped_too_big.is_empty());
+        assert_eq!(folder.skipped_too_old, 0);
+        assert_eq!(folder.full_disk, None);
+    }
+}

@@ -1,13 +1,23 @@
 //! The daemon's control surface in the engine's terms: the requests a front end (the D-Bus
 //! service) forwards to the daemon, and the events and account status the daemon publishes.
 //! Nothing here knows D-Bus; `src/dbus/` converts.
+//!
+//! The JSON of sync reports ([`AccountReportJson`]) lives here too. It is the `report` of the
+//! `JobFinished` signal, which the D-Bus front writes and the command line's client reads, and
+//! the output of `idlewild sync --json`, also when no daemon runs: so it is no D-Bus type, and
+//! it is made from the engine's reports, which `dbus/` may not reach (`tests/layers.rs`).
+//! `dbus/`, `cli/` and `main.rs` all sit above this module and use it without an upward
+//! import. The engine's own report types carry no serde: a field renamed or added there
+//! changes no client's input until it is written here.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use tokio::sync::oneshot;
 
 use crate::engine::account::AccountReport;
+use crate::engine::{FolderReport, SkippedMessage};
 use crate::model::FolderName;
 use crate::pause::Pause;
 use crate::state::FolderCount;
@@ -171,6 +181,134 @@ impl JobStatus {
     }
 }
 
+/// One account's part of a sync report as clients read it: an element of the `report` array
+/// of `JobFinished`, and of `idlewild sync --json`. Field names and order are the format;
+/// keys added later are `#[serde(default)]`, so a report from an older daemon still reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccountReportJson {
+    pub account: String,
+    pub folders: Vec<FolderReportJson>,
+    /// Why the account as a whole failed, if it did.
+    pub error: Option<String>,
+}
+
+/// One folder's part of a report; see [`FolderReport`] for what the fields mean.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FolderReportJson {
+    pub folder: String,
+    #[serde(default)]
+    pub remote_folder: String,
+    pub downloaded: usize,
+    pub uploaded: usize,
+    pub flags_remote: usize,
+    pub flags_local: usize,
+    pub deleted_remote: usize,
+    pub deleted_local: usize,
+    /// The side it was created on: "server" or "local".
+    pub created: Option<String>,
+    /// The side it was removed from: "server" or "local".
+    #[serde(default)]
+    pub removed: Option<String>,
+    pub refused: Option<String>,
+    pub error: Option<String>,
+    pub planned: Vec<String>,
+    pub recovered: usize,
+    #[serde(default)]
+    pub skipped_too_big: Vec<SkippedMessageJson>,
+    #[serde(default)]
+    pub skipped_too_old: usize,
+    /// Left out when `None`: the key came later than the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_disk: Option<PathBuf>,
+}
+
+/// A message `max_size` kept from being copied; see [`SkippedMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SkippedMessageJson {
+    pub side: String,
+    pub id: String,
+    pub size: u64,
+}
+
+impl From<&AccountReport> for AccountReportJson {
+    fn from(r: &AccountReport) -> AccountReportJson {
+        let AccountReport {
+            account,
+            folders,
+            error,
+        } = r;
+        AccountReportJson {
+            account: account.clone(),
+            folders: folders.iter().map(FolderReportJson::from).collect(),
+            error: error.clone(),
+        }
+    }
+}
+
+impl From<&FolderReport> for FolderReportJson {
+    fn from(f: &FolderReport) -> FolderReportJson {
+        // Destructured (as are the other two), so a field added to the engine's report is a
+        // compile error here until someone decides whether clients see it.
+        let FolderReport {
+            folder,
+            remote_folder,
+            downloaded,
+            uploaded,
+            flags_remote,
+            flags_local,
+            deleted_remote,
+            deleted_local,
+            created,
+            removed,
+            refused,
+            error,
+            planned,
+            recovered,
+            skipped_too_big,
+            skipped_too_old,
+            full_disk,
+        } = f;
+        FolderReportJson {
+            folder: folder.clone(),
+            remote_folder: remote_folder.clone(),
+            downloaded: *downloaded,
+            uploaded: *uploaded,
+            flags_remote: *flags_remote,
+            flags_local: *flags_local,
+            deleted_remote: *deleted_remote,
+            deleted_local: *deleted_local,
+            created: created.clone(),
+            removed: removed.clone(),
+            refused: refused.clone(),
+            error: error.clone(),
+            planned: planned.clone(),
+            recovered: *recovered,
+            skipped_too_big: skipped_too_big
+                .iter()
+                .map(SkippedMessageJson::from)
+                .collect(),
+            skipped_too_old: *skipped_too_old,
+            full_disk: full_disk.clone(),
+        }
+    }
+}
+
+impl From<&SkippedMessage> for SkippedMessageJson {
+    fn from(m: &SkippedMessage) -> SkippedMessageJson {
+        let SkippedMessage { side, id, size } = m;
+        SkippedMessageJson {
+            side: side.clone(),
+            id: id.clone(),
+            size: *size,
+        }
+    }
+}
+
+/// The reports as `JobFinished` sends them (and `sync --json` prints them, pretty).
+pub fn reports_json(reports: &[AccountReport]) -> Vec<AccountReportJson> {
+    reports.iter().map(AccountReportJson::from).collect()
+}
+
 /// What the daemon publishes, in order.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -202,4 +340,114 @@ pub enum Event {
         error: Option<String>,
         reports: Vec<AccountReport>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::{AccountReportJson, reports_json};
+    use crate::engine::account::AccountReport;
+    use crate::engine::{FolderReport, SkippedMessage};
+
+    /// Two accounts with every field of the report set somewhere: one folder with all of
+    /// them, one with none of the optional ones, and an account that failed as a whole.
+    fn every_field() -> Vec<AccountReport> {
+        vec![
+            AccountReport {
+                account: "work".into(),
+                folders: vec![
+                    FolderReport {
+                        folder: "Archive/2024".into(),
+                        remote_folder: "[Gmail]/All Mail".into(),
+                        downloaded: 1,
+                        uploaded: 2,
+                        flags_remote: 3,
+                        flags_local: 4,
+                        deleted_remote: 5,
+                        deleted_local: 6,
+                        created: Some("local".into()),
+                        removed: Some("server".into()),
+                        refused: Some("120 of 130 messages would be deleted".into()),
+                        error: Some("disk full \"quoted\"\nsecond line".into()),
+                        planned: vec!["download 7".into(), "upload Ü".into()],
+                        recovered: 8,
+                        skipped_too_big: vec![
+                            SkippedMessage {
+                                side: "server".into(),
+                                id: "17".into(),
+                                size: 20_000_000,
+                            },
+                            SkippedMessage {
+                                side: "local".into(),
+                                id: "1700000000.M1P2.host".into(),
+                                size: u64::MAX,
+                            },
+                        ],
+                        skipped_too_old: 9,
+                        full_disk: Some(PathBuf::from("/home/user/Mail")),
+                    },
+                    FolderReport {
+                        folder: "INBOX".into(),
+                        remote_folder: "INBOX".into(),
+                        ..FolderReport::default()
+                    },
+                ],
+                error: Some("the server closed the connection".into()),
+            },
+            AccountReport {
+                account: "home".into(),
+                folders: Vec::new(),
+                error: None,
+            },
+        ]
+    }
+
+    /// The `report` argument of `JobFinished` and the output of `sync --json` (pretty
+    /// printed), as clients have been reading them.
+    const EVERY_FIELD: &str = concat!(
+        r##"[{"account":"work","folders":[{"folder":"Archive/2024","remote_folder":"[Gmail]/All Mail","downloaded":1,"uploaded":2,"flags_remote":3,"flags_local":4,"deleted_remote":5,"deleted_local":6,"created":"local","removed":"server","refused":"120 of 130 messages would be deleted","error":"disk full \"quoted\"\nsecond line","planned":["download 7","upload Ü"],"recovered":8,"skipped_too_big":[{"side":"server","id":"17","size":20000000},"##,
+        r##"{"side":"local","id":"1700000000.M1P2.host","size":18446744073709551615}],"skipped_too_old":9,"full_disk":"/home/user/Mail"},"##,
+        r##"{"folder":"INBOX","remote_folder":"INBOX","downloaded":0,"uploaded":0,"flags_remote":0,"flags_local":0,"deleted_remote":0,"deleted_local":0,"created":null,"removed":null,"refused":null,"error":null,"planned":[],"recovered":0,"skipped_too_big":[],"skipped_too_old":0}],"error":"the server closed the connection"},"##,
+        r##"{"account":"home","folders":[],"error":null}]"##,
+    );
+
+    fn serialize(reports: &[AccountReport]) -> String {
+        serde_json::to_string(&reports_json(reports)).expect("serializable")
+    }
+
+    fn parse(text: &str) -> Vec<AccountReportJson> {
+        serde_json::from_str(text).expect("a report")
+    }
+
+    #[test]
+    fn the_report_json_is_unchanged() {
+        assert_eq!(serialize(&every_field()), EVERY_FIELD);
+    }
+
+    #[test]
+    fn a_report_reads_back_as_it_was_written() {
+        assert_eq!(parse(EVERY_FIELD), reports_json(&every_field()));
+    }
+
+    /// A daemon from before `remote_folder`, `removed`, the limits and `full_disk` wrote
+    /// folders without those keys; a newer client still reads its reports.
+    #[test]
+    fn a_report_without_the_newer_keys_reads() {
+        let old = concat!(
+            r#"[{"account":"a","folders":[{"folder":"INBOX","downloaded":1,"uploaded":0,"#,
+            r#""flags_remote":0,"flags_local":0,"deleted_remote":0,"deleted_local":0,"#,
+            r#""created":null,"refused":null,"error":null,"planned":[],"recovered":0}],"#,
+            r#""error":null}]"#,
+        );
+        let reports = parse(old);
+        assert_eq!(reports.len(), 1);
+        let folder = &reports[0].folders[0];
+        assert_eq!((folder.folder.as_str(), folder.downloaded), ("INBOX", 1));
+        assert_eq!(folder.remote_folder, "");
+        assert_eq!(folder.removed, None);
+        assert!(folder.skipped_too_big.is_empty());
+        assert_eq!(folder.skipped_too_old, 0);
+        assert_eq!(folder.full_disk, None);
+    }
 }

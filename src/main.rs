@@ -7,7 +7,7 @@ use idlewild::cli::logging::{self, LogTargetChoice};
 use idlewild::cli::progress::BarObserver;
 use idlewild::cli::{self, Cli, Command, SyncArgs, exit};
 use idlewild::config::{self, Config};
-use idlewild::control::JobStatus;
+use idlewild::control::{AccountReportJson, JobStatus, reports_json};
 use idlewild::engine::account::{self, AccountReport, RunOptions};
 use idlewild::engine::{NoObserver, Observer};
 use idlewild::model::FolderName;
@@ -389,7 +389,7 @@ fn sync(config: &Config, args: &SyncArgs, show_bars: bool) -> i32 {
         });
         futures_util::future::join_all(tasks).await
     });
-    print_reports(&reports, args);
+    print_reports(&reports_json(&reports), args);
     if !args.dry_run
         && let Err(e) = idlewild::mbnames::update(config)
     {
@@ -650,7 +650,7 @@ fn watch(format: WatchFormat) -> i32 {
     }
 }
 
-fn print_reports(reports: &[AccountReport], args: &SyncArgs) {
+fn print_reports(reports: &[AccountReportJson], args: &SyncArgs) {
     if args.json {
         match serde_json::to_string_pretty(reports) {
             Ok(text) => println!("{text}"),

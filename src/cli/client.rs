@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use serde_json::json;
 
+use crate::control::AccountReportJson;
 use crate::dbus::proxy::ManagerProxy;
 use crate::dbus::{AccountInfo, NAME};
-use crate::engine::account::AccountReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -101,7 +101,7 @@ pub async fn connect_for(config: Option<&std::path::Path>) -> Result<Daemon, Str
 pub struct JobResult {
     pub status: String,
     pub error: String,
-    pub reports: Vec<AccountReport>,
+    pub reports: Vec<AccountReportJson>,
 }
 
 impl Daemon {

@@ -1,15 +1,15 @@
 //! Human-readable summaries of sync results, and the folder table of `idlewild folders`.
 
-use crate::engine::account::AccountReport;
+use crate::control::{AccountReportJson, FolderReportJson};
 use crate::engine::{FolderOverview, Step};
 use crate::folders::Selection;
 use crate::plan::FolderAction;
 
-/// One line per account with totals, and one per folder that did something.
-pub fn summary(report: &AccountReport, dry_run: bool) -> Vec<String> {
+/// One line per account with totals, and one per folder that did something. It reads the
+/// report as clients do, so a sync in this process and one through the daemon print alike.
+pub fn summary(report: &AccountReportJson, dry_run: bool) -> Vec<String> {
     let mut lines = Vec::new();
-    let sum =
-        |f: fn(&crate::engine::FolderReport) -> usize| report.folders.iter().map(f).sum::<usize>();
+    let sum = |f: fn(&FolderReportJson) -> usize| report.folders.iter().map(f).sum::<usize>();
     let (down, up) = (sum(|f| f.downloaded), sum(|f| f.uploaded));
     let flags = sum(|f| f.flags_local + f.flags_remote);
     let (del_local, del_remote) = (sum(|f| f.deleted_local), sum(|f| f.deleted_remote));
@@ -218,21 +218,21 @@ pub fn folder_table(rows: &[FolderRow]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{FolderReport, SkippedMessage};
+    use crate::control::SkippedMessageJson;
 
     #[test]
     fn messages_left_out_by_the_limits_are_listed() {
-        let report = AccountReport {
+        let report = AccountReportJson {
             account: "a".into(),
-            folders: vec![FolderReport {
+            folders: vec![FolderReportJson {
                 folder: "INBOX".into(),
                 skipped_too_old: 3,
-                skipped_too_big: vec![SkippedMessage {
+                skipped_too_big: vec![SkippedMessageJson {
                     side: "server".into(),
                     id: "17".into(),
                     size: 20_000_000,
                 }],
-                ..FolderReport::default()
+                ..FolderReportJson::default()
             }],
             error: None,
         };

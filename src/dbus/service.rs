@@ -11,7 +11,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedObjectPath, OwnedVariant, Variant};
 
 use super::{ACCOUNT_INTERFACE, AccountInfo, Error, NAME, PATH, account_path};
-use crate::control::{AccountStatus, ControlError, Event, Reply, Request};
+use crate::control::{AccountStatus, ControlError, Event, Reply, Request, reports_json};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -195,7 +195,8 @@ async fn publish(connection: &Connection, event: Event) -> zbus::Result<()> {
             error,
             reports,
         } => {
-            let report = serde_json::to_string(&reports).unwrap_or_else(|_| "[]".to_owned());
+            let report =
+                serde_json::to_string(&reports_json(&reports)).unwrap_or_else(|_| "[]".to_owned());
             let error = error.unwrap_or_default();
             Manager::job_finished(emitter, job, status.as_str(), &error, &report).await?;
         }

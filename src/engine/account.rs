@@ -16,7 +16,8 @@ use crate::store::Store;
 use crate::store::imap::ImapStore;
 use crate::store::maildir::MaildirStore;
 
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+/// What happened to one account. Clients read it as `control::AccountReportJson`.
+#[derive(Debug, Clone, Default)]
 pub struct AccountReport {
     pub account: String,
     pub folders: Vec<FolderReport>,

@@ -134,13 +134,12 @@ impl SyncError {
     }
 }
 
-/// What happened to one folder.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What happened to one folder. Clients read it as `control::FolderReportJson`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FolderReport {
     /// The local name (what a mail client shows).
     pub folder: String,
     /// The server's name for it (the same unless `folders.rename` or a preset renames it).
-    #[serde(default)]
     pub remote_folder: String,
     pub downloaded: usize,
     pub uploaded: usize,
@@ -151,7 +150,6 @@ pub struct FolderReport {
     /// Created on this side before syncing.
     pub created: Option<String>,
     /// Removed on this side, because it was deleted on the other.
-    #[serde(default)]
     pub removed: Option<String>,
     /// Left alone by the safety valve, with the reason.
     pub refused: Option<String>,
@@ -161,19 +159,16 @@ pub struct FolderReport {
     /// Copies recovered from an interrupted run.
     pub recovered: usize,
     /// Messages not copied because they are bigger than `max_size`.
-    #[serde(default)]
     pub skipped_too_big: Vec<SkippedMessage>,
     /// How many messages were not copied because they are older than `max_age`.
-    #[serde(default)]
     pub skipped_too_old: usize,
     /// The folder failed for want of room on this directory's filesystem: the daemon syncs
     /// again as soon as room shows there.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_disk: Option<PathBuf>,
 }
 
 /// A message `max_size` kept from being copied.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedMessage {
     /// The side it is on: "server" or "local".
     pub side: String,

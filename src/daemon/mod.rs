@@ -8,6 +8,7 @@
 mod backoff;
 mod local;
 pub mod notify;
+mod schedule;
 mod sleep;
 mod supervisor;
 

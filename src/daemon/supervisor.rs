@@ -1,9 +1,12 @@
 //! One account's life in the daemon: watch both sides, sync what changed, reconnect after
 //! failures. One closed event type drives the loop; this task owns the account's lock, state and
 //! sync connection, and starts one NOTIFY watcher task for all folders where the server offers
-//! NOTIFY (RFC 5465), else one IDLE watcher task per IDLE folder.
+//! NOTIFY (RFC 5465), else one IDLE watcher task per IDLE folder. When to sync is decided by
+//! [`Schedule`] (pure); this module only acts on it.
 
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,27 +17,18 @@ use tokio_util::task::TaskTracker;
 
 use super::backoff::{Backoff, retry};
 use super::local::LocalWatcher;
+use super::schedule::{CLOCK_CHECK, DEBOUNCE, Due, SERVER_DEBOUNCE, Schedule};
 use super::{AccountEvent, Control, Report, Wake};
 use crate::config::{Account, Config};
 use crate::control::JobId;
 use crate::credentials::CredentialError;
-use crate::engine::NoObserver;
-use crate::engine::account::{AccountSession, RunOptions};
+use crate::engine::account::{AccountError, AccountSession, RunOptions};
+use crate::engine::{FolderReport, NoObserver};
 use crate::model::FolderName;
 use crate::store::StoreError;
 use crate::store::imap::NotifyWatcher;
 use crate::store::imap::watch::{Wake as ServerWake, Watcher};
 
-/// Local wake-ups closer together than this are one sync: a mail client changing flags renames
-/// files in bursts.
-const DEBOUNCE: Duration = Duration::from_millis(100);
-/// Server notifications come batched already (Dovecot waits about half a second), so they are
-/// only given a moment for the rest of their batch.
-const SERVER_DEBOUNCE: Duration = Duration::from_millis(5);
-/// A burst that keeps going is still synced at least this often.
-const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
-/// How often the wall clock is compared with the monotonic clock to notice a suspend.
-const CLOCK_CHECK: Duration = Duration::from_secs(15);
 /// The longest wait before looking for a missing secret again.
 const CREDENTIALS_RETRY_MAX: Duration = Duration::from_secs(30);
 /// After a sync failed for want of disk space, how often the full filesystem is looked at: a
@@ -45,29 +39,35 @@ const ROOM_RETRY: Duration = Duration::from_secs(60);
 /// How much room must have been made before a sync is tried again: what our own failed
 /// writes left behind and gave back is below it.
 const ROOM_MARGIN: u64 = 256 * 1024;
+/// IDLE is re-issued well inside RFC 2177's 29 minutes.
+const IDLE_MAX: Duration = Duration::from_secs(25 * 60);
 
 /// A full disk the account waits on: where, and how much room there was after the failure.
 struct WaitingForRoom {
-    dir: std::path::PathBuf,
+    dir: PathBuf,
     available: Option<u64>,
 }
 
 impl WaitingForRoom {
-    fn new(dir: std::path::PathBuf) -> Self {
+    fn new(dir: PathBuf) -> Self {
         let available = crate::disk::available(&dir);
         tracing::warn!(dir = %dir.display(), available, "waiting for room on a full disk; syncing again as soon as there is");
         Self { dir, available }
     }
 
     fn room_made(&self) -> bool {
-        match (self.available, crate::disk::available(&self.dir)) {
-            (Some(then), Some(now)) => now >= then.saturating_add(ROOM_MARGIN),
-            _ => false,
-        }
+        room_made(self.available, crate::disk::available(&self.dir))
     }
 }
-/// IDLE is re-issued well inside RFC 2177's 29 minutes.
-const IDLE_MAX: Duration = Duration::from_secs(25 * 60);
+
+/// Whether enough room was made between two looks at a filesystem's free space; a look that
+/// failed shows none.
+fn room_made(then: Option<u64>, now: Option<u64>) -> bool {
+    match (then, now) {
+        (Some(then), Some(now)) => now >= then.saturating_add(ROOM_MARGIN),
+        _ => false,
+    }
+}
 
 pub struct Channels {
     pub reports: mpsc::UnboundedSender<Report>,
@@ -77,44 +77,77 @@ pub struct Channels {
     pub generation: u64,
 }
 
+/// Sends the account's reports to the main task. Unbounded: the main task drains it at once,
+/// and a lost job result would leave a client waiting forever.
+struct Reporter {
+    reports: mpsc::UnboundedSender<Report>,
+    account: String,
+    generation: u64,
+}
+
+impl Reporter {
+    fn send(&self, event: AccountEvent) {
+        let _ = self.reports.send(Report {
+            account: self.account.clone(),
+            generation: self.generation,
+            event,
+        });
+    }
+}
+
+/// Sync requests answered by the next sync.
+#[derive(Default)]
+struct Jobs {
+    ids: Vec<JobId>,
+    /// Whether one of them lets mass deletions through.
+    allow_mass_delete: bool,
+    /// Folders they named: a missing one is an error in their answer.
+    required: BTreeSet<FolderName>,
+}
+
+/// What the account's loop waits for: each turn handles one.
+enum Event {
+    /// The daemon stops this account, or the main task is gone.
+    Stop,
+    Request(Control),
+    Wake(Wake),
+    /// A deadline of the schedule came (or a paused account's idle turn).
+    Deadline,
+    /// The machine resumed from suspend (logind said so).
+    Resumed,
+    /// Time to look at the full disk's free room again.
+    RoomCheck,
+    /// Time to compare the wall clock with the monotonic one.
+    ClockCheck,
+}
+
 pub async fn run(
     config: Arc<Config>,
     account: Account,
     channels: Channels,
-    mut paused: bool,
+    paused: bool,
     cancel: CancellationToken,
 ) {
     let Channels {
         reports,
-        mut control,
-        mut resumed,
+        control,
+        resumed,
         generation,
     } = channels;
-    let name = account.name.clone();
-    // Unbounded: the main task drains it at once, and a lost job result would leave a client
-    // waiting forever.
-    let report = |event: AccountEvent| {
-        let _ = reports.send(Report {
-            account: name.clone(),
-            generation,
-            event,
-        });
+    let reporter = Reporter {
+        reports,
+        account: account.name.clone(),
+        generation,
     };
-    let (wake_tx, mut wake_rx) = mpsc::channel::<Wake>(1024);
+    let (wake_tx, wake_rx) = mpsc::channel::<Wake>(1024);
 
     // Start watching before the first full sync, so nothing that changes in between is missed.
     // A Maildir that does not exist yet (the very first sync creates it) holds nothing to miss;
     // it is watched as soon as it exists. An IMAP local side is not watched: its changes are
     // picked up by the interval syncs (and by syncs the server side's IDLE starts).
-    let mut local_watch = local_maildir_exists(&account)
+    let local_watch = local_maildir_exists(&account)
         .then(|| start_local_watch(&account, &wake_tx))
         .flatten();
-    let watchers = TaskTracker::new();
-    let mut watchers_cancel = cancel.child_token();
-    let mut watched: BTreeSet<FolderName> = BTreeSet::new();
-    // NOTIFY (RFC 5465): one connection watches every folder, where the server offers it.
-    let mut notify_offered = true;
-    let mut notify_task: Option<(BTreeSet<FolderName>, CancellationToken)> = None;
 
     let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
     let opened = retry(
@@ -122,7 +155,7 @@ pub async fn run(
         &cancel,
         || async { AccountSession::open(&config, &account, false) },
         |e, _| {
-            report(AccountEvent::Failed {
+            reporter.send(AccountEvent::Failed {
                 jobs: Vec::new(),
                 error: e.to_string(),
                 offline: false,
@@ -131,347 +164,488 @@ pub async fn run(
         },
     )
     .await;
-    let Some(mut session) = opened else {
-        report(AccountEvent::Stopped);
+    let Some(session) = opened else {
+        reporter.send(AccountEvent::Stopped);
         return;
     };
     backoff.reset();
-    report(AccountEvent::Opened {
+    reporter.send(AccountEvent::Opened {
         counts: session.counts().unwrap_or_default(),
     });
     if paused {
-        report(AccountEvent::Paused);
+        reporter.send(AccountEvent::Paused);
     }
-    // Sync requests answered by the next sync, and whether one of them lets mass deletions
-    // through.
-    let mut jobs: Vec<JobId> = Vec::new();
-    let mut jobs_allow_mass_delete = false;
-    // Folders those requests named: a missing one is an error in their answer.
-    let mut required: BTreeSet<FolderName> = BTreeSet::new();
 
-    let mut pending: BTreeSet<FolderName> = BTreeSet::new();
-    let mut full_sync_due = (!paused).then(Instant::now);
-    let mut debounce_deadline: Option<Instant> = None;
-    let mut burst_started: Option<Instant> = None;
-    let mut next_interval = Instant::now() + account.watch.interval;
-    let mut clock = ClockWatch::new();
-    // An interval, not a sleep re-made every turn: a steady stream of wake-ups must not keep
-    // postponing the check.
-    let mut clock_tick = tokio::time::interval(CLOCK_CHECK);
-    clock_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A full disk: its failures do not lengthen the backoff, and freed room is noticed.
-    let mut room: Option<WaitingForRoom> = None;
-    let mut room_tick = tokio::time::interval(ROOM_CHECK);
-    room_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut supervisor = Supervisor::new(
+        account,
+        reporter,
+        Inputs {
+            control,
+            resumed,
+            wake_tx,
+            wake_rx,
+            cancel,
+        },
+        session,
+        backoff,
+        local_watch,
+        paused,
+    );
+    supervisor.run().await;
+    supervisor.stop().await;
+}
 
-    loop {
-        // What is due now: a full sync (start, interval, reconnect, suspend) or the folders of
-        // the debounced wake-ups.
-        let now = Instant::now();
-        let full_due = full_sync_due.is_some_and(|t| t <= now);
-        let folders_due = debounce_deadline.is_some_and(|t| t <= now) && !pending.is_empty();
-        // A request that came meanwhile (during the last sync, or while the account was being
-        // opened) is taken first: a pause must stop the next sync, not the one after.
-        let request_waiting = !control.is_empty();
-        if !paused && !request_waiting && (full_due || folders_due) {
-            let folders: Vec<FolderName> = if full_due {
-                Vec::new()
-            } else {
-                std::mem::take(&mut pending).into_iter().collect()
-            };
-            if full_due {
-                pending.clear();
-            }
-            debounce_deadline = None;
-            burst_started = None;
-            let answering = std::mem::take(&mut jobs);
-            report(AccountEvent::Syncing {
-                jobs: answering.clone(),
-            });
-            let run = RunOptions {
-                folders: folders.clone(),
-                allow_mass_delete: std::mem::take(&mut jobs_allow_mass_delete),
-                required_folders: std::mem::take(&mut required).into_iter().collect(),
-                ..RunOptions::default()
-            };
-            let started = Instant::now();
-            match session.sync(&run, &mut NoObserver).await {
-                Ok(reports) => {
-                    backoff.reset();
-                    // Folders that failed for want of room are synced again when room shows.
-                    room = reports
-                        .iter()
-                        .find_map(|r| r.full_disk.clone())
-                        .map(WaitingForRoom::new);
-                    if room.is_some() {
-                        let retry = Instant::now() + ROOM_RETRY;
-                        full_sync_due = Some(full_sync_due.map_or(retry, |t| t.min(retry)));
-                    }
-                    let new_mail: usize = reports.iter().map(|r| r.downloaded).sum();
-                    tracing::info!(
-                        folders = reports.len(),
-                        new_here = new_mail,
-                        ms = started.elapsed().as_millis() as u64,
-                        jobs = ?answering,
-                        "synced"
-                    );
-                    report(AccountEvent::Synced {
-                        jobs: answering,
-                        folders: reports.clone(),
-                        counts: session.counts().ok(),
-                    });
-                    if local_watch.is_none() && local_maildir_exists(&account) {
-                        local_watch = start_local_watch(&account, &wake_tx);
-                        // Anything written between the sync and the watch start is caught here.
-                        full_sync_due = Some(Instant::now());
-                        continue;
-                    }
-                    if full_due {
-                        full_sync_due = None;
-                        next_interval = Instant::now() + account.watch.interval;
-                        // --- NOTIFY: one task for all folders, restarted when the list changes.
-                        let all: BTreeSet<FolderName> = reports
-                            .iter()
-                            .filter(|r| r.removed.is_none())
-                            .filter_map(|r| FolderName::new(&r.remote_folder))
-                            .collect();
-                        // A task stopped along with the other watchers is restarted too.
-                        let stale = notify_task
-                            .as_ref()
-                            .is_none_or(|(f, stop)| *f != all || stop.is_cancelled());
-                        if notify_offered && stale {
-                            let folders: Vec<FolderName> = all.iter().cloned().collect();
-                            let connected = tokio::select! {
-                                _ = cancel.cancelled() => break,
-                                c = NotifyWatcher::connect(&account.remote, &folders) => c,
-                            };
-                            let first = match connected {
-                                Err(StoreError::Unsupported { what, .. }) => {
-                                    tracing::info!(
-                                        "the server lacks {what}: watching folders with IDLE each"
-                                    );
-                                    notify_offered = false;
-                                    None
-                                }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "cannot watch the folders with NOTIFY yet");
-                                    Some(None)
-                                }
-                                Ok(w) => {
-                                    tracing::info!(
-                                        folders = folders.len(),
-                                        "watching the folders with NOTIFY"
-                                    );
-                                    Some(Some(w))
-                                }
-                            };
-                            if let Some(first) = first {
-                                let stop = watchers_cancel.child_token();
-                                let (tx, remote, task_stop) =
-                                    (wake_tx.clone(), account.remote.clone(), stop.clone());
-                                watchers.spawn(async move {
-                                    watch_notify(remote, folders, first, tx, task_stop).await
-                                });
-                                // The new one is watching before the old one stops: nothing falls in between.
-                                if let Some((_, old)) = notify_task.replace((all, stop)) {
-                                    old.cancel();
-                                }
-                            }
-                        }
-                        // --- end NOTIFY
-                        // Watch the folders the configuration names, now that the folder list is known.
-                        let wanted = if notify_offered {
-                            BTreeSet::new()
-                        } else {
-                            idle_folders(&account, &reports)
-                        };
-                        for folder in wanted.difference(&watched) {
-                            let tx = wake_tx.clone();
-                            let remote = account.remote.clone();
-                            let folder = folder.clone();
-                            let stop = watchers_cancel.clone();
-                            watchers
-                                .spawn(async move { watch_folder(remote, folder, tx, stop).await });
-                        }
-                        watched.extend(wanted);
-                    }
-                }
-                Err(e) if let Some(full) = e.full_disk() => {
-                    // Not the network's fault: no backoff, which every wake-up from new mail
-                    // would lengthen; a sync follows as soon as room is made.
-                    tracing::warn!(error = %e, "sync failed");
-                    room = Some(WaitingForRoom::new(full));
-                    report(AccountEvent::Failed {
-                        jobs: answering,
-                        error: e.to_string(),
-                        offline: false,
-                    });
-                    full_sync_due = Some(Instant::now() + ROOM_RETRY);
-                }
-                Err(e) => {
-                    room = None;
-                    let mut delay = backoff.next_delay(rand::random());
-                    // A missing or locked secret is the user's to fix, not the network's: show it
-                    // as an account error, and look again often enough that storing the password
-                    // is soon noticed. Not for a locked keyring: each look may show the desktop's
-                    // unlock dialog, which must not pop up every half minute.
-                    let credential = credential_error(&e);
-                    let credentials = credential.is_some();
-                    if credential.is_some_and(|c| !matches!(c, CredentialError::Locked { .. })) {
-                        delay = delay.min(CREDENTIALS_RETRY_MAX);
-                    }
-                    tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "sync failed");
-                    report(AccountEvent::Failed {
-                        jobs: answering,
-                        error: e.to_string(),
-                        offline: !session.connected() && !credentials,
-                    });
-                    // Whatever was asked is retried as a full sync after the delay.
-                    full_sync_due = Some(Instant::now() + delay);
-                }
-            }
-            continue;
+/// The channels the loop listens on, and its own stop.
+struct Inputs {
+    control: mpsc::UnboundedReceiver<Control>,
+    resumed: tokio::sync::watch::Receiver<u64>,
+    /// Kept for the watchers started later; it also keeps `wake_rx` from ever ending.
+    wake_tx: mpsc::Sender<Wake>,
+    wake_rx: mpsc::Receiver<Wake>,
+    cancel: CancellationToken,
+}
+
+/// An open account's running state: one method per event of its loop.
+struct Supervisor {
+    account: Account,
+    reporter: Reporter,
+    control: mpsc::UnboundedReceiver<Control>,
+    resumed: tokio::sync::watch::Receiver<u64>,
+    wake_tx: mpsc::Sender<Wake>,
+    wake_rx: mpsc::Receiver<Wake>,
+    cancel: CancellationToken,
+    paused: bool,
+    session: AccountSession,
+    /// Lengthened by each failed sync, reset by a good one.
+    backoff: Backoff,
+    jobs: Jobs,
+    schedule: Schedule,
+    local_watch: Option<LocalWatcher>,
+    watchers: TaskTracker,
+    /// Stops every server watcher at once; replaced by a fresh one after each stop.
+    watchers_cancel: CancellationToken,
+    /// Folders with an IDLE watcher.
+    watched: BTreeSet<FolderName>,
+    /// NOTIFY (RFC 5465): one connection watches every folder, where the server offers it.
+    notify_offered: bool,
+    /// The NOTIFY task's folders and its stop.
+    notify_task: Option<(BTreeSet<FolderName>, CancellationToken)>,
+    clock: ClockWatch,
+    /// An interval, not a sleep re-made every turn: a steady stream of wake-ups must not keep
+    /// postponing the check.
+    clock_tick: tokio::time::Interval,
+    /// A full disk: its failures do not lengthen the backoff, and freed room is noticed.
+    room: Option<WaitingForRoom>,
+    room_tick: tokio::time::Interval,
+}
+
+impl Supervisor {
+    fn new(
+        account: Account,
+        reporter: Reporter,
+        inputs: Inputs,
+        session: AccountSession,
+        backoff: Backoff,
+        local_watch: Option<LocalWatcher>,
+        paused: bool,
+    ) -> Self {
+        let schedule = Schedule::new(account.watch.interval, paused, Instant::now());
+        // Both intervals' first ticks come at once: the clock is looked at on the first turn.
+        let mut clock_tick = tokio::time::interval(CLOCK_CHECK);
+        clock_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut room_tick = tokio::time::interval(ROOM_CHECK);
+        room_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let watchers_cancel = inputs.cancel.child_token();
+        Self {
+            account,
+            reporter,
+            control: inputs.control,
+            resumed: inputs.resumed,
+            wake_tx: inputs.wake_tx,
+            wake_rx: inputs.wake_rx,
+            cancel: inputs.cancel,
+            paused,
+            session,
+            backoff,
+            jobs: Jobs::default(),
+            schedule,
+            local_watch,
+            watchers: TaskTracker::new(),
+            watchers_cancel,
+            watched: BTreeSet::new(),
+            notify_offered: true,
+            notify_task: None,
+            clock: ClockWatch::new(),
+            clock_tick,
+            room: None,
+            room_tick,
         }
+    }
 
-        // A paused account has no deadlines: only a request or a stop wakes it.
-        let deadline = if paused {
-            now + CLOCK_CHECK
-        } else {
-            [full_sync_due, debounce_deadline, Some(next_interval)]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(now + CLOCK_CHECK)
-        };
+    /// Syncs what is due, else waits for the next event and handles it, until the account stops.
+    async fn run(&mut self) {
+        loop {
+            let now = Instant::now();
+            // A request that came meanwhile (during the last sync, or while the account was
+            // being opened) is taken first: a pause must stop the next sync, not the one after.
+            let request_waiting = !self.control.is_empty();
+            if !self.paused
+                && !request_waiting
+                && let Some(due) = self.schedule.due(now)
+            {
+                if self.sync(due).await.is_break() {
+                    return;
+                }
+                continue;
+            }
+            let event = self.next_event(now).await;
+            if self.handle(event).await.is_break() {
+                return;
+            }
+        }
+    }
+
+    /// Waits for the next event. No `biased;`: among branches ready at once tokio picks one at
+    /// random, so none can starve the others. Every future here is cancel safe (mpsc and watch
+    /// receivers, intervals, a sleep): those that lose are dropped and made anew next turn
+    /// without losing a message or a tick.
+    async fn next_event(&mut self, now: Instant) -> Event {
+        let deadline = self.schedule.deadline(self.paused, now);
         tokio::select! {
-            _ = cancel.cancelled() => break,
-            request = control.recv() => {
-                let Some(request) = request else { break };
-                match request {
-                    Control::Sync { job, folders, allow_mass_delete } if !paused => {
-                        jobs.push(job);
-                        jobs_allow_mass_delete |= allow_mass_delete;
-                        required.extend(folders.iter().cloned());
-                        // Asked for by a person: now, and the next sync covers it.
-                        if folders.is_empty() || full_sync_due.is_some() {
-                            full_sync_due = Some(Instant::now());
-                        } else {
-                            pending.extend(folders);
-                            debounce_deadline = Some(Instant::now());
-                        }
-                    }
-                    Control::Sync { job, .. } => {
-                        report(AccountEvent::Dropped {
-                            jobs: vec![job],
-                            error: format!("account {name} was paused before the sync started"),
-                        });
-                    }
-                    Control::Pause if !paused => {
-                        paused = true;
-                        if !jobs.is_empty() {
-                            report(AccountEvent::Dropped {
-                                jobs: std::mem::take(&mut jobs),
-                                error: format!("account {name} was paused before the sync started"),
-                            });
-                            required.clear();
-                        }
-                        jobs_allow_mass_delete = false;
-                        // Hands off the server: no connection stays open while paused.
-                        watchers_cancel.cancel();
-                        watchers_cancel = cancel.child_token();
-                        watched.clear();
-                        session.close().await;
-                        pending.clear();
-                        full_sync_due = None;
-                        debounce_deadline = None;
-                        burst_started = None;
-                        tracing::info!("paused");
-                        report(AccountEvent::Paused);
-                    }
-                    Control::Resume if !paused => {
-                        // A person asks to try again now (e.g. after fixing a password).
-                        full_sync_due = Some(Instant::now());
-                    }
-                    Control::Resume => {
-                        paused = false;
-                        tracing::info!("resumed");
-                        // Anything may have changed meanwhile, and the watchers are gone.
-                        full_sync_due = Some(Instant::now());
-                        next_interval = Instant::now() + account.watch.interval;
-                    }
-                    Control::Pause => {}
-                }
-            }
-            wake = wake_rx.recv() => {
-                let Some(wake) = wake else { break };
-                if paused {
-                    continue;
-                }
-                let quiet = match wake {
-                    Wake::ServerChanged(folder) => {
-                        // Watchers speak the server's names; a sync is asked for by local name.
-                        let local = account.folders.local_name(&folder).unwrap_or(folder);
-                        pending.insert(local);
-                        SERVER_DEBOUNCE
-                    }
-                    Wake::LocalChanged(folder) => {
-                        pending.insert(folder);
-                        DEBOUNCE
-                    }
-                    Wake::LocalRescan | Wake::Reconnected => {
-                        full_sync_due.get_or_insert(Instant::now() + DEBOUNCE);
-                        DEBOUNCE
-                    }
-                };
-                let now = Instant::now();
-                let started = *burst_started.get_or_insert(now);
-                let proposed = (now + quiet).min(started + DEBOUNCE_MAX);
-                // A later, longer quiet period never delays a sync already due sooner.
-                debounce_deadline = Some(debounce_deadline.map_or(proposed, |d| d.max(proposed).min(started + DEBOUNCE_MAX)));
-            }
-            _ = sleep_until(deadline) => {
-                if !paused && Instant::now() >= next_interval {
-                    full_sync_due.get_or_insert(Instant::now());
-                }
-            }
-            Ok(()) = resumed.changed(), if !paused => {
-                // Every connection may be dead after a suspend: make them all anew.
-                watchers_cancel.cancel();
-                watchers_cancel = cancel.child_token();
-                watched.clear();
-                session.close().await;
-                full_sync_due = Some(Instant::now());
-            }
-            _ = room_tick.tick(), if room.is_some() && !paused => {
-                if room.as_ref().is_some_and(WaitingForRoom::room_made) {
-                    tracing::info!("room was made on the full disk: syncing again");
-                    room = None;
-                    full_sync_due = Some(Instant::now());
-                }
-            }
-            _ = clock_tick.tick() => {
-                if clock.jumped() && !paused {
-                    // After a suspend every connection is suspect: start over with a full sync
-                    // on a new connection; the watchers notice their own dead sockets.
-                    tracing::info!("the wall clock jumped (suspend or clock change): resyncing");
-                    session.close().await;
-                    full_sync_due = Some(Instant::now());
-                }
-            }
+            _ = self.cancel.cancelled() => Event::Stop,
+            request = self.control.recv() => request.map_or(Event::Stop, Event::Request),
+            wake = self.wake_rx.recv() => wake.map_or(Event::Stop, Event::Wake),
+            _ = sleep_until(deadline) => Event::Deadline,
+            // A closed channel (the daemon stopping) disables the branch for this turn.
+            Ok(()) = self.resumed.changed(), if !self.paused => Event::Resumed,
+            _ = self.room_tick.tick(), if self.room.is_some() && !self.paused => Event::RoomCheck,
+            _ = self.clock_tick.tick() => Event::ClockCheck,
         }
     }
 
-    watchers_cancel.cancel();
-    watchers.close();
-    session.close().await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), watchers.wait()).await;
-    if !jobs.is_empty() {
-        report(AccountEvent::Dropped {
-            jobs,
-            error: format!("account {name} was stopped before the sync started"),
-        });
+    async fn handle(&mut self, event: Event) -> ControlFlow<()> {
+        match event {
+            Event::Stop => return ControlFlow::Break(()),
+            Event::Request(request) => self.on_request(request).await,
+            Event::Wake(wake) => self.on_wake(wake),
+            Event::Deadline => {
+                if !self.paused {
+                    self.schedule.deadline_passed(Instant::now());
+                }
+            }
+            Event::Resumed => self.on_resumed().await,
+            Event::RoomCheck => self.on_room_check(),
+            Event::ClockCheck => self.on_clock_check().await,
+        }
+        ControlFlow::Continue(())
     }
-    report(AccountEvent::Stopped);
+
+    /// Runs the sync that is due and answers the requests waiting for it. `Break`: the account
+    /// was stopped meanwhile.
+    async fn sync(&mut self, due: Due) -> ControlFlow<()> {
+        let folders = self.schedule.start(due);
+        let jobs = std::mem::take(&mut self.jobs);
+        self.reporter.send(AccountEvent::Syncing {
+            jobs: jobs.ids.clone(),
+        });
+        let run = RunOptions {
+            folders,
+            allow_mass_delete: jobs.allow_mass_delete,
+            required_folders: jobs.required.into_iter().collect(),
+            ..RunOptions::default()
+        };
+        let started = Instant::now();
+        // Not raced against the stop: a sync runs to its end, so its state stays consistent.
+        match self.session.sync(&run, &mut NoObserver).await {
+            Ok(reports) => return self.synced(due, jobs.ids, reports, started).await,
+            Err(e) if let Some(full) = e.full_disk() => self.failed_for_room(&e, full, jobs.ids),
+            Err(e) => self.failed(&e, jobs.ids),
+        }
+        ControlFlow::Continue(())
+    }
+
+    async fn synced(
+        &mut self,
+        due: Due,
+        answering: Vec<JobId>,
+        reports: Vec<FolderReport>,
+        started: Instant,
+    ) -> ControlFlow<()> {
+        self.backoff.reset();
+        // Folders that failed for want of room are synced again when room shows.
+        self.room = reports
+            .iter()
+            .find_map(|r| r.full_disk.clone())
+            .map(WaitingForRoom::new);
+        if self.room.is_some() {
+            self.schedule.full_sync_by(Instant::now() + ROOM_RETRY);
+        }
+        let new_mail: usize = reports.iter().map(|r| r.downloaded).sum();
+        tracing::info!(
+            folders = reports.len(),
+            new_here = new_mail,
+            ms = started.elapsed().as_millis() as u64,
+            jobs = ?answering,
+            "synced"
+        );
+        self.reporter.send(AccountEvent::Synced {
+            jobs: answering,
+            folders: reports.clone(),
+            counts: self.session.counts().ok(),
+        });
+        if self.local_watch.is_none() && local_maildir_exists(&self.account) {
+            self.local_watch = start_local_watch(&self.account, &self.wake_tx);
+            // Anything written between the sync and the watch start is caught here; the
+            // server watchers start after that sync.
+            self.schedule.full_sync_now(Instant::now());
+            return ControlFlow::Continue(());
+        }
+        if due == Due::Full {
+            self.schedule.full_sync_done(Instant::now());
+            self.watch_with_notify(&reports).await?;
+            // Watch the folders the configuration names, now that the folder list is known.
+            self.watch_with_idle(&reports);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// NOTIFY: one task for all folders, restarted when the list changes. `Break`: the account
+    /// was stopped while connecting.
+    async fn watch_with_notify(&mut self, reports: &[FolderReport]) -> ControlFlow<()> {
+        let all: BTreeSet<FolderName> = reports
+            .iter()
+            .filter(|r| r.removed.is_none())
+            .filter_map(|r| FolderName::new(&r.remote_folder))
+            .collect();
+        // A task stopped along with the other watchers is restarted too.
+        let stale = self
+            .notify_task
+            .as_ref()
+            .is_none_or(|(f, stop)| *f != all || stop.is_cancelled());
+        if !self.notify_offered || !stale {
+            return ControlFlow::Continue(());
+        }
+        let folders: Vec<FolderName> = all.iter().cloned().collect();
+        // Dropping a half-made connection only closes its socket, and the account is stopping.
+        let connected = tokio::select! {
+            _ = self.cancel.cancelled() => return ControlFlow::Break(()),
+            c = NotifyWatcher::connect(&self.account.remote, &folders) => c,
+        };
+        let first = match connected {
+            Err(StoreError::Unsupported { what, .. }) => {
+                tracing::info!("the server lacks {what}: watching folders with IDLE each");
+                self.notify_offered = false;
+                return ControlFlow::Continue(());
+            }
+            Err(e) => {
+                // The task retries with backoff and asks for a resync once it watches.
+                tracing::warn!(error = %e, "cannot watch the folders with NOTIFY yet");
+                None
+            }
+            Ok(w) => {
+                tracing::info!(folders = folders.len(), "watching the folders with NOTIFY");
+                Some(w)
+            }
+        };
+        let stop = self.watchers_cancel.child_token();
+        let (tx, remote, task_stop) = (
+            self.wake_tx.clone(),
+            self.account.remote.clone(),
+            stop.clone(),
+        );
+        self.watchers
+            .spawn(async move { watch_notify(remote, folders, first, tx, task_stop).await });
+        // The new one is watching before the old one stops: nothing falls in between.
+        if let Some((_, old)) = self.notify_task.replace((all, stop)) {
+            old.cancel();
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Without NOTIFY, one IDLE task per folder the configuration names, within the budget.
+    fn watch_with_idle(&mut self, reports: &[FolderReport]) {
+        let wanted = if self.notify_offered {
+            BTreeSet::new()
+        } else {
+            idle_folders(&self.account, reports)
+        };
+        for folder in wanted.difference(&self.watched) {
+            let tx = self.wake_tx.clone();
+            let remote = self.account.remote.clone();
+            let folder = folder.clone();
+            let stop = self.watchers_cancel.clone();
+            self.watchers
+                .spawn(async move { watch_folder(remote, folder, tx, stop).await });
+        }
+        self.watched.extend(wanted);
+    }
+
+    fn failed_for_room(&mut self, e: &AccountError, full: PathBuf, answering: Vec<JobId>) {
+        // Not the network's fault: no backoff, which every wake-up from new mail would
+        // lengthen; a sync follows as soon as room is made.
+        tracing::warn!(error = %e, "sync failed");
+        self.room = Some(WaitingForRoom::new(full));
+        self.reporter.send(AccountEvent::Failed {
+            jobs: answering,
+            error: e.to_string(),
+            offline: false,
+        });
+        self.schedule.retry_at(Instant::now() + ROOM_RETRY);
+    }
+
+    fn failed(&mut self, e: &AccountError, answering: Vec<JobId>) {
+        self.room = None;
+        let backoff = self.backoff.next_delay(rand::random());
+        let credential = credential_error(e);
+        let delay = retry_delay(backoff, credential);
+        tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "sync failed");
+        self.reporter.send(AccountEvent::Failed {
+            jobs: answering,
+            error: e.to_string(),
+            // A credential failure is the account's error, not the network's.
+            offline: !self.session.connected() && credential.is_none(),
+        });
+        // Whatever was asked is retried as a full sync after the delay.
+        self.schedule.retry_at(Instant::now() + delay);
+    }
+
+    async fn on_request(&mut self, request: Control) {
+        match request {
+            Control::Sync {
+                job,
+                folders,
+                allow_mass_delete,
+            } if !self.paused => {
+                self.jobs.ids.push(job);
+                self.jobs.allow_mass_delete |= allow_mass_delete;
+                self.jobs.required.extend(folders.iter().cloned());
+                // Asked for by a person: now, and the next sync covers it.
+                self.schedule.requested(folders, Instant::now());
+            }
+            Control::Sync { job, .. } => {
+                self.reporter.send(AccountEvent::Dropped {
+                    jobs: vec![job],
+                    error: self.dropped_because("paused"),
+                });
+            }
+            Control::Pause if !self.paused => self.pause().await,
+            Control::Resume if !self.paused => {
+                // A person asks to try again now (e.g. after fixing a password).
+                self.schedule.full_sync_now(Instant::now());
+            }
+            Control::Resume => {
+                self.paused = false;
+                tracing::info!("resumed");
+                // Anything may have changed meanwhile, and the watchers are gone.
+                self.schedule.resume(Instant::now());
+            }
+            Control::Pause => {}
+        }
+    }
+
+    async fn pause(&mut self) {
+        self.paused = true;
+        if !self.jobs.ids.is_empty() {
+            self.reporter.send(AccountEvent::Dropped {
+                jobs: std::mem::take(&mut self.jobs.ids),
+                error: self.dropped_because("paused"),
+            });
+            self.jobs.required.clear();
+        }
+        self.jobs.allow_mass_delete = false;
+        // Hands off the server: no connection stays open while paused.
+        self.stop_watchers();
+        self.session.close().await;
+        self.schedule.pause();
+        tracing::info!("paused");
+        self.reporter.send(AccountEvent::Paused);
+    }
+
+    fn on_wake(&mut self, wake: Wake) {
+        if self.paused {
+            return;
+        }
+        let now = Instant::now();
+        match wake {
+            Wake::ServerChanged(folder) => {
+                // Watchers speak the server's names; a sync is asked for by local name.
+                let local = self.account.folders.local_name(&folder).unwrap_or(folder);
+                self.schedule.folder_changed(local, SERVER_DEBOUNCE, now);
+            }
+            Wake::LocalChanged(folder) => self.schedule.folder_changed(folder, DEBOUNCE, now),
+            Wake::LocalRescan | Wake::Reconnected => self.schedule.everything_changed(now),
+        }
+    }
+
+    async fn on_resumed(&mut self) {
+        // Every connection may be dead after a suspend: make them all anew.
+        self.stop_watchers();
+        self.session.close().await;
+        self.schedule.full_sync_now(Instant::now());
+    }
+
+    fn on_room_check(&mut self) {
+        if self.room.as_ref().is_some_and(WaitingForRoom::room_made) {
+            tracing::info!("room was made on the full disk: syncing again");
+            self.room = None;
+            self.schedule.full_sync_now(Instant::now());
+        }
+    }
+
+    async fn on_clock_check(&mut self) {
+        // Looked at while paused too: a suspend during a pause is passed over then, since the
+        // resume syncs everything anyway.
+        if self.clock.jumped() && !self.paused {
+            // After a suspend every connection is suspect: start over with a full sync on a
+            // new connection; the watchers notice their own dead sockets.
+            tracing::info!("the wall clock jumped (suspend or clock change): resyncing");
+            self.session.close().await;
+            self.schedule.full_sync_now(Instant::now());
+        }
+    }
+
+    /// Stops every server watcher; the next full sync starts the ones still wanted.
+    fn stop_watchers(&mut self) {
+        self.watchers_cancel.cancel();
+        self.watchers_cancel = self.cancel.child_token();
+        self.watched.clear();
+    }
+
+    fn dropped_because(&self, why: &str) -> String {
+        format!(
+            "account {} was {why} before the sync started",
+            self.account.name
+        )
+    }
+
+    /// Stops the watchers (waiting a bounded time), closes the connection and answers the
+    /// requests no sync will answer.
+    async fn stop(mut self) {
+        self.watchers_cancel.cancel();
+        self.watchers.close();
+        self.session.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.watchers.wait()).await;
+        if !self.jobs.ids.is_empty() {
+            self.reporter.send(AccountEvent::Dropped {
+                jobs: std::mem::take(&mut self.jobs.ids),
+                error: self.dropped_because("stopped"),
+            });
+        }
+        self.reporter.send(AccountEvent::Stopped);
+    }
+}
+
+/// How long to wait before retrying a failed sync, given the backoff's next delay. A missing or
+/// rejected secret is the user's to fix, not the network's: look again often enough that storing
+/// the password is soon noticed. Not for a locked keyring: each look may show the desktop's
+/// unlock dialog, which must not pop up every half minute.
+fn retry_delay(backoff: Duration, credential: Option<&CredentialError>) -> Duration {
+    match credential {
+        Some(c) if !matches!(c, CredentialError::Locked { .. }) => {
+            backoff.min(CREDENTIALS_RETRY_MAX)
+        }
+        _ => backoff,
+    }
 }
 
 fn local_maildir_exists(account: &Account) -> bool {
@@ -643,7 +817,12 @@ impl ClockWatch {
     }
 
     fn jumped(&mut self) -> bool {
-        let (wall, mono) = (SystemTime::now(), std::time::Instant::now());
+        self.jumped_at(SystemTime::now(), std::time::Instant::now())
+    }
+
+    /// Whether the clocks parted by more than half a minute since the last look; a wall clock
+    /// set back counts as a jump.
+    fn jumped_at(&mut self, wall: SystemTime, mono: std::time::Instant) -> bool {
         let wall_elapsed = wall.duration_since(self.wall).unwrap_or(Duration::MAX);
         let mono_elapsed = mono.duration_since(self.mono);
         self.wall = wall;
@@ -707,5 +886,55 @@ mod tests {
         );
         let other = crate::store::StoreError::Invalid("x".into());
         assert!(credential_error(&other).is_none());
+    }
+
+    #[test]
+    fn a_credential_failure_is_retried_within_half_a_minute_unless_the_keyring_is_locked() {
+        let long = Duration::from_secs(300);
+        let missing = CredentialError::NoPassword {
+            account: "a".into(),
+        };
+        let locked = CredentialError::Locked {
+            account: "a".into(),
+            detail: "locked".into(),
+        };
+        assert_eq!(retry_delay(long, Some(&missing)), CREDENTIALS_RETRY_MAX);
+        assert_eq!(
+            retry_delay(Duration::from_secs(4), Some(&missing)),
+            Duration::from_secs(4)
+        );
+        assert_eq!(retry_delay(long, Some(&locked)), long);
+        assert_eq!(retry_delay(long, None), long);
+    }
+
+    #[test]
+    fn room_counts_as_made_only_past_the_margin() {
+        let then = 10 * ROOM_MARGIN;
+        assert!(!room_made(Some(then), Some(then)));
+        assert!(!room_made(Some(then), Some(then + ROOM_MARGIN - 1)));
+        assert!(room_made(Some(then), Some(then + ROOM_MARGIN)));
+        assert!(!room_made(None, Some(u64::MAX)));
+        assert!(!room_made(Some(0), None));
+    }
+
+    #[test]
+    fn a_wall_clock_that_runs_away_from_the_monotonic_one_is_a_jump() {
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mono = std::time::Instant::now();
+        let mut clock = ClockWatch { wall, mono };
+        let check = Duration::from_secs(15);
+        // Both moved on by one check: no jump.
+        assert!(!clock.jumped_at(wall + check, mono + check));
+        // Half a minute apart is still drift; more is a suspend.
+        let (wall, mono) = (wall + check, mono + check);
+        assert!(!clock.jumped_at(wall + check + Duration::from_secs(30), mono + check));
+        let (wall, mono) = (wall + check + Duration::from_secs(30), mono + check);
+        assert!(clock.jumped_at(wall + check + Duration::from_secs(31), mono + check));
+        // Each look starts from the last one: the jump is not seen twice.
+        let (wall, mono) = (wall + check + Duration::from_secs(31), mono + check);
+        assert!(!clock.jumped_at(wall + check, mono + check));
+        // A wall clock set back is a jump too.
+        let (wall, mono) = (wall + check, mono + check);
+        assert!(clock.jumped_at(wall - Duration::from_secs(1), mono + check));
     }
 }

@@ -87,20 +87,19 @@ impl Schedule {
     }
 
     /// When the loop must look again if nothing else wakes it. A paused account has no
-    /// deadlines: only a request or a stop wakes it.
+    /// deadlines: only a request or a stop wakes it. While a full sync is due (a retry after a
+    /// failure, say) the interval has nothing to add: its time may be long past, and counting
+    /// it would keep the loop from ever sleeping until that sync is done.
     pub(super) fn deadline(&self, paused: bool, now: Instant) -> Instant {
         if paused {
             return now + CLOCK_CHECK;
         }
-        [
-            self.full_sync_due,
-            self.debounce_deadline,
-            Some(self.next_interval),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(now + CLOCK_CHECK)
+        let interval = self.full_sync_due.is_none().then_some(self.next_interval);
+        [self.full_sync_due, self.debounce_deadline, interval]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + CLOCK_CHECK)
     }
 
     /// The loop woke at a deadline: the interval's full sync is due once the interval passed.
@@ -401,23 +400,35 @@ mod tests {
         );
     }
 
+    /// Regression: a retry later than the interval kept the interval's past time as the
+    /// deadline, so a daemon offline for longer than one interval spun a core until the retry.
     #[tokio::test(start_paused = true)]
-    async fn a_failed_sync_is_retried_at_its_time_even_past_the_interval() {
+    async fn a_failed_sync_is_retried_at_its_time_and_the_loop_sleeps_until_then() {
         let start = Instant::now();
         let mut s = Schedule::new(INTERVAL, false, start);
         s.start(Due::Full);
-        s.retry_at(start + Duration::from_secs(70));
-        assert_eq!(s.deadline(false, start), start + INTERVAL);
+        let retry = start + INTERVAL + Duration::from_secs(10);
+        s.retry_at(retry);
+        assert_eq!(
+            s.deadline(false, start),
+            retry,
+            "the retry covers the interval"
+        );
         tokio::time::advance(INTERVAL).await;
         // The interval passes, but the retry already due keeps its later time.
         s.deadline_passed(Instant::now());
         assert_eq!(s.due(Instant::now()), None);
-        // NOTE: what the code does today: the deadline stays at the interval that passed, so
-        // until the retry is due the loop turns without sleeping (a busy wait), as it did
-        // before the schedule was taken out of the loop.
-        assert_eq!(s.deadline(false, Instant::now()), start + INTERVAL);
+        assert_eq!(
+            s.deadline(false, Instant::now()),
+            retry,
+            "no deadline in the past"
+        );
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(s.due(Instant::now()), Some(Due::Full));
+        // Once it succeeds, the interval counts again, from then.
+        s.start(Due::Full);
+        s.full_sync_done(Instant::now());
+        assert_eq!(s.deadline(false, Instant::now()), Instant::now() + INTERVAL);
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::model::{Fingerprint, Flags, FolderName, MsgId, UidValidity};
+use crate::model::{Fingerprint, Flags, FolderName, Keyword, MsgId, UidValidity};
 use crate::plan::{Record, RecordId, Side};
 
 #[derive(Debug, thiserror::Error)]
@@ -125,10 +125,25 @@ CREATE TABLE skipped (
 -- index); without this index that read scanned the messages of every folder.
 CREATE INDEX messages_folder ON messages(folder);
 "#,
+    r#"
+-- The keywords of `flags` (the base of the three-way merge), in the server's spelling,
+-- separated by spaces; '' for none. Pairs recorded before keywords were synced have none.
+ALTER TABLE messages ADD COLUMN keywords TEXT NOT NULL DEFAULT '';
+"#,
 ];
 
 /// A folder's settled message pairs, the read every sync of a folder makes.
-const RECORDS: &str = "SELECT id, remote, local, flags, deleted_on FROM messages WHERE folder = ?1 AND pending IS NULL ORDER BY id";
+const RECORDS: &str = "SELECT id, remote, local, flags, deleted_on, keywords FROM messages WHERE folder = ?1 AND pending IS NULL ORDER BY id";
+
+/// The `keywords` column of `flags`: the keywords, space separated (they hold no spaces).
+fn keyword_text(flags: &Flags) -> String {
+    flags
+        .keywords()
+        .iter()
+        .map(Keyword::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// Applies the migrations after `version`, each in its own transaction.
 fn migrate(conn: &mut Connection, version: usize) -> rusqlite::Result<()> {
@@ -514,17 +529,18 @@ impl StateDb {
                     r.get::<_, Option<String>>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, remote, local, flags, deleted_on) = row.map_err(|e| self.err(e))?;
+            let (id, remote, local, flags, deleted_on, keywords) = row.map_err(|e| self.err(e))?;
             out.push(Record {
                 id: RecordId(id),
                 remote: self.msg_id(remote)?,
                 local: self.msg_id(local)?,
-                flags: self.flags(flags)?,
+                flags: self.flags(flags, &keywords)?,
                 deleted_on: self.side(deleted_on)?,
             });
         }
@@ -545,18 +561,26 @@ impl StateDb {
         }
     }
 
-    fn flags(&self, raw: i64) -> Result<Flags, StateError> {
-        u8::try_from(raw)
+    fn flags(&self, raw: i64, keywords: &str) -> Result<Flags, StateError> {
+        let flags = u8::try_from(raw)
             .ok()
             .and_then(Flags::from_bits)
-            .ok_or_else(|| self.corrupt(format!("flags {raw}")))
+            .ok_or_else(|| self.corrupt(format!("flags {raw}")))?;
+        if keywords.is_empty() {
+            return Ok(flags);
+        }
+        let keywords = keywords
+            .split(' ')
+            .map(|k| Keyword::new(k).ok_or_else(|| self.corrupt(format!("keyword {k:?}"))))
+            .collect::<Result<_, _>>()?;
+        Ok(flags.with_keywords(keywords))
     }
 
     pub fn pending(&self, folder: i64) -> Result<Vec<Pending>, StateError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, pending, remote, local, flags, upload_uid_next, upload_size, upload_sha256, upload_to
+                "SELECT id, pending, remote, local, flags, upload_uid_next, upload_size, upload_sha256, upload_to, keywords
                  FROM messages WHERE folder = ?1 AND pending IS NOT NULL ORDER BY id",
             )
             .map_err(|e| self.err(e))?;
@@ -569,6 +593,7 @@ impl StateDb {
             Option<i64>,
             Option<i64>,
             Option<Vec<u8>>,
+            String,
             String,
         );
         let rows: Vec<Row> = stmt
@@ -583,15 +608,16 @@ impl StateDb {
                     r.get(6)?,
                     r.get(7)?,
                     r.get(8)?,
+                    r.get::<_, String>(9)?,
                 ))
             })
             .map_err(|e| self.err(e))?
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for (id, kind, remote, local, flags, uid_next, size, sha, to) in rows {
+        for (id, kind, remote, local, flags, uid_next, size, sha, to, keywords) in rows {
             let record = RecordId(id);
-            let flags = self.flags(flags)?;
+            let flags = self.flags(flags, &keywords)?;
             let bad = || self.corrupt(format!("pending row {id}"));
             out.push(match (kind.as_str(), to.as_str()) {
                 ("download", _) => Pending::Download {
@@ -653,11 +679,17 @@ impl StateDb {
                 "DELETE FROM messages WHERE folder = ?1 AND remote = ?2 AND local IS NULL AND pending IS NULL",
             )?;
             let mut insert = tx.prepare(
-                "INSERT INTO messages (folder, remote, local, flags, pending) VALUES (?1, ?2, ?3, ?4, 'download')",
+                "INSERT INTO messages (folder, remote, local, flags, keywords, pending) VALUES (?1, ?2, ?3, ?4, ?5, 'download')",
             )?;
             for (remote, local, flags) in copies {
                 clear.execute(params![folder, remote.as_str()])?;
-                insert.execute(params![folder, remote.as_str(), local.as_str(), flags.bits()])?;
+                insert.execute(params![
+                    folder,
+                    remote.as_str(),
+                    local.as_str(),
+                    flags.bits(),
+                    keyword_text(flags)
+                ])?;
             }
             Ok(())
         })
@@ -676,8 +708,8 @@ impl StateDb {
                 "DELETE FROM messages WHERE folder = ?1 AND local = ?2 AND remote IS NULL AND pending IS NULL",
             )?;
             let mut insert = tx.prepare(
-                "INSERT INTO messages (folder, local, flags, pending, upload_uid_next, upload_size, upload_sha256)
-                 VALUES (?1, ?2, ?3, 'upload', ?4, ?5, ?6)",
+                "INSERT INTO messages (folder, local, flags, pending, upload_uid_next, upload_size, upload_sha256, keywords)
+                 VALUES (?1, ?2, ?3, 'upload', ?4, ?5, ?6, ?7)",
             )?;
             for (local, flags, fp) in uploads {
                 clear.execute(params![folder, local.as_str()])?;
@@ -687,7 +719,8 @@ impl StateDb {
                     flags.bits(),
                     uid_next,
                     i64::try_from(fp.size).unwrap_or(i64::MAX),
-                    &fp.sha256[..]
+                    &fp.sha256[..],
+                    keyword_text(flags)
                 ])?;
             }
             Ok(())
@@ -701,11 +734,17 @@ impl StateDb {
     ) -> Result<(), StateError> {
         self.in_transaction(|tx| {
             let mut update = tx.prepare(
-                "UPDATE messages SET remote = ?2, local = ?3, flags = ?4, pending = NULL,
+                "UPDATE messages SET remote = ?2, local = ?3, flags = ?4, keywords = ?5, pending = NULL,
                  upload_uid_next = NULL, upload_size = NULL, upload_sha256 = NULL WHERE id = ?1",
             )?;
             for (id, remote, local, flags) in confirmed {
-                update.execute(params![id.0, remote.as_str(), local.as_str(), flags.bits()])?;
+                update.execute(params![
+                    id.0,
+                    remote.as_str(),
+                    local.as_str(),
+                    flags.bits(),
+                    keyword_text(flags)
+                ])?;
             }
             Ok(())
         })
@@ -719,7 +758,7 @@ impl StateDb {
     ) -> Result<(), StateError> {
         self.in_transaction(|tx| {
             let mut update = tx.prepare(
-                "UPDATE messages SET remote = ?3, flags = ?4, pending = NULL,
+                "UPDATE messages SET remote = ?3, flags = ?4, keywords = ?5, pending = NULL,
                  upload_uid_next = NULL, upload_size = NULL, upload_sha256 = NULL
                  WHERE folder = ?1 AND local = ?2 AND pending = 'upload'",
             )?;
@@ -728,7 +767,8 @@ impl StateDb {
                     folder,
                     local.as_str(),
                     remote.as_str(),
-                    flags.bits()
+                    flags.bits(),
+                    keyword_text(flags)
                 ])?;
             }
             Ok(())
@@ -750,9 +790,10 @@ impl StateDb {
 
     pub fn set_flags(&mut self, updates: &[(RecordId, Flags)]) -> Result<(), StateError> {
         self.in_transaction(|tx| {
-            let mut update = tx.prepare("UPDATE messages SET flags = ?2 WHERE id = ?1")?;
+            let mut update =
+                tx.prepare("UPDATE messages SET flags = ?2, keywords = ?3 WHERE id = ?1")?;
             for (id, flags) in updates {
-                update.execute(params![id.0, flags.bits()])?;
+                update.execute(params![id.0, flags.bits(), keyword_text(flags)])?;
             }
             Ok(())
         })
@@ -779,7 +820,7 @@ impl StateDb {
         self.in_transaction(|tx| {
             tx.execute("DELETE FROM messages WHERE folder = ?1", params![folder])?;
             let mut insert = tx.prepare(
-                "INSERT INTO messages (folder, remote, local, flags, deleted_on) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO messages (folder, remote, local, flags, deleted_on, keywords) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for (remote, local, flags, deleted_on) in pairs {
                 insert.execute(params![
@@ -787,7 +828,8 @@ impl StateDb {
                     remote.as_ref().map(MsgId::as_str),
                     local.as_ref().map(MsgId::as_str),
                     flags.bits(),
-                    deleted_on.map(side_name)
+                    deleted_on.map(side_name),
+                    keyword_text(flags)
                 ])?;
             }
             tx.execute(
@@ -833,8 +875,8 @@ impl StateDb {
                 "DELETE FROM messages WHERE folder = ?1 AND remote = ?2 AND local IS NULL AND pending IS NULL AND deleted_on IS NULL",
             )?;
             let mut insert = tx.prepare(
-                "INSERT INTO messages (folder, remote, flags, pending, upload_to, upload_uid_next, upload_size, upload_sha256)
-                 VALUES (?1, ?2, ?3, 'upload', 'local', ?4, ?5, ?6)",
+                "INSERT INTO messages (folder, remote, flags, pending, upload_to, upload_uid_next, upload_size, upload_sha256, keywords)
+                 VALUES (?1, ?2, ?3, 'upload', 'local', ?4, ?5, ?6, ?7)",
             )?;
             for (remote, flags, fp) in copies {
                 clear.execute(params![folder, remote.as_str()])?;
@@ -844,7 +886,8 @@ impl StateDb {
                     flags.bits(),
                     uid_next,
                     i64::try_from(fp.size).unwrap_or(i64::MAX),
-                    &fp.sha256[..]
+                    &fp.sha256[..],
+                    keyword_text(flags)
                 ])?;
             }
             Ok(())
@@ -859,7 +902,7 @@ impl StateDb {
     ) -> Result<(), StateError> {
         self.in_transaction(|tx| {
             let mut update = tx.prepare(
-                "UPDATE messages SET local = ?3, flags = ?4, pending = NULL, upload_to = 'remote',
+                "UPDATE messages SET local = ?3, flags = ?4, keywords = ?5, pending = NULL, upload_to = 'remote',
                  upload_uid_next = NULL, upload_size = NULL, upload_sha256 = NULL
                  WHERE folder = ?1 AND remote = ?2 AND pending = 'upload' AND upload_to = 'local'",
             )?;
@@ -868,7 +911,8 @@ impl StateDb {
                     folder,
                     remote.as_str(),
                     local.as_str(),
-                    flags.bits()
+                    flags.bits(),
+                    keyword_text(flags)
                 ])?;
             }
             Ok(())
@@ -1107,6 +1151,45 @@ mod tests {
     }
 
     #[test]
+    fn keywords_are_kept_with_the_flags_of_every_kind_of_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(&dir.path().join("a.sqlite")).unwrap();
+        let f = db.ensure_folder(&FolderName::inbox()).unwrap();
+        let flags = |list: &[&str]| Flags::from_imap(list.iter().copied());
+        let junk = flags(&["\\Seen", "$Junk", "NonJunk"]);
+        db.begin_downloads(f.id, &[(id("1"), id("x"), junk.clone())])
+            .unwrap();
+        let fp = Fingerprint {
+            size: 3,
+            sha256: [7; 32],
+            message_id: None,
+        };
+        db.begin_uploads(f.id, 5, &[(id("y"), flags(&["$label1"]), fp.clone())])
+            .unwrap();
+        db.begin_copies_to_local(f.id, 9, &[(id("2"), flags(&["Work"]), fp)])
+            .unwrap();
+        let pending = db.pending(f.id).unwrap();
+        assert!(matches!(&pending[0], Pending::Download { flags, .. } if *flags == junk));
+        assert!(
+            matches!(&pending[1], Pending::Upload { flags: f, .. } if *f == flags(&["$label1"]))
+        );
+        assert!(
+            matches!(&pending[2], Pending::CopyToLocal { flags: f, .. } if *f == flags(&["Work"]))
+        );
+        db.confirm_downloads(f.id, &[id("1")]).unwrap();
+        db.confirm_uploads(f.id, &[(id("y"), id("5"), flags(&["$label1", "$label2"]))])
+            .unwrap();
+        db.confirm_copies_to_local(f.id, &[(id("2"), id("z"), flags(&[]))])
+            .unwrap();
+        let records = db.records(f.id).unwrap();
+        assert_eq!(records[0].flags, junk);
+        assert_eq!(records[1].flags, flags(&["$label1", "$label2"]));
+        assert_eq!(records[2].flags, Flags::empty());
+        db.set_flags(&[(records[0].id, flags(&["$Junk"]))]).unwrap();
+        assert_eq!(db.records(f.id).unwrap()[0].flags, flags(&["$Junk"]));
+    }
+
+    #[test]
     fn a_database_of_the_first_schema_is_migrated_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.sqlite");
@@ -1134,6 +1217,10 @@ mod tests {
         ));
         assert_eq!(db.local_uid_validity(1).unwrap(), None);
         assert!(db.skipped(1).unwrap().is_empty());
+        assert!(
+            records[0].flags.keywords().is_empty(),
+            "pairs of old have no keywords"
+        );
     }
 
     #[test]

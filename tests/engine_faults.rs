@@ -54,7 +54,7 @@ impl World {
             }
             let archive = s.folder("Archive/2019");
             for n in 6..9 {
-                archive.append(message(n), Flags::SEEN.union(Flags::FLAGGED));
+                archive.append(message(n), Flags::SEEN.union(&Flags::FLAGGED));
             }
         }
         World {
@@ -66,6 +66,7 @@ impl World {
 
     fn maildir(&self) -> MaildirConfig {
         MaildirConfig {
+            keywords: Default::default(),
             path: self.dir.path().join("mail"),
             layout: MaildirLayout::Nested,
         }
@@ -140,7 +141,7 @@ impl World {
             inbox.append(message(20), Flags::empty());
             inbox.append(message(21), Flags::FLAGGED);
             if let Some(m) = inbox.messages.get_mut(&2) {
-                m.flags = Flags::SEEN.union(Flags::ANSWERED);
+                m.flags = Flags::SEEN.union(&Flags::ANSWERED);
             }
             inbox.messages.remove(&3);
             s.folder("Server-new").append(message(22), Flags::SEEN);

@@ -250,6 +250,7 @@ fn names_no_server_here_accepts_stay_inside_the_maildir_and_fail_alone() {
         let reports = rt.block_on(async {
             let mut remote = MemoryStore::new(server.clone());
             let mut local = MaildirStore::new(&MaildirConfig {
+                keywords: Default::default(),
                 path: root.clone(),
                 layout: MaildirLayout::Nested,
             });

@@ -17,6 +17,7 @@ use support::imapctl::ImapCtl;
 
 fn config(d: &Dovecot) -> ImapConfig {
     ImapConfig {
+        keywords: Default::default(),
         host: d.host().to_owned(),
         port: d.tls_port(),
         tls: TlsMode::Implicit,

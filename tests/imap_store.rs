@@ -21,6 +21,7 @@ use support::imapctl::ImapCtl;
 
 fn config(d: &Dovecot, tls: TlsMode) -> ImapConfig {
     ImapConfig {
+        keywords: Default::default(),
         host: d.host().to_owned(),
         port: match tls {
             TlsMode::Implicit => d.tls_port(),
@@ -205,6 +206,7 @@ async fn a_refused_connection_names_the_address() {
         .unwrap()
         .port();
     let cfg = ImapConfig {
+        keywords: Default::default(),
         host: "127.0.0.1".to_owned(),
         port,
         tls: TlsMode::Implicit,
@@ -223,6 +225,7 @@ async fn a_refused_connection_names_the_address() {
 
     // A name that cannot resolve (RFC 6761 reserves .invalid) fails the same way.
     let cfg = ImapConfig {
+        keywords: Default::default(),
         host: "imap.idlewild.invalid".to_owned(),
         ..cfg
     };
@@ -258,13 +261,13 @@ async fn scan_stage_deliver_flag_delete_and_fingerprint() {
     let listed: Vec<(u32, Flags)> = snapshot
         .messages
         .iter()
-        .map(|m| (m.id.uid().unwrap().get(), m.flags))
+        .map(|m| (m.id.uid().unwrap().get(), m.flags.clone()))
         .collect();
     assert_eq!(
         listed,
         vec![
             (uid_a, Flags::SEEN),
-            (uid_b, Flags::FLAGGED.union(Flags::FORWARDED)),
+            (uid_b, Flags::FLAGGED.union(&Flags::FORWARDED)),
             (uid_c, Flags::empty()),
             (uid_big, Flags::SEEN),
         ]
@@ -336,13 +339,13 @@ async fn scan_stage_deliver_flag_delete_and_fingerprint() {
         internal_date: Some(date),
     };
     let new_id = store
-        .deliver(&kept, Flags::SEEN.union(Flags::ANSWERED), None)
+        .deliver(&kept, &Flags::SEEN.union(&Flags::ANSWERED), None)
         .await
         .unwrap()
         .expect("Dovecot sends APPENDUID");
     assert!(keep.exists(), "a non-temporary file stays");
     let new_big = store
-        .deliver(&staged[3], Flags::empty(), None)
+        .deliver(&staged[3], &Flags::empty(), None)
         .await
         .unwrap()
         .unwrap();
@@ -607,6 +610,7 @@ async fn scripted_server(script: Script) -> (u16, tokio::task::JoinHandle<Vec<u8
 
 fn scripted_config(port: u16, tls: TlsMode) -> ImapConfig {
     ImapConfig {
+        keywords: Default::default(),
         host: "127.0.0.1".to_owned(),
         port,
         tls,
@@ -671,7 +675,10 @@ async fn append_waits_for_the_continuation_without_literal_plus() {
         temporary: false,
         internal_date: None,
     };
-    let id = store.deliver(&message, Flags::empty(), None).await.unwrap();
+    let id = store
+        .deliver(&message, &Flags::empty(), None)
+        .await
+        .unwrap();
     assert_eq!(id, Some(MsgId::new("9").unwrap()));
     store.close().await;
     assert_eq!(server.await.unwrap(), b"Subject: x\r\n\r\nline\r\n");

@@ -424,7 +424,7 @@ impl World {
         let inbox = s.folder("INBOX");
         inbox.append(message(20), Flags::empty());
         if let Some(m) = inbox.messages.get_mut(&2) {
-            m.flags = Flags::SEEN.union(Flags::ANSWERED);
+            m.flags = Flags::SEEN.union(&Flags::ANSWERED);
         }
         inbox.messages.remove(&3);
         drop(s);

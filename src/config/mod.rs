@@ -54,12 +54,16 @@ pub struct ImapConfig {
     /// COMPRESS=DEFLATE where offered: `None` decides by the address (on, except for loopback
     /// and private networks, where deflating costs more time than it saves).
     pub compress: Option<bool>,
+    /// Which keywords are synced and, on a local side, their local names.
+    pub keywords: crate::model::KeywordRule,
 }
 
 #[derive(Debug, Clone)]
 pub struct MaildirConfig {
     pub path: PathBuf,
     pub layout: MaildirLayout,
+    /// Which keywords are synced, and their local names.
+    pub keywords: crate::model::KeywordRule,
 }
 
 /// The local side of an account: a Maildir tree, or (`type = "imap"`) a second IMAP server
@@ -300,6 +304,8 @@ struct FileAccount {
     create: Option<crate::plan::Sides>,
     remove: Option<crate::plan::Sides>,
     mbnames: Option<bool>,
+    keywords: Option<Spanned<toml::Value>>,
+    keyword_rename: Option<BTreeMap<String, Spanned<String>>>,
     #[serde(default)]
     folders: FileFolders,
 }
@@ -386,6 +392,8 @@ pub const KEYS: &[&str] = &[
     "accounts.*.create",
     "accounts.*.remove",
     "accounts.*.mbnames",
+    "accounts.*.keywords",
+    "accounts.*.keyword_rename",
     "accounts.*.folders.include",
     "accounts.*.folders.exclude",
     "accounts.*.folders.rename",
@@ -557,7 +565,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             },
             &at,
         )?;
-        let local = local_side(name, &account.local, &at)?;
+        let keywords = keyword_rule(account, &key, text, &at)?;
+        let mut remote = remote;
+        remote.keywords = keywords.server_side();
+        let mut local = local_side(name, &account.local, &at)?;
+        match &mut local {
+            LocalConfig::Maildir(m) => m.keywords = keywords,
+            LocalConfig::Imap(i) => i.keywords = keywords,
+        }
         if let LocalConfig::Imap(l) = &local
             && l.host.eq_ignore_ascii_case(&remote.host)
             && l.port == remote.port
@@ -701,6 +716,79 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         accounts,
         warnings: Vec::new(),
     })
+}
+
+/// `keywords` and `[accounts.NAME.keyword_rename]`, checked: every name an IMAP keyword, the
+/// renaming one to one.
+fn keyword_rule(
+    account: &FileAccount,
+    key: &impl Fn(&str) -> String,
+    text: &str,
+    at: &impl Fn(Range<usize>, &str, String) -> ConfigError,
+) -> Result<crate::model::KeywordRule, ConfigError> {
+    use crate::model::{Keyword, KeywordRule, KeywordSync};
+    let keyword = |name: &str, span: Range<usize>, k: &str| {
+        Keyword::new(name).ok_or_else(|| {
+            at(
+                span,
+                &key(k),
+                format!(
+                    "\"{name}\" is not an IMAP keyword: one word of letters, digits and punctuation other than ( ) {{ % * \" \\ ], not a system flag such as \\Seen or $Forwarded"
+                ),
+            )
+        })
+    };
+    let sync = match &account.keywords {
+        None => KeywordSync::All,
+        Some(value) => match value.get_ref() {
+            toml::Value::String(s) if s == "all" => KeywordSync::All,
+            toml::Value::String(s) if s == "none" => KeywordSync::None,
+            toml::Value::Array(list) => {
+                let mut names = Vec::new();
+                for item in list {
+                    let Some(name) = item.as_str() else {
+                        return Err(at(
+                            value.span(),
+                            &key("keywords"),
+                            "the list holds keywords, as strings".into(),
+                        ));
+                    };
+                    names.push(keyword(name, value.span(), "keywords")?);
+                }
+                KeywordSync::Only(names.into_iter().collect())
+            }
+            _ => {
+                return Err(at(
+                    value.span(),
+                    &key("keywords"),
+                    "expected \"all\", \"none\" or a list of keywords such as [\"$Junk\", \"NonJunk\"]".into(),
+                ));
+            }
+        },
+    };
+    let mut rename: Vec<(Keyword, Keyword)> = Vec::new();
+    for (server, local) in account.keyword_rename.iter().flatten() {
+        // The table's keys have no span of their own: point at the first place the name is.
+        let key_span = text
+            .find(server.as_str())
+            .map_or(local.span(), |i| i..i + server.len());
+        let server = keyword(server, key_span, "keyword_rename")?;
+        let local_name = keyword(local.get_ref(), local.span(), "keyword_rename")?;
+        if let Some((other, _)) = rename
+            .iter()
+            .find(|(s, l)| *s == server || *l == local_name)
+        {
+            return Err(at(
+                local.span(),
+                &key("keyword_rename"),
+                format!(
+                    "\"{server}\" and \"{other}\" would share a name (keywords compare without case); each keyword needs a local name of its own"
+                ),
+            ));
+        }
+        rename.push((server, local_name));
+    }
+    Ok(KeywordRule::new(sync, rename))
 }
 
 /// `[accounts.NAME.folders]` checked and compiled; `key` is `accounts.NAME.folders`.
@@ -881,6 +969,7 @@ fn imap_side(
         other => format!("{name}/{other}"),
     };
     Ok(ImapConfig {
+        keywords: Default::default(),
         host,
         port,
         tls,
@@ -945,6 +1034,7 @@ fn local_side(
             refuse_keys(&imap_only, "maildir")?;
             let path = local.path.as_ref().ok_or_else(|| missing("path"))?;
             Ok(LocalConfig::Maildir(MaildirConfig {
+                keywords: Default::default(),
                 path: absolute(path, &key("path"), at)?,
                 layout: local
                     .layout

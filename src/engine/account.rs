@@ -179,7 +179,7 @@ pub struct AccountSession {
 /// The local side: a Maildir, or a second IMAP server (connected by the first sync, and again
 /// after its connection was lost).
 enum LocalStore {
-    Maildir(MaildirStore),
+    Maildir(Box<MaildirStore>),
     Imap(Option<Box<ImapStore>>),
 }
 
@@ -209,7 +209,7 @@ impl AccountSession {
                 LocalConfig::Maildir(m) => {
                     let mut maildir = MaildirStore::new(m);
                     maildir.set_read_only(account.policy.readonly_local);
-                    LocalStore::Maildir(maildir)
+                    LocalStore::Maildir(Box::new(maildir))
                 }
                 LocalConfig::Imap(_) => LocalStore::Imap(None),
             },
@@ -437,7 +437,7 @@ async fn local_store<'a>(
                     source: e,
                 })?;
             }
-            maildir
+            maildir.as_mut()
         }
         (LocalStore::Imap(slot), LocalConfig::Imap(config)) => {
             let store = match slot.take().filter(|s| s.is_alive()) {

@@ -135,18 +135,18 @@ async fn set_flags(cx: &mut FolderSync<'_>, actions: &[Action]) -> Result<(), Sy
             if let Some(c) = remote_change {
                 remote_updates.push(FlagUpdate {
                     id: r.clone(),
-                    add: c.add,
-                    remove: c.remove,
+                    add: c.add.clone(),
+                    remove: c.remove.clone(),
                 });
             }
             if let Some(c) = local_change {
                 local_updates.push(FlagUpdate {
                     id: l.clone(),
-                    add: c.add,
-                    remove: c.remove,
+                    add: c.add.clone(),
+                    remove: c.remove.clone(),
                 });
             }
-            bases.push((*record, *merged));
+            bases.push((*record, merged.clone()));
         }
     }
     if !remote_updates.is_empty() {
@@ -229,7 +229,7 @@ async fn download_batch(
                 "the local store cannot reserve message ids".into(),
             ))
         })?;
-        intents.push((id.clone(), reserved, *flags));
+        intents.push((id.clone(), reserved, flags.clone()));
     }
     cx.state.begin_downloads(folder, &intents)?;
     let ids: Vec<MsgId> = batch.iter().map(|(id, _)| id.clone()).collect();
@@ -253,7 +253,7 @@ async fn download_batch(
         let Some((reserved, flags)) = intended.get(&s.source_id) else {
             continue;
         };
-        match cx.local.deliver(s, **flags, Some(reserved)).await {
+        match cx.local.deliver(s, flags, Some(reserved)).await {
             Ok(_) => delivered.push(s.source_id.clone()),
             Err(e) => {
                 result = Err(SyncError::local(e));
@@ -295,13 +295,13 @@ async fn upload(
             Side::Remote => begin_uploads(cx, folder, uid_next, batch).await?,
             Side::Local => begin_copies_to_local(cx, folder, uid_next, batch).await?,
         };
-        let messages: Vec<(&Staged, Flags)> = staged
+        let messages: Vec<(&Staged, &Flags)> = staged
             .iter()
             .filter_map(|s| {
                 intents
                     .iter()
                     .find(|(id, _, _)| *id == s.source_id)
-                    .map(|(_, flags, _)| (s, *flags))
+                    .map(|(_, flags, _)| (s, flags))
             })
             .collect();
         let (ids, failure) = match to {
@@ -312,7 +312,9 @@ async fn upload(
         let confirmed: Vec<(MsgId, MsgId, Flags)> = messages
             .iter()
             .zip(ids)
-            .filter_map(|((s, flags), id)| id.map(|id| (s.source_id.clone(), id, *flags)))
+            .filter_map(|((s, flags), id)| {
+                id.map(|id| (s.source_id.clone(), id, Flags::clone(flags)))
+            })
             .collect();
         let mut result = failure.map_or(Ok(()), |e| Err(SyncError::from_store(to, e)));
         remove_temporary(&staged);
@@ -372,7 +374,7 @@ async fn begin_uploads(
             batch
                 .iter()
                 .find(|(b, _)| *b == id)
-                .map(|(_, flags)| (id, *flags, fp))
+                .map(|(_, flags)| (id, flags.clone(), fp))
         })
         .collect();
     cx.state.begin_uploads(folder, uid_next, &intents)?;
@@ -423,7 +425,7 @@ fn fingerprint_staged(staged: &[Staged], batch: &[(MsgId, Flags)]) -> Result<Int
         let fingerprint = std::fs::File::open(&s.path)
             .and_then(|f| crate::message::fingerprint(std::io::BufReader::new(f)));
         match fingerprint {
-            Ok(fp) => intents.push((s.source_id.clone(), *flags, fp)),
+            Ok(fp) => intents.push((s.source_id.clone(), flags.clone(), fp)),
             Err(e) => return Err(SyncError::local(StoreError::io(&s.path, e))),
         }
     }
@@ -435,11 +437,11 @@ fn fingerprint_staged(staged: &[Staged], batch: &[(MsgId, Flags)]) -> Result<Int
 /// IMAP local side have always gone one message at a time.
 async fn deliver_each(
     store: &mut dyn Store,
-    messages: &[(&Staged, Flags)],
+    messages: &[(&Staged, &Flags)],
 ) -> (Vec<Option<MsgId>>, Option<StoreError>) {
     let mut ids = Vec::with_capacity(messages.len());
     for (message, flags) in messages {
-        match store.deliver(message, *flags, None).await {
+        match store.deliver(message, flags, None).await {
             Ok(id) => ids.push(id),
             Err(e) => return (ids, Some(e)),
         }

@@ -80,6 +80,20 @@ pub(crate) async fn sync_folder(
     }
     let known = listings.records.take();
     let records = records(cx, &folder, known, &listings, &renumbered).await?;
+    // Keywords a side cannot hold stay as the state has them.
+    let rooms = (cx.remote.keyword_room(), cx.local.keyword_room());
+    plan::keep_unheld_keywords(
+        &records,
+        Side::Remote,
+        &mut listings.remote.messages,
+        &rooms.0,
+    );
+    plan::keep_unheld_keywords(
+        &records,
+        Side::Local,
+        &mut listings.local.messages,
+        &rooms.1,
+    );
     let Some(actions) = decide(cx, &folder, local_name, &records, &listings).await? else {
         return Ok(());
     };
@@ -412,7 +426,7 @@ async fn adopt_local_listing(
         match (&record.local, record.deleted_on) {
             (Some(id), None) => messages.push(MessageMeta {
                 id: id.clone(),
-                flags: record.flags,
+                flags: record.flags.clone(),
             }),
             _ => return Ok(None),
         }

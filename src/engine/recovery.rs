@@ -112,7 +112,7 @@ pub(super) async fn recover_pending(
             match found {
                 Some(remote_id) => {
                     tracing::info!(local = %l, remote = %remote_id, "found the server copy of an interrupted upload");
-                    confirmed.push((record, remote_id, l.clone(), *flags));
+                    confirmed.push((record, remote_id, l.clone(), flags.clone()));
                 }
                 None => abandoned.push(record),
             }
@@ -136,11 +136,12 @@ pub(super) async fn rematch(
 ) -> Result<Vec<recover::Pair>, SyncError> {
     let with_fingerprints =
         |metas: &[MessageMeta], fps: Vec<(MsgId, crate::model::Fingerprint)>| {
-            let flags: HashMap<&MsgId, Flags> = metas.iter().map(|m| (&m.id, m.flags)).collect();
+            let flags: HashMap<&MsgId, Flags> =
+                metas.iter().map(|m| (&m.id, m.flags.clone())).collect();
             fps.into_iter()
                 .filter_map(|(id, fingerprint)| {
                     flags.get(&id).map(|f| Known {
-                        flags: *f,
+                        flags: f.clone(),
                         id,
                         fingerprint,
                     })
@@ -217,7 +218,7 @@ pub(super) async fn recover_copies_to_local(
         match found {
             Some(local_id) => {
                 tracing::info!(remote = %remote, local = %local_id, "found the local copy of an interrupted copy");
-                confirmed.push((record, remote.clone(), local_id, *flags));
+                confirmed.push((record, remote.clone(), local_id, flags.clone()));
             }
             None => abandoned.push(record),
         }

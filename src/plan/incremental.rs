@@ -17,13 +17,17 @@ use crate::plan::Record;
 pub fn rebuild(records: &[Record], changes: &FolderChanges) -> Option<FolderSnapshot> {
     let mut messages: BTreeMap<Key, (MsgId, Flags)> = records
         .iter()
-        .filter_map(|r| r.remote.clone().map(|id| (Key::of(&id), (id, r.flags))))
+        .filter_map(|r| {
+            r.remote
+                .clone()
+                .map(|id| (Key::of(&id), (id, r.flags.clone())))
+        })
         .collect();
     for gone in changes.vanished.iter().flatten() {
         messages.remove(&Key::of(gone));
     }
     for m in &changes.changed {
-        messages.insert(Key::of(&m.id), (m.id.clone(), m.flags));
+        messages.insert(Key::of(&m.id), (m.id.clone(), m.flags.clone()));
     }
     if messages.len() != changes.exists as usize {
         return None;
@@ -99,7 +103,7 @@ mod tests {
         snapshot
             .messages
             .iter()
-            .map(|m| (m.id.uid().map_or(0, Uid::get), m.flags))
+            .map(|m| (m.id.uid().map_or(0, Uid::get), m.flags.clone()))
             .collect()
     }
 

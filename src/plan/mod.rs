@@ -10,7 +10,7 @@ pub mod recover;
 use foldhash::{HashMap, HashSet, HashSetExt};
 use std::fmt;
 
-use crate::model::{Flags, FolderName, MessageMeta, MsgId};
+use crate::model::{Flags, FolderName, KeywordRoom, Keywords, MessageMeta, MsgId};
 
 /// The database key of one synced message pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -138,14 +138,14 @@ pub enum Action {
     Detach { record: RecordId, gone: Side },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlagChange {
     pub add: Flags,
     pub remove: Flags,
 }
 
 impl FlagChange {
-    fn between(from: Flags, to: Flags) -> Option<FlagChange> {
+    fn between(from: &Flags, to: &Flags) -> Option<FlagChange> {
         (from != to).then(|| FlagChange {
             add: to.minus(from),
             remove: from.minus(to),
@@ -181,12 +181,48 @@ impl fmt::Display for Action {
 
 /// The three-way merge of one message's flags, decided per flag: a flag changed on one side
 /// since the last sync takes that side's value. A flag is a yes/no value, so if both sides
-/// changed it they changed it the same way: the merge never meets a conflict.
-pub fn merge_flags(base: Flags, remote: Flags, local: Flags) -> Flags {
-    let changed_locally = base.minus(local).union(local.minus(base));
+/// changed it they changed it the same way: the merge never meets a conflict. Keywords are
+/// flags like the others here, each merged on its own.
+pub fn merge_flags(base: &Flags, remote: &Flags, local: &Flags) -> Flags {
+    let changed_locally = base.minus(local).union(&local.minus(base));
     remote
-        .minus(changed_locally)
-        .union(local.intersect(changed_locally))
+        .minus(&changed_locally)
+        .union(&local.intersect(&changed_locally))
+}
+
+/// Keywords a side cannot hold (see [`KeywordRoom`]) live on in the state: each listed message
+/// of `side` whose record's flags carry such keywords is listed with them. Their absence there
+/// then never reads as a removal — which would remove them from the other side, where they
+/// are — and the merge leaves them as they are, so they are not tried again at every sync.
+pub fn keep_unheld_keywords(
+    records: &[Record],
+    side: Side,
+    listing: &mut [MessageMeta],
+    room: &KeywordRoom,
+) {
+    if *room == KeywordRoom::Any {
+        return;
+    }
+    let unheld: HashMap<&MsgId, Keywords> = records
+        .iter()
+        .filter_map(|r| {
+            let id = match side {
+                Side::Remote => r.remote.as_ref(),
+                Side::Local => r.local.as_ref(),
+            }?;
+            let kept = r.flags.keywords().filter(|k| !room.holds(k));
+            (!kept.is_empty()).then_some((id, kept))
+        })
+        .collect();
+    if unheld.is_empty() {
+        return;
+    }
+    for m in listing.iter_mut() {
+        if let Some(kept) = unheld.get(&m.id) {
+            let keywords = m.flags.keywords().union(kept);
+            m.flags = std::mem::take(&mut m.flags).with_keywords(keywords);
+        }
+    }
 }
 
 /// The decision table: what to do with one message, given what the state remembers of it,
@@ -203,7 +239,7 @@ pub fn decide(
         policy.writable(from.other()).then(|| Action::Copy {
             from,
             id: m.id.clone(),
-            flags: m.flags,
+            flags: m.flags.clone(),
         })
     };
     match (record, remote, local) {
@@ -211,12 +247,12 @@ pub fn decide(
         (None, None, None) => None,
         // New on the server. One already marked \Deleted is on its way out, so it is not copied
         // (mbsync does the same); it stays on the server untouched.
-        (None, Some(r), None) => match r.flags.contains(Flags::DELETED) {
+        (None, Some(r), None) => match r.flags.contains(&Flags::DELETED) {
             true => None,
             false => copy(Side::Remote, r),
         },
         // New in the Maildir (and likewise, a trashed one is not uploaded).
-        (None, None, Some(l)) => match l.flags.contains(Flags::DELETED) {
+        (None, None, Some(l)) => match l.flags.contains(&Flags::DELETED) {
             true => None,
             false => copy(Side::Local, l),
         },
@@ -240,20 +276,28 @@ fn decide_paired(
     match (remote, local) {
         // Known and present on both sides: only flags can differ.
         (Some(r), Some(l)) => {
-            let merged = merge_flags(rec.flags, r.flags, l.flags);
+            let merged = merge_flags(&rec.flags, &r.flags, &l.flags);
             // A read-only side keeps its flags; the base becomes what it has, so its
             // difference from the merge never reads as a change on either side next time
             // (which would revert the writable side's change).
             let (remote_change, local_change, base) =
                 match (policy.writable(Side::Remote), policy.writable(Side::Local)) {
                     (true, true) => (
-                        FlagChange::between(r.flags, merged),
-                        FlagChange::between(l.flags, merged),
+                        FlagChange::between(&r.flags, &merged),
+                        FlagChange::between(&l.flags, &merged),
                         merged,
                     ),
-                    (true, false) => (FlagChange::between(r.flags, merged), None, l.flags),
-                    (false, true) => (None, FlagChange::between(l.flags, merged), r.flags),
-                    (false, false) => (None, None, rec.flags),
+                    (true, false) => (
+                        FlagChange::between(&r.flags, &merged),
+                        None,
+                        l.flags.clone(),
+                    ),
+                    (false, true) => (
+                        None,
+                        FlagChange::between(&l.flags, &merged),
+                        r.flags.clone(),
+                    ),
+                    (false, false) => (None, None, rec.flags.clone()),
                 };
             (remote_change.is_some() || local_change.is_some() || base != rec.flags).then(|| {
                 Action::Flags {
@@ -285,7 +329,7 @@ fn decide_paired(
             (None, _) => policy.writable(Side::Remote).then(|| Action::Copy {
                 from: Side::Local,
                 id: l.id.clone(),
-                flags: l.flags,
+                flags: l.flags.clone(),
             }),
         },
         // Known, still on the server, gone from the Maildir.
@@ -305,7 +349,7 @@ fn decide_paired(
             (None, _) => policy.writable(Side::Local).then(|| Action::Copy {
                 from: Side::Remote,
                 id: r.id.clone(),
-                flags: r.flags,
+                flags: r.flags.clone(),
             }),
         },
         // Gone from both sides: nothing left to keep in step.
@@ -964,7 +1008,75 @@ mod tests {
     #[test]
     fn new_messages_already_marked_deleted_are_not_copied() {
         assert_eq!(decide(None, Some(&meta("1", D)), None, P), None);
-        assert_eq!(decide(None, None, Some(&meta("a", D.union(S))), P), None);
+        assert_eq!(decide(None, None, Some(&meta("a", D.union(&S))), P), None);
+    }
+
+    #[test]
+    fn keywords_merge_one_by_one_like_flags() {
+        let f = |list: &[&str]| Flags::from_imap(list.iter().copied());
+        let base = f(&["\\Seen", "$Junk", "a"]);
+        // Server: NonJunk added, a removed; here: $Junk removed, b added, Seen removed.
+        let remote = f(&["\\Seen", "$Junk", "NonJunk"]);
+        let local = f(&["a", "b"]);
+        assert_eq!(merge_flags(&base, &remote, &local), f(&["NonJunk", "b"]));
+    }
+
+    #[test]
+    fn keywords_a_side_cannot_hold_live_on_in_the_state() {
+        let f = |list: &[&str]| Flags::from_imap(list.iter().copied());
+        let k = |s: &str| crate::model::Keyword::new(s).unwrap();
+        let mut record = rec(1, Some("1"), Some("a"), f(&["\\Seen", "k25", "k26"]));
+        let remote = meta("1", f(&["\\Seen", "k25", "k26"]));
+        // The Maildir folder has letters for k25 but none left for k26.
+        let mut local = vec![meta("a", f(&["\\Seen", "k25"]))];
+        let room = KeywordRoom::Only([k("k25")].into_iter().collect());
+        // Without the state's word, k26 reads as removed here, and would go on the server too.
+        let naive = decide(
+            Some(&record),
+            Some(&remote),
+            Some(&local[0]),
+            Policy::default(),
+        );
+        assert!(matches!(naive, Some(Action::Flags { .. })), "{naive:?}");
+        keep_unheld_keywords(
+            std::slice::from_ref(&record),
+            Side::Local,
+            &mut local,
+            &room,
+        );
+        assert_eq!(local[0].flags, remote.flags);
+        assert_eq!(
+            decide(
+                Some(&record),
+                Some(&remote),
+                Some(&local[0]),
+                Policy::default()
+            ),
+            None
+        );
+        // A keyword it can hold is its own word: removed here, it goes on the server too.
+        let mut local = vec![meta("a", f(&["\\Seen"]))];
+        keep_unheld_keywords(
+            std::slice::from_ref(&record),
+            Side::Local,
+            &mut local,
+            &room,
+        );
+        assert_eq!(local[0].flags, f(&["\\Seen", "k26"]));
+        let Some(Action::Flags { remote_change, .. }) = decide(
+            Some(&record),
+            Some(&remote),
+            Some(&local[0]),
+            Policy::default(),
+        ) else {
+            panic!("k25 removed here is a change");
+        };
+        assert_eq!(remote_change.map(|c| c.remove), Some(f(&["k25"])));
+        // Any room: nothing is added.
+        record.flags = f(&["k26"]);
+        let mut local = vec![meta("a", Flags::empty())];
+        keep_unheld_keywords(&[record], Side::Local, &mut local, &KeywordRoom::Any);
+        assert_eq!(local[0].flags, Flags::empty());
     }
 
     #[test]
@@ -973,7 +1085,7 @@ mod tests {
         // Server added \Flagged, Maildir removed \Seen: both changes survive.
         let got = decide(
             Some(&record),
-            Some(&meta("1", S.union(F))),
+            Some(&meta("1", S.union(&F))),
             Some(&meta("a", NONE)),
             P,
         );
@@ -1519,12 +1631,12 @@ mod tests {
             panic!("not a flags action: {a}");
         };
         if let Some(c) = remote_change {
-            r.flags = r.flags.union(c.add).minus(c.remove);
+            r.flags = r.flags.union(&c.add).minus(&c.remove);
         }
         if let Some(c) = local_change {
-            l.flags = l.flags.union(c.add).minus(c.remove);
+            l.flags = l.flags.union(&c.add).minus(&c.remove);
         }
-        record.flags = *merged;
+        record.flags = merged.clone();
     }
 
     #[test]
@@ -1559,8 +1671,8 @@ mod tests {
                 }
             }
             let kept = match writable {
-                Side::Remote => r.flags,
-                Side::Local => l.flags,
+                Side::Remote => r.flags.clone(),
+                Side::Local => l.flags.clone(),
             };
             assert_eq!(kept, F, "{policy:?}");
             assert_eq!(decide(Some(&record), Some(&r), Some(&l), policy), None);
@@ -1572,10 +1684,10 @@ mod tests {
             let a = decide(Some(&record), Some(&r), Some(&l), policy).expect("read-only change");
             apply_flags(&a, &mut record, &mut r, &mut l);
             let now = match writable {
-                Side::Remote => r.flags,
-                Side::Local => l.flags,
+                Side::Remote => r.flags.clone(),
+                Side::Local => l.flags.clone(),
             };
-            assert_eq!(now, F.union(S), "{policy:?}");
+            assert_eq!(now, F.union(&S), "{policy:?}");
             assert_eq!(decide(Some(&record), Some(&r), Some(&l), policy), None);
         }
     }
@@ -1882,9 +1994,9 @@ mod tests {
                     let (in_rec, in_r, in_l) = (shape & 1 != 0, shape & 2 != 0, shape & 4 != 0);
                     let rid = format!("{}", i + 1);
                     let lid = format!("l{i}");
-                    if in_rec { records.push(rec(i as i64, Some(&rid), Some(&lid), *base)); }
-                    if in_r { remote.push(meta(&rid, *rf)); }
-                    if in_l { local.push(meta(&lid, *lf)); }
+                    if in_rec { records.push(rec(i as i64, Some(&rid), Some(&lid), base.clone())); }
+                    if in_r { remote.push(meta(&rid, rf.clone())); }
+                    if in_l { local.push(meta(&lid, lf.clone())); }
                 }
                 let Plan::Actions(actions) =
                     plan_folder(&records, &remote, &local, MassDeleteGuard::default(), true, P)
@@ -1896,15 +2008,15 @@ mod tests {
                             next += 1;
                             let new_id = MsgId::new(format!("n{next}")).unwrap();
                             let (rid, lid) = match from {
-                                Side::Remote => { local.push(MessageMeta { id: new_id.clone(), flags }); (id, new_id) }
-                                Side::Local => { remote.push(MessageMeta { id: new_id.clone(), flags }); (new_id, id) }
+                                Side::Remote => { local.push(MessageMeta { id: new_id.clone(), flags: flags.clone() }); (id, new_id) }
+                                Side::Local => { remote.push(MessageMeta { id: new_id.clone(), flags: flags.clone() }); (new_id, id) }
                             };
                             records.push(Record { id: RecordId(next), remote: Some(rid), local: Some(lid), flags, deleted_on: None });
                         }
                         Action::Flags { record, remote: rid, local: lid, merged, .. } => {
-                            remote.iter_mut().filter(|m| m.id == rid).for_each(|m| m.flags = merged);
-                            local.iter_mut().filter(|m| m.id == lid).for_each(|m| m.flags = merged);
-                            records.iter_mut().filter(|r| r.id == record).for_each(|r| r.flags = merged);
+                            remote.iter_mut().filter(|m| m.id == rid).for_each(|m| m.flags = merged.clone());
+                            local.iter_mut().filter(|m| m.id == lid).for_each(|m| m.flags = merged.clone());
+                            records.iter_mut().filter(|r| r.id == record).for_each(|r| r.flags = merged.clone());
                         }
                         Action::Delete { record, on, id } => {
                             match on { Side::Remote => remote.retain(|m| m.id != id), Side::Local => local.retain(|m| m.id != id) }
@@ -1918,8 +2030,8 @@ mod tests {
                 prop_assert_eq!(again, Plan::Actions(vec![]));
                 // Every pair left holds equal flags on both sides.
                 for r in &records {
-                    let rf = remote.iter().find(|m| Some(&m.id) == r.remote.as_ref()).map(|m| m.flags);
-                    let lf = local.iter().find(|m| Some(&m.id) == r.local.as_ref()).map(|m| m.flags);
+                    let rf = remote.iter().find(|m| Some(&m.id) == r.remote.as_ref()).map(|m| m.flags.clone());
+                    let lf = local.iter().find(|m| Some(&m.id) == r.local.as_ref()).map(|m| m.flags.clone());
                     prop_assert_eq!(rf, lf);
                 }
             }
@@ -1939,9 +2051,9 @@ mod tests {
                     let (in_rec, in_r, in_l) = (shape & 1 != 0, shape & 2 != 0, shape & 4 != 0);
                     let rid = format!("{}", i + 1);
                     let lid = format!("l{i}");
-                    if in_rec { records.push(rec(i as i64, Some(&rid), Some(&lid), *base)); }
-                    if in_r { remote.push(meta(&rid, *rf)); }
-                    if in_l { local.push(meta(&lid, *lf)); }
+                    if in_rec { records.push(rec(i as i64, Some(&rid), Some(&lid), base.clone())); }
+                    if in_r { remote.push(meta(&rid, rf.clone())); }
+                    if in_l { local.push(meta(&lid, lf.clone())); }
                 }
                 let (remote_before, local_before) = (remote.clone(), local.clone());
                 let Plan::Actions(actions) =
@@ -1955,8 +2067,8 @@ mod tests {
                             next += 1;
                             let new_id = MsgId::new(format!("n{next}")).unwrap();
                             let (rid, lid) = match from {
-                                Side::Remote => { local.push(MessageMeta { id: new_id.clone(), flags }); (id, new_id) }
-                                Side::Local => { remote.push(MessageMeta { id: new_id.clone(), flags }); (new_id, id) }
+                                Side::Remote => { local.push(MessageMeta { id: new_id.clone(), flags: flags.clone() }); (id, new_id) }
+                                Side::Local => { remote.push(MessageMeta { id: new_id.clone(), flags: flags.clone() }); (new_id, id) }
                             };
                             records.push(Record { id: RecordId(next), remote: Some(rid), local: Some(lid), flags, deleted_on: None });
                         }
@@ -1964,12 +2076,12 @@ mod tests {
                             prop_assert!(remote_change.is_none() || policy.writable(Side::Remote));
                             prop_assert!(local_change.is_none() || policy.writable(Side::Local));
                             if let Some(c) = remote_change {
-                                remote.iter_mut().filter(|m| m.id == rid).for_each(|m| m.flags = m.flags.union(c.add).minus(c.remove));
+                                remote.iter_mut().filter(|m| m.id == rid).for_each(|m| m.flags = m.flags.union(&c.add).minus(&c.remove));
                             }
                             if let Some(c) = local_change {
-                                local.iter_mut().filter(|m| m.id == lid).for_each(|m| m.flags = m.flags.union(c.add).minus(c.remove));
+                                local.iter_mut().filter(|m| m.id == lid).for_each(|m| m.flags = m.flags.union(&c.add).minus(&c.remove));
                             }
-                            records.iter_mut().filter(|r| r.id == record).for_each(|r| r.flags = merged);
+                            records.iter_mut().filter(|r| r.id == record).for_each(|r| r.flags = merged.clone());
                         }
                         Action::Delete { record, on, id } => {
                             prop_assert!(policy.deletes_on(on), "deletion not allowed");

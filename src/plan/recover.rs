@@ -55,7 +55,11 @@ pub struct Known {
 pub fn rematch(records: &[Record], remote: &[Known], local: &[Known]) -> Vec<Pair> {
     let base_by_local: HashMap<&MsgId, (Flags, Option<Side>)> = records
         .iter()
-        .filter_map(|r| r.local.as_ref().map(|l| (l, (r.flags, r.deleted_on))))
+        .filter_map(|r| {
+            r.local
+                .as_ref()
+                .map(|l| (l, (r.flags.clone(), r.deleted_on)))
+        })
         .collect();
     let mut pool: HashMap<ContentKey, Vec<&Known>> = HashMap::new();
     for m in remote.iter().rev() {
@@ -63,14 +67,14 @@ pub fn rematch(records: &[Record], remote: &[Known], local: &[Known]) -> Vec<Pai
     }
     let mut pairs = Vec::new();
     for l in local {
-        let known = base_by_local.get(&l.id).copied();
+        let known = base_by_local.get(&l.id).cloned();
         match pool.get_mut(&key(&l.fingerprint)).and_then(|v| v.pop()) {
             // With no history, a flag set on either side counts as set: the base is what both
             // agree on, so the merge keeps the union.
             Some(r) => pairs.push((
                 Some(r.id.clone()),
                 Some(l.id.clone()),
-                known.map_or_else(|| r.flags.intersect(l.flags), |(base, _)| base),
+                known.map_or_else(|| r.flags.intersect(&l.flags), |(base, _)| base),
                 None,
             )),
             None => {
@@ -94,7 +98,12 @@ pub fn keep_server_survivors(records: &[Record], mut pairs: Vec<Pair>) -> Vec<Pa
             && let Some(remote) = &r.remote
             && !paired.contains(remote)
         {
-            pairs.push((Some(remote.clone()), None, r.flags, Some(Side::Local)));
+            pairs.push((
+                Some(remote.clone()),
+                None,
+                r.flags.clone(),
+                Some(Side::Local),
+            ));
         }
     }
     pairs

@@ -150,7 +150,7 @@ impl Store for MemoryStore {
                 .filter_map(|(uid, m)| {
                     Uid::new(*uid).map(|u| MessageMeta {
                         id: MsgId::from_uid(u),
-                        flags: m.flags,
+                        flags: m.flags.clone(),
                     })
                 })
                 .collect(),
@@ -226,7 +226,7 @@ impl Store for MemoryStore {
     async fn deliver(
         &mut self,
         message: &Staged,
-        flags: Flags,
+        flags: &Flags,
         _reserved: Option<&MsgId>,
     ) -> Result<Option<MsgId>, StoreError> {
         let folder = self.selected()?;
@@ -237,7 +237,7 @@ impl Store for MemoryStore {
             .folders
             .get_mut(&folder)
             .ok_or_else(|| StoreError::NoSuchFolder(folder.clone()))?;
-        let uid = f.append(content, flags);
+        let uid = f.append(content, flags.clone());
         Ok(if no_appenduid {
             None
         } else {
@@ -258,7 +258,7 @@ impl Store for MemoryStore {
             .ok_or_else(|| StoreError::NoSuchFolder(folder.clone()))?;
         for u in updates {
             if let Some(m) = f.messages.get_mut(&uid_of(&u.id)?) {
-                m.flags = m.flags.union(u.add).minus(u.remove);
+                m.flags = m.flags.union(&u.add).minus(&u.remove);
             }
         }
         Ok(())

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use crate::model::{
-    Fingerprint, Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, UidValidity,
+    Fingerprint, Flags, FolderName, FolderSnapshot, KeywordRoom, MessageMeta, MsgId, UidValidity,
 };
 
 /// What to do after a store failed, so callers branch on the kind rather than the text.
@@ -267,7 +267,7 @@ pub trait Store: Send {
     async fn deliver(
         &mut self,
         message: &Staged,
-        flags: Flags,
+        flags: &Flags,
         reserved: Option<&MsgId>,
     ) -> Result<Option<MsgId>, StoreError>;
 
@@ -276,16 +276,23 @@ pub trait Store: Send {
     /// returned with them.
     async fn deliver_all(
         &mut self,
-        messages: &[(&Staged, Flags)],
+        messages: &[(&Staged, &Flags)],
     ) -> (Vec<Option<MsgId>>, Option<StoreError>) {
         let mut ids = Vec::with_capacity(messages.len());
         for (message, flags) in messages {
-            match self.deliver(message, *flags, None).await {
+            match self.deliver(message, flags, None).await {
                 Ok(id) => ids.push(id),
                 Err(e) => return (ids, Some(e)),
             }
         }
         (ids, None)
+    }
+
+    /// Which keywords the open folder can hold; a keyword it cannot is left out of what is
+    /// delivered and stored there, and [`crate::plan::keep_unheld_keywords`] keeps it in the
+    /// state.
+    fn keyword_room(&self) -> KeywordRoom {
+        KeywordRoom::Any
     }
 
     /// Completes and makes durable every delivery since the last call.

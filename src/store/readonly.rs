@@ -57,6 +57,10 @@ impl Store for ReadOnly<'_> {
         self.inner.change_token(folder).await
     }
 
+    fn keyword_room(&self) -> crate::model::KeywordRoom {
+        self.inner.keyword_room()
+    }
+
     fn message_count_hint(&self, folder: &FolderName) -> Option<u32> {
         self.inner.message_count_hint(folder)
     }
@@ -105,7 +109,7 @@ impl Store for ReadOnly<'_> {
     async fn deliver(
         &mut self,
         message: &Staged,
-        _flags: Flags,
+        _flags: &Flags,
         _reserved: Option<&MsgId>,
     ) -> Result<Option<MsgId>, StoreError> {
         Err(self.refuse(&format!("store a copy of message {}", message.source_id)))

@@ -90,7 +90,7 @@ impl<S: Store> Store for Faulty<S> {
     async fn deliver(
         &mut self,
         message: &Staged,
-        flags: Flags,
+        flags: &Flags,
         reserved: Option<&MsgId>,
     ) -> Result<Option<MsgId>, StoreError> {
         effect!(self, self.inner.deliver(message, flags, reserved).await)

@@ -25,7 +25,7 @@ pub async fn append(
     session: &mut Session,
     quoted_mailbox: &str,
     message: &Staged,
-    flags: Flags,
+    flags: &Flags,
 ) -> Result<Done, StoreError> {
     let done = multiappend(session, quoted_mailbox, &[(message, flags)]).await?;
     session.check(done, "APPEND")
@@ -37,7 +37,7 @@ pub async fn append(
 pub async fn multiappend(
     session: &mut Session,
     quoted_mailbox: &str,
-    messages: &[(&Staged, Flags)],
+    messages: &[(&Staged, &Flags)],
 ) -> Result<Done, StoreError> {
     // Every file is opened and measured before the command starts: a failure in the middle of
     // the command line would leave the server waiting for the rest of it.

@@ -24,7 +24,7 @@ mod uidset;
 pub mod watch;
 mod x509;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,7 +36,8 @@ use async_trait::async_trait;
 
 use crate::config::ImapConfig;
 use crate::model::{
-    Fingerprint, Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid, UidValidity,
+    Fingerprint, Flags, FolderName, FolderSnapshot, Keyword, KeywordRoom, KeywordRule, MessageMeta,
+    MsgId, Uid, UidValidity,
 };
 use crate::store::{
     FlagUpdate, FolderChanges, Listing, Since, SizeAndDate, Staged, Store, StoreError,
@@ -76,6 +77,10 @@ pub struct ImapStore {
     prefetched: Option<fetch::InFlight>,
     /// `readonly = true`: folders are opened with EXAMINE, so not even \Recent changes.
     read_only: bool,
+    /// Which keywords are synced and, on a local side, their names here.
+    keywords: KeywordRule,
+    /// Keywords already reported as refused, per folder: said once, not at every sync.
+    refused_keywords: HashSet<(FolderName, Keyword)>,
 }
 
 /// The folder of the last successful [`Store::scan`].
@@ -85,6 +90,8 @@ struct Selected {
     /// Already quoted for commands.
     quoted: String,
     uid_validity: UidValidity,
+    /// What PERMANENTFLAGS (RFC 3501 §7.1) allows.
+    room: KeywordRoom,
 }
 
 impl ImapStore {
@@ -111,6 +118,8 @@ impl ImapStore {
             listed_sizes: HashMap::new(),
             prefetched: None,
             read_only: false,
+            keywords: config.keywords.clone(),
+            refused_keywords: HashSet::new(),
         })
     }
 
@@ -216,6 +225,9 @@ impl ImapStore {
                         Some(ResponseCode::UidValidity(v)) => info.uid_validity = Some(*v),
                         Some(ResponseCode::UidNext(n)) => info.uid_next = Some(*n),
                         Some(ResponseCode::HighestModSeq(m)) => info.highest_modseq = Some(*m),
+                        Some(ResponseCode::PermanentFlags(flags)) => {
+                            info.room = Some(room(flags.iter().map(|f| f.as_ref())));
+                        }
                         _ => {}
                     },
                     Response::Vanished { uids, .. } => {
@@ -223,7 +235,7 @@ impl ImapStore {
                             .extend(uids.iter().flat_map(|r| r.clone()).filter_map(Uid::new));
                     }
                     Response::Fetch(_, attributes) => {
-                        if let Some((uid, flags)) = uid_and_flags(attributes) {
+                        if let Some((uid, flags)) = uid_and_flags(attributes, &self.keywords) {
                             info.changed.insert(uid, flags);
                         }
                     }
@@ -254,6 +266,8 @@ impl ImapStore {
             folder: folder.clone(),
             quoted,
             uid_validity,
+            // No PERMANENTFLAGS: all flags can be changed permanently (RFC 3501 §7.1).
+            room: info.room.clone().unwrap_or_default(),
         });
         Ok(SelectInfo {
             exists: Some(exists),
@@ -367,7 +381,7 @@ impl ImapStore {
                     Response::Fetch(_, attributes) => {
                         // A FETCH without both (say, an unsolicited MODSEQ change) says
                         // nothing about the listing.
-                        if let Some((uid, flags)) = uid_and_flags(attributes) {
+                        if let Some((uid, flags)) = uid_and_flags(attributes, &self.keywords) {
                             messages.insert(uid, flags);
                         }
                     }
@@ -431,6 +445,30 @@ impl ImapStore {
             .ok_or_else(|| self.protocol("STATUS", format!("no MESSAGES count for {folder}")))
     }
 
+    /// `flags` as this server is to store them: keywords in its names, and only those the
+    /// open folder can hold. One it cannot is reported once per folder and left out; the
+    /// state keeps it (see [`Store::keyword_room`]).
+    fn storable(&mut self, flags: &Flags) -> Flags {
+        let flags = self.keywords.to_local(flags);
+        let Some(selected) = &self.selected else {
+            return flags;
+        };
+        let fitted = selected.room.fit(&flags);
+        for keyword in flags.keywords().minus(fitted.keywords()).iter() {
+            if self
+                .refused_keywords
+                .insert((selected.folder.clone(), keyword.clone()))
+            {
+                tracing::warn!(
+                    host = %self.host,
+                    folder = %selected.folder,
+                    "the server does not let keyword {keyword} be stored in this folder (no \\* in PERMANENTFLAGS); it stays on the other side and in the state"
+                );
+            }
+        }
+        fitted
+    }
+
     /// Sends `UID STORE <set> <action> (<flags>)` for every batch of `uids`.
     async fn store_flags(
         &mut self,
@@ -450,11 +488,11 @@ impl ImapStore {
 impl ImapStore {
     async fn deliver_each(
         &mut self,
-        messages: &[(&Staged, Flags)],
+        messages: &[(&Staged, &Flags)],
     ) -> (Vec<Option<MsgId>>, Option<StoreError>) {
         let mut ids = Vec::with_capacity(messages.len());
         for (message, flags) in messages {
-            match self.deliver(message, *flags, None).await {
+            match self.deliver(message, flags, None).await {
                 Ok(id) => ids.push(id),
                 Err(e) => return (ids, Some(e)),
             }
@@ -510,6 +548,8 @@ struct SelectInfo {
     /// QRESYNC only: messages changed since the given MODSEQ, and expunged ones.
     changed: BTreeMap<Uid, Flags>,
     vanished: Vec<Uid>,
+    /// From PERMANENTFLAGS, when the server sent it.
+    room: Option<KeywordRoom>,
 }
 
 impl SelectInfo {
@@ -547,19 +587,32 @@ fn status_token(status: &[StatusAttribute]) -> Option<String> {
     Some(token(uv?, next?, messages?, modseq.filter(|m| *m > 0)?))
 }
 
-fn uid_and_flags(attributes: &[AttributeValue<'_>]) -> Option<(Uid, Flags)> {
+/// The UID and flags of a FETCH response, with the keywords `rule` syncs in the server's names.
+fn uid_and_flags(attributes: &[AttributeValue<'_>], rule: &KeywordRule) -> Option<(Uid, Flags)> {
     let mut uid = None;
     let mut flags = None;
     for attribute in attributes {
         match attribute {
             AttributeValue::Uid(u) => uid = Uid::new(*u),
             AttributeValue::Flags(f) => {
-                flags = Some(Flags::from_imap(f.iter().map(|f| f.as_ref())))
+                flags = Some(rule.to_server(Flags::from_imap(f.iter().map(|f| f.as_ref()))))
             }
             _ => {}
         }
     }
     Some((uid?, flags?))
+}
+
+/// The keywords a PERMANENTFLAGS list lets a client store: any with `\*`, else those listed.
+fn room<'a>(flags: impl Iterator<Item = &'a str>) -> KeywordRoom {
+    let mut listed = Vec::new();
+    for flag in flags {
+        if flag == "\\*" {
+            return KeywordRoom::Any;
+        }
+        listed.extend(Keyword::new(flag));
+    }
+    KeywordRoom::Only(listed.into_iter().collect())
 }
 
 /// UIDNEXT as reported, or past the last UID listed when a message arrived during the listing.
@@ -870,12 +923,13 @@ impl Store for ImapStore {
     async fn deliver(
         &mut self,
         message: &Staged,
-        flags: Flags,
+        flags: &Flags,
         _reserved: Option<&MsgId>,
     ) -> Result<Option<MsgId>, StoreError> {
         self.settle_prefetch().await?;
         let selected = self.selected()?.clone();
-        let done = append::append(&mut self.session, &selected.quoted, message, flags).await?;
+        let flags = self.storable(flags);
+        let done = append::append(&mut self.session, &selected.quoted, message, &flags).await?;
         if message.temporary
             && let Err(e) = tokio::fs::remove_file(&message.path).await
         {
@@ -889,7 +943,7 @@ impl Store for ImapStore {
 
     async fn deliver_all(
         &mut self,
-        messages: &[(&Staged, Flags)],
+        messages: &[(&Staged, &Flags)],
     ) -> (Vec<Option<MsgId>>, Option<StoreError>) {
         if messages.len() < 2 || !self.capabilities.has("MULTIAPPEND") {
             return self.deliver_each(messages).await;
@@ -901,7 +955,13 @@ impl Store for ImapStore {
             Ok(s) => s.clone(),
             Err(e) => return (Vec::new(), Some(e)),
         };
-        let done = match append::multiappend(&mut self.session, &selected.quoted, messages).await {
+        let fitted: Vec<Flags> = messages.iter().map(|(_, f)| self.storable(f)).collect();
+        let storable: Vec<(&Staged, &Flags)> = messages
+            .iter()
+            .zip(&fitted)
+            .map(|((m, _), f)| (*m, f))
+            .collect();
+        let done = match append::multiappend(&mut self.session, &selected.quoted, &storable).await {
             Ok(done) => done,
             Err(e) => return (Vec::new(), Some(e)),
         };
@@ -922,6 +982,22 @@ impl Store for ImapStore {
         (appended_uids(&done, &selected, messages.len()), None)
     }
 
+    fn keyword_room(&self) -> KeywordRoom {
+        let Some(selected) = &self.selected else {
+            return KeywordRoom::Any;
+        };
+        match &selected.room {
+            KeywordRoom::Any => KeywordRoom::Any,
+            // In the names the engine sees, which a local side may spell otherwise.
+            KeywordRoom::Only(list) => KeywordRoom::Only(
+                self.keywords
+                    .to_server(Flags::empty().with_keywords(list.clone()))
+                    .keywords()
+                    .clone(),
+            ),
+        }
+    }
+
     async fn flush(&mut self) -> Result<(), StoreError> {
         // The server's tagged OK to APPEND means the message is stored (RFC 3501 §6.3.11).
         Ok(())
@@ -931,20 +1007,22 @@ impl Store for ImapStore {
         self.settle_prefetch().await?;
         self.selected()?;
         // One command per distinct change instead of one per message.
-        let mut groups: BTreeMap<(u8, u8), Vec<Uid>> = BTreeMap::new();
+        let mut groups: Vec<((Flags, Flags), Vec<Uid>)> = Vec::new();
         for update in updates {
             let uid = update
                 .id
                 .uid()
                 .ok_or_else(|| StoreError::Invalid(format!("{} is not an IMAP UID", update.id)))?;
-            groups
-                .entry((update.add.bits(), update.remove.bits()))
-                .or_default()
-                .push(uid);
+            let change = (
+                self.storable(&update.add),
+                self.keywords.to_local(&update.remove),
+            );
+            match groups.iter_mut().find(|(c, _)| *c == change) {
+                Some((_, uids)) => uids.push(uid),
+                None => groups.push((change, vec![uid])),
+            }
         }
         for ((add, remove), uids) in groups {
-            let add = Flags::from_bits(add).unwrap_or_default();
-            let remove = Flags::from_bits(remove).unwrap_or_default();
             if !add.is_empty() {
                 self.store_flags(&uids, "+FLAGS.SILENT", add).await?;
             }
@@ -1006,5 +1084,23 @@ impl Store for ImapStore {
         self.prefetched = None;
         self.session.logout(LOGOUT_LIMIT).await;
         self.selected = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanentflags_say_which_keywords_a_folder_can_hold() {
+        let k = |s: &str| Keyword::new(s).expect("keyword");
+        assert_eq!(room(["\\Seen", "\\*"].into_iter()), KeywordRoom::Any);
+        let only = room(["\\Seen", "$Junk", "NonJunk"].into_iter());
+        assert!(only.holds(&k("$junk")) && only.holds(&k("NonJunk")));
+        assert!(!only.holds(&k("$label1")));
+        assert_eq!(
+            room(std::iter::empty()),
+            KeywordRoom::Only(Default::default())
+        );
     }
 }

@@ -16,11 +16,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+mod keywords;
 mod names;
 
 use super::{Absence, FlagUpdate, SizeAndDate, Staged, Store, StoreError};
 use crate::config::{MaildirConfig, MaildirLayout};
-use crate::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MessageMeta, MsgId};
+use crate::model::{
+    Fingerprint, Flags, FolderName, FolderSnapshot, Keyword, KeywordRoom, KeywordRule, Keywords,
+    MessageMeta, MsgId,
+};
 
 /// Files of ours in `tmp/` start with this; any left there belong to an interrupted run (only one
 /// run works on an account at a time) and are removed when the folder is next scanned.
@@ -59,6 +63,10 @@ pub struct MaildirStore {
     queued: Vec<Queued>,
     /// `readonly = true`: nothing is written below the root, not even staging links in tmp/.
     read_only: bool,
+    /// Which keywords are synced, and their names here.
+    keywords: KeywordRule,
+    /// Keywords already reported as without a letter, per folder directory: said once.
+    refused_keywords: HashSet<(PathBuf, Keyword)>,
 }
 
 /// A message in `tmp/` waiting to be made durable and moved into `new/` or `cur/`.
@@ -75,6 +83,8 @@ struct OpenFolder {
     /// The index holds where messages of an adopted listing would be if idlewild named them
     /// (`new/ID` or `cur/ID:2,FLAGS`), not what was read: the first miss reads the folder.
     guessed: bool,
+    /// The folder's keyword letters (`dovecot-keywords`) as last read or written.
+    table: keywords::Table,
 }
 
 impl MaildirStore {
@@ -86,6 +96,8 @@ impl MaildirStore {
             dirty_dirs: Vec::new(),
             queued: Vec::new(),
             read_only: false,
+            keywords: config.keywords.clone(),
+            refused_keywords: HashSet::new(),
         }
     }
 
@@ -215,9 +227,10 @@ impl MaildirStore {
     /// Finds a message again after the mail client renamed it behind our back.
     fn relocate(&mut self, id: &MsgId) -> Result<Option<PathBuf>, StoreError> {
         let dir = self.open_folder()?.dir.clone();
+        let rule = self.keywords.clone();
         if let Some(open) = self.open.as_mut().filter(|open| open.guessed) {
             // One read of the folder replaces every guess, found or not.
-            let (index, _) = read_folder(&dir)?;
+            let (index, _) = read_folder(&dir, &open.table, &rule)?;
             open.index = index;
             open.guessed = false;
             return Ok(open
@@ -316,6 +329,39 @@ impl MaildirStore {
             });
         }
         Ok(staged)
+    }
+
+    /// The open folder's keyword table, with a letter for each of `wanted` that can get one
+    /// (written to `dovecot-keywords` first when any is new). A keyword left without a letter
+    /// (all 26 taken) is reported once; the state keeps it (see [`Store::keyword_room`]).
+    fn letters_for(
+        &mut self,
+        dir: &Path,
+        wanted: &Keywords,
+    ) -> Result<keywords::Table, StoreError> {
+        let known = self.open_folder()?.table.clone();
+        if wanted.iter().all(|k| known.letter_of(k.as_str()).is_some()) {
+            return Ok(known);
+        }
+        let table = keywords::assign(dir, wanted.iter().map(Keyword::as_str), SystemTime::now())
+            .map_err(|e| StoreError::io(dir.join(keywords::FILE), e))?;
+        for keyword in wanted.iter() {
+            if table.letter_of(keyword.as_str()).is_none()
+                && self
+                    .refused_keywords
+                    .insert((dir.to_owned(), keyword.clone()))
+            {
+                tracing::warn!(
+                    folder = %dir.display(),
+                    "keyword {keyword} has no Maildir letter left in this folder (26 are taken, see {}); it stays on the server and in the state",
+                    keywords::FILE
+                );
+            }
+        }
+        if let Some(open) = self.open.as_mut() {
+            open.table = table.clone();
+        }
+        Ok(table)
     }
 
     fn mark_dirty(&mut self, dir: PathBuf) {
@@ -456,7 +502,11 @@ fn absence_of(root: &Path, dir: &Path) -> Absence {
 }
 
 /// Reads a folder's `new/` and `cur/`: where each message is, and the listing.
-fn read_folder(dir: &Path) -> Result<(HashMap<MsgId, Located>, Vec<MessageMeta>), StoreError> {
+fn read_folder(
+    dir: &Path,
+    table: &keywords::Table,
+    rule: &KeywordRule,
+) -> Result<(HashMap<MsgId, Located>, Vec<MessageMeta>), StoreError> {
     let mut index = HashMap::new();
     let mut messages = Vec::new();
     for sub in [Sub::New, Sub::Cur] {
@@ -487,7 +537,7 @@ fn read_folder(dir: &Path) -> Result<(HashMap<MsgId, Located>, Vec<MessageMeta>)
                 // A client moving new/ -> cur/ while we read both: keep one, it is one message.
                 continue;
             }
-            let flags = Flags::from_maildir_info(info_letters(&file_name));
+            let flags = rule.to_server(flags_of(&file_name, table));
             messages.push(MessageMeta {
                 id: id.clone(),
                 flags,
@@ -584,14 +634,40 @@ fn info_letters(file_name: &str) -> &str {
         .unwrap_or("")
 }
 
-/// The file name for `unique` with `flags`, keeping info letters that are not ours (keywords
-/// other programs store as lowercase letters).
-fn file_name_with(unique: &str, old_info: &str, flags: Flags) -> String {
-    let mut letters: Vec<char> = old_info
+/// The flags a file name carries, keywords by their names in `table`; a lowercase letter the
+/// table does not name is no keyword of ours.
+fn flags_of(file_name: &str, table: &keywords::Table) -> Flags {
+    let info = info_letters(file_name);
+    let flags = Flags::from_maildir_info(info);
+    if !info.bytes().any(|b| b.is_ascii_lowercase()) {
+        return flags;
+    }
+    let keywords: Keywords = info
         .chars()
-        .filter(|c| Flags::from_maildir_info(&c.to_string()).is_empty())
+        .filter_map(|c| table.keyword_of(c))
+        .filter_map(Keyword::new)
         .collect();
+    flags.with_keywords(keywords)
+}
+
+/// Whether an info letter stands for a flag or keyword of ours (see [`flags_of`]).
+fn ours(letter: char, table: &keywords::Table) -> bool {
+    !Flags::from_maildir_info(&letter.to_string()).is_empty()
+        || table.keyword_of(letter).and_then(Keyword::new).is_some()
+}
+
+/// The file name for `unique` with `flags`, keywords as their letters in `table` (one without a
+/// letter is left out), keeping info letters that are not ours (a lowercase letter no keyword
+/// of the table names, say).
+fn file_name_with(unique: &str, old_info: &str, flags: &Flags, table: &keywords::Table) -> String {
+    let mut letters: Vec<char> = old_info.chars().filter(|c| !ours(*c, table)).collect();
     letters.extend(flags.maildir_letters().chars());
+    letters.extend(
+        flags
+            .keywords()
+            .iter()
+            .filter_map(|k| table.letter_of(k.as_str())),
+    );
     letters.sort_unstable();
     letters.dedup();
     let info: String = letters.into_iter().collect();
@@ -797,11 +873,14 @@ impl Store for MaildirStore {
         if !self.read_only {
             remove_leftovers(&dir.join("tmp"));
         }
-        let (index, messages) = read_folder(&dir)?;
+        let table =
+            keywords::read(&dir).map_err(|e| StoreError::io(dir.join(keywords::FILE), e))?;
+        let (index, messages) = read_folder(&dir, &table, &self.keywords)?;
         self.open = Some(OpenFolder {
             dir,
             index,
             guessed: false,
+            table,
         });
         Ok(FolderSnapshot {
             uid_validity: None,
@@ -828,6 +907,8 @@ impl Store for MaildirStore {
         if !is_maildir(&dir) {
             return Ok(None);
         }
+        let table =
+            keywords::read(&dir).map_err(|e| StoreError::io(dir.join(keywords::FILE), e))?;
         let index = messages
             .iter()
             .map(|m| {
@@ -839,7 +920,12 @@ impl Store for MaildirStore {
                 } else {
                     Located {
                         sub: Sub::Cur,
-                        file_name: file_name_with(m.id.as_str(), "", m.flags),
+                        file_name: file_name_with(
+                            m.id.as_str(),
+                            "",
+                            &self.keywords.to_local(&m.flags),
+                            &table,
+                        ),
                     }
                 };
                 (m.id.clone(), located)
@@ -849,6 +935,7 @@ impl Store for MaildirStore {
             dir,
             index,
             guessed: true,
+            table,
         });
         Ok(Some(FolderSnapshot {
             uid_validity: None,
@@ -932,7 +1019,7 @@ impl Store for MaildirStore {
     async fn deliver(
         &mut self,
         message: &Staged,
-        flags: Flags,
+        flags: &Flags,
         reserved: Option<&MsgId>,
     ) -> Result<Option<MsgId>, StoreError> {
         let dir = self.open_folder()?.dir.clone();
@@ -957,10 +1044,12 @@ impl Store for MaildirStore {
                 .map_err(|e| StoreError::io(&tmp_path, e))?;
             let _ = file.set_modified(UNIX_EPOCH + Duration::from_secs(secs as u64));
         }
+        let flags = self.keywords.to_local(flags);
+        let table = self.letters_for(&dir, flags.keywords())?;
         let (sub, file_name) = if flags.is_empty() {
             (Sub::New, id.as_str().to_owned())
         } else {
-            (Sub::Cur, file_name_with(id.as_str(), "", flags))
+            (Sub::Cur, file_name_with(id.as_str(), "", &flags, &table))
         };
         let target_dir = dir.join(sub.name());
         let target = target_dir.join(&file_name);
@@ -977,6 +1066,21 @@ impl Store for MaildirStore {
             located: Located { sub, file_name },
         });
         Ok(Some(id))
+    }
+
+    fn keyword_room(&self) -> KeywordRoom {
+        match &self.open {
+            Some(open) if !open.table.has_room() => {
+                let held: Keywords = open.table.names().filter_map(Keyword::new).collect();
+                KeywordRoom::Only(
+                    self.keywords
+                        .to_server(Flags::empty().with_keywords(held))
+                        .keywords()
+                        .clone(),
+                )
+            }
+            _ => KeywordRoom::Any,
+        }
     }
 
     async fn flush(&mut self) -> Result<(), StoreError> {
@@ -1008,17 +1112,30 @@ impl Store for MaildirStore {
     async fn set_flags(&mut self, updates: &[FlagUpdate]) -> Result<(), StoreError> {
         self.complete_deliveries().await?;
         let dir = self.open_folder()?.dir.clone();
-        for update in updates {
+        let updates: Vec<(&MsgId, Flags, Flags)> = updates
+            .iter()
+            .map(|u| {
+                let add = self.keywords.to_local(&u.add);
+                (&u.id, add, self.keywords.to_local(&u.remove))
+            })
+            .collect();
+        // Letters for the keywords to add, in the table before any file carries them.
+        let wanted: Keywords = updates
+            .iter()
+            .flat_map(|(_, add, _)| add.keywords().iter().cloned())
+            .collect();
+        let table = self.letters_for(&dir, &wanted)?;
+        for (id, add, remove) in updates {
             let cur = dir.join("cur");
-            let renamed = self.on_file(&update.id, |path| {
+            let renamed = self.on_file(id, |path| {
                 let old_name = path
                     .file_name()
                     .and_then(|n| n.to_str())
                     .unwrap_or_default();
-                let old_flags = Flags::from_maildir_info(info_letters(old_name));
-                let new_flags = old_flags.union(update.add).minus(update.remove);
+                let old_flags = flags_of(old_name, &table);
+                let new_flags = old_flags.union(&add).minus(&remove);
                 let new_name =
-                    file_name_with(update.id.as_str(), info_letters(old_name), new_flags);
+                    file_name_with(id.as_str(), info_letters(old_name), &new_flags, &table);
                 let target = cur.join(&new_name);
                 if target != path {
                     fs::rename(path, &target)?;
@@ -1035,7 +1152,7 @@ impl Store for MaildirStore {
                 self.mark_dirty(cur.clone());
                 if let Some(open) = self.open.as_mut() {
                     open.index.insert(
-                        update.id.clone(),
+                        id.clone(),
                         Located {
                             sub: Sub::Cur,
                             file_name: new_name,
@@ -1159,8 +1276,21 @@ mod tests {
 
     #[test]
     fn file_names_keep_foreign_info_letters() {
-        assert_eq!(file_name_with("abc", "Sa", Flags::FLAGGED), "abc:2,Fa");
-        assert_eq!(file_name_with("abc", "", Flags::empty()), "abc:2,");
+        let none = keywords::Table::default();
+        assert_eq!(
+            file_name_with("abc", "Sa", &Flags::FLAGGED, &none),
+            "abc:2,Fa"
+        );
+        assert_eq!(file_name_with("abc", "", &Flags::empty(), &none), "abc:2,");
+        // With the table naming `a`, it is a keyword of ours, set or cleared by the flags.
+        let table = keywords::Table::parse("0 $Junk\n2 two words\n");
+        let junk = Flags::from_imap(["$Junk"]);
+        assert_eq!(
+            file_name_with("abc", "Sac", &Flags::SEEN, &table),
+            "abc:2,Sc"
+        );
+        assert_eq!(file_name_with("abc", "c", &junk, &table), "abc:2,ac");
+        assert_eq!(flags_of("abc:2,Sac", &table), Flags::SEEN.union(&junk));
         assert_eq!(unique_part("abc:2,S"), "abc");
         assert_eq!(info_letters("abc:2,RS"), "RS");
         assert_eq!(info_letters("abc"), "");
@@ -1169,6 +1299,7 @@ mod tests {
     #[test]
     fn changed_paths_map_to_their_folder() {
         let nested = MaildirStore::new(&MaildirConfig {
+            keywords: Default::default(),
             path: PathBuf::from("/m"),
             layout: MaildirLayout::Nested,
         });
@@ -1180,6 +1311,7 @@ mod tests {
         assert_eq!(f("/m/.notmuch/xapian/cur/x"), None);
         assert_eq!(f("/elsewhere/INBOX/cur/1"), None);
         let plus = MaildirStore::new(&MaildirConfig {
+            keywords: Default::default(),
             path: PathBuf::from("/m"),
             layout: MaildirLayout::MaildirPlusPlus,
         });
@@ -1197,6 +1329,7 @@ mod tests {
         for layout in [MaildirLayout::Nested, MaildirLayout::MaildirPlusPlus] {
             let root = dir.path().join(format!("{layout:?}"));
             let mut store = MaildirStore::new(&MaildirConfig {
+                keywords: Default::default(),
                 path: root.clone(),
                 layout,
             });
@@ -1238,6 +1371,7 @@ mod tests {
             fs::create_dir_all(root.join("subscriptions").join(sub)).unwrap();
         }
         let mut store = MaildirStore::new(&MaildirConfig {
+            keywords: Default::default(),
             path: root.clone(),
             layout: MaildirLayout::Nested,
         });
@@ -1268,6 +1402,7 @@ mod tests {
         std::os::unix::fs::symlink(&elsewhere, root.join("Archive")).unwrap();
         std::os::unix::fs::symlink(&root, root.join("A/loop")).unwrap();
         let mut store = MaildirStore::new(&MaildirConfig {
+            keywords: Default::default(),
             path: root.clone(),
             layout: MaildirLayout::Nested,
         });

@@ -258,3 +258,70 @@ fn keywords_none_leaves_them_alone_on_both_sides() {
     env.sync_ok(&[]);
     assert_eq!(server_keywords(&env, "INBOX", &m0), ["$Junk"]);
 }
+
+/// The letters and the `dovecot-keywords` file written here are Dovecot's own format: a second,
+/// private Dovecot serving the Maildir (as a user's local IMAP server would) reads our keywords,
+/// and a keyword it sets is carried to the server.
+#[test]
+fn a_dovecot_serving_the_maildir_reads_our_keywords_and_we_read_its() {
+    use support::dovecot::{Dovecot, DovecotOptions, TEST_USER};
+    use support::imapctl::ImapCtl;
+    let env = Env::new();
+    env.ctl.append(
+        "INBOX",
+        &corpus::message(5, 0),
+        &["\\Seen", "$Junk", "NonJunk"],
+    );
+    env.ctl.create("Lists");
+    env.ctl
+        .append("Lists", &corpus::message(5, 1), &["$label1"]);
+    let (m0, m1) = (message_id(5, 0), message_id(5, 1));
+    // Its mail lives in its test user's home, where its mail processes may read it.
+    let reader = Dovecot::start_with(DovecotOptions {
+        extra_config: vec![
+            "mail_location = maildir:~/Local:LAYOUT=fs:INBOX=~/Local/INBOX".to_owned(),
+        ],
+        ..DovecotOptions::default()
+    })
+    .expect("start a second Dovecot");
+    let local = reader.home(TEST_USER).join("Local");
+    let config = std::fs::read_to_string(env.config_path()).expect("config");
+    let config = config.replace(
+        &format!("path = \"{}\"", env.maildir().display()),
+        &format!("path = \"{}\"", local.display()),
+    );
+    std::fs::write(env.config_path(), config).expect("config");
+    env.sync_ok(&[]);
+    reader.give_to_mail_owner(&local).expect("chown");
+
+    let local_ctl = ImapCtl::new(&reader);
+    let flags_of = |ctl: &ImapCtl, folder: &str, id: &str| {
+        let mut flags = ctl
+            .dump(folder)
+            .into_iter()
+            .find(|m| m.message_id.as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("no {id} in {folder}"))
+            .flags;
+        flags.sort();
+        flags
+    };
+    assert_eq!(
+        flags_of(&local_ctl, "INBOX", &m0),
+        ["$Junk", "NonJunk", "\\Seen"]
+    );
+    assert_eq!(flags_of(&local_ctl, "Lists", &m1), ["$label1"]);
+
+    // Dovecot sets a keyword of its own here: it takes a letter in its file, and we carry it.
+    let uid = local_ctl
+        .dump("Lists")
+        .into_iter()
+        .find(|m| m.message_id.as_deref() == Some(m1.as_str()))
+        .expect("m1")
+        .uid;
+    local_ctl.store("Lists", uid, &["Work"], "+");
+    local_ctl.store("Lists", uid, &["$label1"], "-");
+    env.sync_ok(&[]);
+    assert_eq!(server_keywords(&env, "Lists", &m1), ["Work"]);
+    reader.give_to_mail_owner(&local).expect("chown");
+    assert_eq!(flags_of(&local_ctl, "Lists", &m1), ["Work"]);
+}

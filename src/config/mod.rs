@@ -1272,6 +1272,71 @@ path = "/tmp/iw-mail/personal"
     }
 
     #[test]
+    fn keywords_are_chosen_and_renamed_one_to_one_or_the_key_is_named() {
+        use crate::model::{Flags, KeywordRoom};
+        let with = |keys: &str| {
+            GOOD.replace(
+                "[accounts.personal.remote]",
+                &format!("[accounts.personal]\n{keys}\n[accounts.personal.remote]"),
+            )
+        };
+        let text = with(
+            "keywords = [\"$Junk\", \"$label1\"]\n[accounts.personal.keyword_rename]\n\"$label1\" = \"important\"",
+        );
+        let c = parse(Path::new("/c.toml"), &text).unwrap();
+        let a = c.account("personal").unwrap();
+        let local = &a.local.maildir().unwrap().keywords;
+        let flags = |list: &[&str]| Flags::from_imap(list.iter().copied());
+        assert_eq!(
+            local.to_server(flags(&["important", "$Junk", "other"])),
+            flags(&["$label1", "$Junk"])
+        );
+        assert_eq!(local.to_local(&flags(&["$label1"])), flags(&["important"]));
+        // The server side has the choice, not the local names.
+        assert_eq!(
+            a.remote.keywords.to_local(&flags(&["$label1"])),
+            flags(&["$label1"])
+        );
+        assert_eq!(KeywordRoom::default(), KeywordRoom::Any);
+        let none = parse(Path::new("/c.toml"), &with("keywords = \"none\"")).unwrap();
+        assert_eq!(
+            none.account("personal")
+                .unwrap()
+                .remote
+                .keywords
+                .to_server(flags(&["$Junk"])),
+            Flags::empty()
+        );
+        for (keys, expected) in [
+            (
+                "keywords = \"some\"",
+                "accounts.personal.keywords: expected \"all\", \"none\" or a list",
+            ),
+            (
+                "keywords = [\"two words\"]",
+                "accounts.personal.keywords: \"two words\" is not an IMAP keyword",
+            ),
+            ("keywords = [\"\\\\Seen\"]", "is not an IMAP keyword"),
+            (
+                "keywords = [1]",
+                "accounts.personal.keywords: the list holds keywords",
+            ),
+            (
+                "[accounts.personal.keyword_rename]\n\"a\" = \"x\"\n\"b\" = \"X\"",
+                "accounts.personal.keyword_rename: \"b\" and \"a\" would share a name",
+            ),
+            (
+                "[accounts.personal.keyword_rename]\n\"a\" = \"$Forwarded\"",
+                "accounts.personal.keyword_rename: \"$Forwarded\" is not an IMAP keyword",
+            ),
+        ] {
+            let e = err(&with(keys));
+            assert!(e.contains(expected), "{keys}: {e}");
+            assert!(e.starts_with("/c.toml:"), "{keys}: the place is named: {e}");
+        }
+    }
+
+    #[test]
     fn a_minimal_file_gets_defaults() {
         let c = parse(Path::new("/c.toml"), GOOD).unwrap();
         let a = c.account("personal").unwrap();

@@ -184,6 +184,12 @@ impl Dovecot {
         self.dir.join("home").join(user)
     }
 
+    /// Gives `path` and everything below it to the account the mail processes run as, so this
+    /// server can read and change files another process (the test, as root) wrote.
+    pub fn give_to_mail_owner(&self, path: &Path) -> io::Result<()> {
+        chown_recursive(path, self.owner.uid, self.owner.gid)
+    }
+
     /// The server-side Maildir++ root of `user` (folders are `.Name` below it,
     /// names in modified UTF-7, hierarchy separator `.` on disk).
     pub fn maildir(&self, user: &str) -> PathBuf {

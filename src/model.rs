@@ -292,6 +292,8 @@ pub enum KeywordRoom {
     Any,
     /// These, by their server names.
     Only(Keywords),
+    /// All but these: keywords the server refused to store (a name too long for it, say).
+    Except(Keywords),
 }
 
 impl KeywordRoom {
@@ -299,6 +301,19 @@ impl KeywordRoom {
         match self {
             KeywordRoom::Any => true,
             KeywordRoom::Only(list) => list.contains(keyword),
+            KeywordRoom::Except(list) => !list.contains(keyword),
+        }
+    }
+
+    /// This room without `refused`.
+    pub fn without(self, refused: &Keywords) -> KeywordRoom {
+        if refused.is_empty() {
+            return self;
+        }
+        match self {
+            KeywordRoom::Any => KeywordRoom::Except(refused.clone()),
+            KeywordRoom::Only(list) => KeywordRoom::Only(list.minus(refused)),
+            KeywordRoom::Except(list) => KeywordRoom::Except(list.union(refused)),
         }
     }
 
@@ -309,6 +324,7 @@ impl KeywordRoom {
             KeywordRoom::Only(list) => flags
                 .clone()
                 .with_keywords(flags.keywords().intersect(list)),
+            KeywordRoom::Except(list) => flags.clone().with_keywords(flags.keywords().minus(list)),
         }
     }
 }

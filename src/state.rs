@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::model::{Fingerprint, Flags, FolderName, Keyword, MsgId, UidValidity};
+use crate::model::{Fingerprint, Flags, FolderName, Keyword, Keywords, MsgId, UidValidity};
 use crate::plan::{Record, RecordId, Side};
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +129,17 @@ CREATE INDEX messages_folder ON messages(folder);
 -- The keywords of `flags` (the base of the three-way merge), in the server's spelling,
 -- separated by spaces; '' for none. Pairs recorded before keywords were synced have none.
 ALTER TABLE messages ADD COLUMN keywords TEXT NOT NULL DEFAULT '';
+"#,
+    r#"
+-- Keywords a side refused to store in a folder (a server's limit on keyword names, say), by the
+-- server's spelling: the records keep them, and that side's listing is never read as having
+-- removed them.
+CREATE TABLE refused_keywords (
+    folder INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+    side TEXT NOT NULL CHECK (side IN ('remote', 'local')),
+    keyword TEXT NOT NULL,
+    PRIMARY KEY (folder, side, keyword)
+) STRICT;
 "#,
 ];
 
@@ -951,6 +962,40 @@ impl StateDb {
     }
 
     /// The messages of a folder that the limits kept from being copied.
+    /// Keywords `side` refused to store in the folder (see the `refused_keywords` table).
+    pub fn refused_keywords(&self, folder: i64, side: Side) -> Result<Keywords, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT keyword FROM refused_keywords WHERE folder = ?1 AND side = ?2")
+            .map_err(|e| self.err(e))?;
+        let names = stmt
+            .query_map(params![folder, side_name(side)], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        names
+            .into_iter()
+            .map(|k| Keyword::new(&k).ok_or_else(|| self.corrupt(format!("keyword {k:?}"))))
+            .collect()
+    }
+
+    pub fn add_refused_keywords(
+        &mut self,
+        folder: i64,
+        side: Side,
+        keywords: &Keywords,
+    ) -> Result<(), StateError> {
+        self.in_transaction(|tx| {
+            let mut insert = tx.prepare(
+                "INSERT OR IGNORE INTO refused_keywords (folder, side, keyword) VALUES (?1, ?2, ?3)",
+            )?;
+            for keyword in keywords.iter() {
+                insert.execute(params![folder, side_name(side), keyword.as_str()])?;
+            }
+            Ok(())
+        })
+    }
+
     pub fn skipped(&self, folder: i64) -> Result<Vec<Skipped>, StateError> {
         let mut stmt = self
             .conn
@@ -1187,6 +1232,13 @@ mod tests {
         assert_eq!(records[2].flags, Flags::empty());
         db.set_flags(&[(records[0].id, flags(&["$Junk"]))]).unwrap();
         assert_eq!(db.records(f.id).unwrap()[0].flags, flags(&["$Junk"]));
+        let refused = flags(&["averyverylongkeyword", "x"]).keywords().clone();
+        db.add_refused_keywords(f.id, Side::Remote, &refused)
+            .unwrap();
+        db.add_refused_keywords(f.id, Side::Remote, &refused)
+            .unwrap();
+        assert_eq!(db.refused_keywords(f.id, Side::Remote).unwrap(), refused);
+        assert!(db.refused_keywords(f.id, Side::Local).unwrap().is_empty());
     }
 
     #[test]

@@ -325,3 +325,60 @@ fn a_dovecot_serving_the_maildir_reads_our_keywords_and_we_read_its() {
     reader.give_to_mail_owner(&local).expect("chown");
     assert_eq!(flags_of(&local_ctl, "Lists", &m1), ["Work"]);
 }
+
+/// A server may refuse to store a keyword (Dovecot: one longer than its
+/// `mail_max_keyword_length`): the message still goes up, its other flags too, the keyword stays
+/// in the Maildir, and later runs neither retry it nor take its absence for a removal.
+#[test]
+fn a_keyword_the_server_refuses_stays_here_and_holds_back_nothing() {
+    use support::dovecot::DovecotOptions;
+    let env = Env::with(DovecotOptions {
+        extra_config: vec!["mail_max_keyword_length = 10".to_owned()],
+        ..DovecotOptions::default()
+    });
+    env.ctl.append("INBOX", &corpus::message(6, 0), &[]);
+    let (m0, m1) = (message_id(6, 0), message_id(6, 1));
+    env.sync_ok(&[]);
+    let inbox = env.maildir().join("INBOX");
+    std::fs::write(
+        inbox.join("dovecot-keywords"),
+        "0 averyverylongkeyword\n1 short\n",
+    )
+    .expect("keyword file");
+    // A new message here with both keywords, and the known one gets both and \Flagged.
+    env.deliver_locally("INBOX", "local-1", &corpus::message(6, 1), Some("Sab"));
+    let f0 = local_file(&env, "INBOX", &m0);
+    set_local_flags(&f0, &format!("F{}ab", info_of(&f0)));
+
+    let out = env.sync_ok(&[]);
+    assert!(
+        common::stderr(&out).contains("refused to store keyword averyverylongkeyword"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(
+        server_keywords(&env, "INBOX", &m1),
+        ["short"],
+        "the message went up"
+    );
+    assert_eq!(server_keywords(&env, "INBOX", &m0), ["short"]);
+    let flags = env
+        .ctl
+        .dump("INBOX")
+        .into_iter()
+        .find(|m| m.message_id.as_deref() == Some(m0.as_str()))
+        .expect("m0")
+        .flags;
+    assert!(flags.contains(&"\\Flagged".to_owned()), "{flags:?}");
+    for _ in 0..2 {
+        let out = env.sync_ok(&[]);
+        assert!(stdout(&out).contains("0 flag changes"), "{}", stdout(&out));
+        for id in [&m0, &m1] {
+            assert_eq!(
+                local_keywords(&inbox, &local_file(&env, "INBOX", id)),
+                ["averyverylongkeyword", "short"],
+                "kept here"
+            );
+        }
+    }
+}

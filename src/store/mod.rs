@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use crate::model::{
-    Fingerprint, Flags, FolderName, FolderSnapshot, KeywordRoom, MessageMeta, MsgId, UidValidity,
+    Fingerprint, Flags, FolderName, FolderSnapshot, KeywordRoom, Keywords, MessageMeta, MsgId,
+    UidValidity,
 };
 
 /// What to do after a store failed, so callers branch on the kind rather than the text.
@@ -293,6 +294,12 @@ pub trait Store: Send {
     /// state.
     fn keyword_room(&self) -> KeywordRoom {
         KeywordRoom::Any
+    }
+
+    /// Keywords the open folder refused to store since it was opened (by the names the
+    /// engine sees); the engine keeps them in the state, so the next runs know.
+    fn refused_keywords(&self) -> Keywords {
+        Keywords::empty()
     }
 
     /// Completes and makes durable every delivery since the last call.

@@ -61,6 +61,10 @@ impl Store for ReadOnly<'_> {
         self.inner.keyword_room()
     }
 
+    fn refused_keywords(&self) -> crate::model::Keywords {
+        self.inner.refused_keywords()
+    }
+
     fn message_count_hint(&self, folder: &FolderName) -> Option<u32> {
         self.inner.message_count_hint(folder)
     }

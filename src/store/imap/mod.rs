@@ -36,8 +36,8 @@ use async_trait::async_trait;
 
 use crate::config::ImapConfig;
 use crate::model::{
-    Fingerprint, Flags, FolderName, FolderSnapshot, Keyword, KeywordRoom, KeywordRule, MessageMeta,
-    MsgId, Uid, UidValidity,
+    Fingerprint, Flags, FolderName, FolderSnapshot, Keyword, KeywordRoom, KeywordRule, Keywords,
+    MessageMeta, MsgId, Uid, UidValidity,
 };
 use crate::store::{
     FlagUpdate, FolderChanges, Listing, Since, SizeAndDate, Staged, Store, StoreError,
@@ -92,6 +92,8 @@ struct Selected {
     uid_validity: UidValidity,
     /// What PERMANENTFLAGS (RFC 3501 §7.1) allows.
     room: KeywordRoom,
+    /// Keywords the server refused to store here since the folder was opened, in its names.
+    refused: Keywords,
 }
 
 impl ImapStore {
@@ -268,6 +270,7 @@ impl ImapStore {
             uid_validity,
             // No PERMANENTFLAGS: all flags can be changed permanently (RFC 3501 §7.1).
             room: info.room.clone().unwrap_or_default(),
+            refused: Keywords::empty(),
         });
         Ok(SelectInfo {
             exists: Some(exists),
@@ -453,7 +456,7 @@ impl ImapStore {
         let Some(selected) = &self.selected else {
             return flags;
         };
-        let fitted = selected.room.fit(&flags);
+        let fitted = selected.room.clone().without(&selected.refused).fit(&flags);
         for keyword in flags.keywords().minus(fitted.keywords()).iter() {
             if self
                 .refused_keywords
@@ -467,6 +470,56 @@ impl ImapStore {
             }
         }
         fitted
+    }
+
+    /// Stores each of `keywords` on its own on `uids`; one the server refuses is noted as
+    /// refused in the open folder (see [`Store::refused_keywords`]).
+    async fn store_each_keyword(
+        &mut self,
+        uids: &[Uid],
+        keywords: &Keywords,
+    ) -> Result<(), StoreError> {
+        for keyword in keywords.iter() {
+            let mut refused = false;
+            for (set, _) in uidset::batches(uids, uidset::MAX_SET_LEN) {
+                let command =
+                    Command::new("UID STORE").text(format!(" {set} +FLAGS.SILENT ({keyword})"));
+                let done = self.session.run_unchecked(&command).await?;
+                refused |= done.status != Status::Ok;
+            }
+            if refused {
+                self.refuse(&[keyword.clone()].into_iter().collect());
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes keywords (in this server's names) as refused in the open folder, warning once.
+    fn refuse(&mut self, keywords: &Keywords) {
+        let Some(selected) = self.selected.as_mut() else {
+            return;
+        };
+        selected.refused = selected.refused.union(keywords);
+        for keyword in keywords.iter() {
+            if self
+                .refused_keywords
+                .insert((selected.folder.clone(), keyword.clone()))
+            {
+                tracing::warn!(
+                    host = %self.host,
+                    folder = %selected.folder,
+                    "the server refused to store keyword {keyword} in this folder; it stays on the other side and in the state"
+                );
+            }
+        }
+    }
+
+    /// Keywords in this server's names as the engine names them (a local side may rename).
+    fn engine_names(&self, keywords: &Keywords) -> Keywords {
+        self.keywords
+            .to_server(Flags::empty().with_keywords(keywords.clone()))
+            .keywords()
+            .clone()
     }
 
     /// Sends `UID STORE <set> <action> (<flags>)` for every batch of `uids`.
@@ -929,7 +982,34 @@ impl Store for ImapStore {
         self.settle_prefetch().await?;
         let selected = self.selected()?.clone();
         let flags = self.storable(flags);
-        let done = append::append(&mut self.session, &selected.quoted, message, &flags).await?;
+        let done = match append::append(&mut self.session, &selected.quoted, message, &flags).await
+        {
+            Ok(done) => done,
+            // A server may refuse a whole message for one keyword it will not store (Dovecot:
+            // one longer than its mail_max_keyword_length): the message must not stay behind
+            // for it, so it goes with its system flags, and each keyword is tried on its own.
+            Err(StoreError::Refused { detail, .. }) if !flags.keywords().is_empty() => {
+                tracing::debug!("APPEND with keywords refused ({detail}); appending without them");
+                let done = append::append(
+                    &mut self.session,
+                    &selected.quoted,
+                    message,
+                    &flags.without_keywords(),
+                )
+                .await?;
+                match appended_uids(&done, &selected, 1)
+                    .pop()
+                    .flatten()
+                    .and_then(|id| id.uid())
+                {
+                    Some(uid) => self.store_each_keyword(&[uid], flags.keywords()).await?,
+                    // Without APPENDUID the copy cannot be named: its keywords count as refused.
+                    None => self.refuse(flags.keywords()),
+                }
+                done
+            }
+            Err(e) => return Err(e),
+        };
         if message.temporary
             && let Err(e) = tokio::fs::remove_file(&message.path).await
         {
@@ -986,16 +1066,18 @@ impl Store for ImapStore {
         let Some(selected) = &self.selected else {
             return KeywordRoom::Any;
         };
-        match &selected.room {
+        // In the names the engine sees, which a local side may spell otherwise.
+        match selected.room.clone().without(&selected.refused) {
             KeywordRoom::Any => KeywordRoom::Any,
-            // In the names the engine sees, which a local side may spell otherwise.
-            KeywordRoom::Only(list) => KeywordRoom::Only(
-                self.keywords
-                    .to_server(Flags::empty().with_keywords(list.clone()))
-                    .keywords()
-                    .clone(),
-            ),
+            KeywordRoom::Only(list) => KeywordRoom::Only(self.engine_names(&list)),
+            KeywordRoom::Except(list) => KeywordRoom::Except(self.engine_names(&list)),
         }
+    }
+
+    fn refused_keywords(&self) -> Keywords {
+        self.selected
+            .as_ref()
+            .map_or_else(Keywords::empty, |s| self.engine_names(&s.refused))
     }
 
     async fn flush(&mut self) -> Result<(), StoreError> {
@@ -1024,7 +1106,19 @@ impl Store for ImapStore {
         }
         for ((add, remove), uids) in groups {
             if !add.is_empty() {
-                self.store_flags(&uids, "+FLAGS.SILENT", add).await?;
+                match self.store_flags(&uids, "+FLAGS.SILENT", add.clone()).await {
+                    Ok(()) => {}
+                    // As for APPEND: one keyword the server will not store must not hold back
+                    // the flags, nor the other keywords.
+                    Err(StoreError::Refused { .. }) if !add.keywords().is_empty() => {
+                        let system = add.without_keywords();
+                        if !system.is_empty() {
+                            self.store_flags(&uids, "+FLAGS.SILENT", system).await?;
+                        }
+                        self.store_each_keyword(&uids, add.keywords()).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             if !remove.is_empty() {
                 self.store_flags(&uids, "-FLAGS.SILENT", remove).await?;

@@ -106,7 +106,7 @@ pub(super) async fn apply(
         cx.state.detach(&sorted.detach)?;
         cx.observer.advanced(sorted.detach.len());
     }
-    set_flags(cx, &sorted.flags).await?;
+    set_flags(cx, folder, &sorted.flags).await?;
     delete(cx, Side::Remote, &sorted.delete_remote).await?;
     delete(cx, Side::Local, &sorted.delete_local).await?;
     download(cx, folder, local_name, &sorted.downloads).await?;
@@ -115,7 +115,11 @@ pub(super) async fn apply(
 }
 
 /// Flags: both sides first, then the new base. Replaying after a crash is harmless.
-async fn set_flags(cx: &mut FolderSync<'_>, actions: &[Action]) -> Result<(), SyncError> {
+async fn set_flags(
+    cx: &mut FolderSync<'_>,
+    folder: i64,
+    actions: &[Action],
+) -> Result<(), SyncError> {
     if actions.is_empty() {
         return Ok(());
     }
@@ -161,6 +165,7 @@ async fn set_flags(cx: &mut FolderSync<'_>, actions: &[Action]) -> Result<(), Sy
             .await
             .map_err(SyncError::local)?;
     }
+    remember_refusals(cx, folder)?;
     cx.state.set_flags(&bases)?;
     cx.report.flags_remote += remote_updates.len();
     cx.report.flags_local += local_updates.len();
@@ -282,6 +287,21 @@ async fn download_batch(
 /// reported id (no APPENDUID), or one a crash interrupted, keeps its intent: the next run finds
 /// it by content among the target's new messages (`recover_pending`,
 /// `recover_copies_to_local`) instead of copying it twice.
+/// Keywords a store refused (see `Store::refused_keywords`) are written before the records
+/// that carry them: after a crash the next run still knows that their absence on that side is
+/// no removal, which would take them from the other side too.
+fn remember_refusals(cx: &mut FolderSync<'_>, folder: i64) -> Result<(), SyncError> {
+    for (side, refused) in [
+        (Side::Remote, cx.remote.refused_keywords()),
+        (Side::Local, cx.local.refused_keywords()),
+    ] {
+        if !refused.is_empty() {
+            cx.state.add_refused_keywords(folder, side, &refused)?;
+        }
+    }
+    Ok(())
+}
+
 async fn upload(
     cx: &mut FolderSync<'_>,
     folder: i64,
@@ -318,6 +338,7 @@ async fn upload(
             .collect();
         let mut result = failure.map_or(Ok(()), |e| Err(SyncError::from_store(to, e)));
         remove_temporary(&staged);
+        remember_refusals(cx, folder)?;
         match to {
             Side::Remote => {
                 cx.state.confirm_uploads(folder, &confirmed)?;

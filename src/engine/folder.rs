@@ -108,18 +108,7 @@ pub(crate) async fn sync_folder(
         tracing::info!(folder = %name, actions = actions.len(), "applying plan");
     }
     let (remote_snap, local_snap) = (&listings.remote, &listings.local);
-    let applied = apply::apply(cx, folder.id, local_name, remote_snap, local_snap, actions).await;
-    // Whatever happened, a keyword a side refused is remembered, so the next run does not take
-    // its absence there for a removal.
-    for (side, refused) in [
-        (Side::Remote, cx.remote.refused_keywords()),
-        (Side::Local, cx.local.refused_keywords()),
-    ] {
-        if !refused.is_empty() && !cx.options.dry_run {
-            cx.state.add_refused_keywords(folder.id, side, &refused)?;
-        }
-    }
-    applied?;
+    apply::apply(cx, folder.id, local_name, remote_snap, local_snap, actions).await?;
     // The tokens were taken before the listings: a change made since, ours included, shows
     // as a different token next time.
     cx.state.set_folder_status(

@@ -773,3 +773,52 @@ fn kill_9_during_imap_to_imap_syncs_neither_loses_nor_duplicates() {
     let out = env.sync_ok();
     assert!(out.contains("0 new here, 0 new on the server"), "{out}");
 }
+
+/// Keywords travel between two servers too, and a renamed one has its local name on the local
+/// server: `$label1` there is `important` here.
+#[test]
+fn keywords_travel_between_two_servers_under_their_local_names() {
+    let env = TwoServers::new();
+    env.configure("[accounts.move.keyword_rename]\n\"$label1\" = \"important\"");
+    env.a.append(
+        "INBOX",
+        &corpus::message(23, 0),
+        &["\\Seen", "$label1", "$Junk"],
+    );
+    env.b
+        .append("INBOX", &corpus::message(23, 1), &["important"]);
+    env.sync_ok();
+    let keywords = |ctl: &ImapCtl, i: usize| {
+        let id = String::from_utf8_lossy(&corpus::message(23, i))
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: ").map(|v| v.trim().to_owned()))
+            .expect("Message-ID");
+        let mut flags: Vec<String> = ctl
+            .dump("INBOX")
+            .into_iter()
+            .find(|m| m.message_id.as_deref() == Some(id.as_str()))
+            .expect("the message is there")
+            .flags
+            .into_iter()
+            .filter(|f| !f.starts_with('\\'))
+            .collect();
+        flags.sort();
+        flags
+    };
+    assert_eq!(keywords(&env.b, 0), ["$Junk", "important"]);
+    assert_eq!(keywords(&env.a, 1), ["$label1"]);
+    // A change on the local server travels back under the server's name.
+    let uid = env
+        .b
+        .dump("INBOX")
+        .into_iter()
+        .find(|m| m.flags.contains(&"$Junk".to_owned()))
+        .expect("message 0")
+        .uid;
+    env.b.store("INBOX", uid, &["important"], "-");
+    env.b.store("INBOX", uid, &["Work"], "+");
+    env.sync_ok();
+    assert_eq!(keywords(&env.a, 0), ["$Junk", "Work"]);
+    let out = env.sync_ok();
+    assert!(out.contains("0 flag changes"), "{out}");
+}

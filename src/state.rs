@@ -966,7 +966,8 @@ impl StateDb {
     pub fn refused_keywords(&self, folder: i64, side: Side) -> Result<Keywords, StateError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT keyword FROM refused_keywords WHERE folder = ?1 AND side = ?2")
+            // Read at every folder's sync: the statement is kept.
+            .prepare_cached("SELECT keyword FROM refused_keywords WHERE folder = ?1 AND side = ?2")
             .map_err(|e| self.err(e))?;
         let names = stmt
             .query_map(params![folder, side_name(side)], |r| r.get::<_, String>(0))

@@ -457,18 +457,14 @@ impl ImapStore {
             return flags;
         };
         let fitted = selected.room.clone().without(&selected.refused).fit(&flags);
-        for keyword in flags.keywords().minus(fitted.keywords()).iter() {
-            if self
-                .refused_keywords
-                .insert((selected.folder.clone(), keyword.clone()))
-            {
-                tracing::warn!(
-                    host = %self.host,
-                    folder = %selected.folder,
-                    "the server does not let keyword {keyword} be stored in this folder (no \\* in PERMANENTFLAGS); it stays on the other side and in the state"
-                );
-            }
-        }
+        let left_out = flags.keywords().minus(fitted.keywords());
+        warn_refused(
+            &mut self.refused_keywords,
+            &self.host,
+            &selected.folder,
+            &left_out,
+            "does not let keyword {} be stored in this folder (no \\* in PERMANENTFLAGS)",
+        );
         fitted
     }
 
@@ -500,18 +496,13 @@ impl ImapStore {
             return;
         };
         selected.refused = selected.refused.union(keywords);
-        for keyword in keywords.iter() {
-            if self
-                .refused_keywords
-                .insert((selected.folder.clone(), keyword.clone()))
-            {
-                tracing::warn!(
-                    host = %self.host,
-                    folder = %selected.folder,
-                    "the server refused to store keyword {keyword} in this folder; it stays on the other side and in the state"
-                );
-            }
-        }
+        warn_refused(
+            &mut self.refused_keywords,
+            &self.host,
+            &selected.folder,
+            keywords,
+            "refused to store keyword {} in this folder",
+        );
     }
 
     /// Keywords in this server's names as the engine names them (a local side may rename).
@@ -654,6 +645,27 @@ fn uid_and_flags(attributes: &[AttributeValue<'_>], rule: &KeywordRule) -> Optio
         }
     }
     Some((uid?, flags?))
+}
+
+/// Says once per folder and keyword that the server will not store it; `what` names the
+/// keyword with `{}`.
+fn warn_refused(
+    warned: &mut HashSet<(FolderName, Keyword)>,
+    host: &str,
+    folder: &FolderName,
+    keywords: &Keywords,
+    what: &str,
+) {
+    for keyword in keywords.iter() {
+        if warned.insert((folder.clone(), keyword.clone())) {
+            let what = what.replacen("{}", keyword.as_str(), 1);
+            tracing::warn!(
+                host = %host,
+                folder = %folder,
+                "the server {what}; it stays on the other side and in the state"
+            );
+        }
+    }
 }
 
 /// The keywords a PERMANENTFLAGS list lets a client store: any with `\*`, else those listed.
@@ -1089,7 +1101,7 @@ impl Store for ImapStore {
         self.settle_prefetch().await?;
         self.selected()?;
         // One command per distinct change instead of one per message.
-        let mut groups: Vec<((Flags, Flags), Vec<Uid>)> = Vec::new();
+        let mut groups: HashMap<(Flags, Flags), Vec<Uid>> = HashMap::new();
         for update in updates {
             let uid = update
                 .id
@@ -1099,10 +1111,7 @@ impl Store for ImapStore {
                 self.storable(&update.add),
                 self.keywords.to_local(&update.remove),
             );
-            match groups.iter_mut().find(|(c, _)| *c == change) {
-                Some((_, uids)) => uids.push(uid),
-                None => groups.push((change, vec![uid])),
-            }
+            groups.entry(change).or_default().push(uid);
         }
         for ((add, remove), uids) in groups {
             if !add.is_empty() {

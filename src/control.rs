@@ -199,6 +199,9 @@ pub struct FolderReportJson {
     #[serde(default)]
     pub remote_folder: String,
     pub downloaded: usize,
+    /// Of `downloaded`, the links to a copy in another folder; left out when 0 (it came later).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub linked: usize,
     pub uploaded: usize,
     pub flags_remote: usize,
     pub flags_local: usize,
@@ -220,6 +223,10 @@ pub struct FolderReportJson {
     /// Left out when `None`: the key came later than the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_disk: Option<PathBuf>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A message `max_size` kept from being copied; see [`SkippedMessage`].
@@ -253,6 +260,7 @@ impl From<&FolderReport> for FolderReportJson {
             folder,
             remote_folder,
             downloaded,
+            linked,
             uploaded,
             flags_remote,
             flags_local,
@@ -272,6 +280,7 @@ impl From<&FolderReport> for FolderReportJson {
             folder: folder.clone(),
             remote_folder: remote_folder.clone(),
             downloaded: *downloaded,
+            linked: *linked,
             uploaded: *uploaded,
             flags_remote: *flags_remote,
             flags_local: *flags_local,
@@ -361,6 +370,7 @@ mod tests {
                         folder: "Archive/2024".into(),
                         remote_folder: "[Gmail]/All Mail".into(),
                         downloaded: 1,
+                        linked: 1,
                         uploaded: 2,
                         flags_remote: 3,
                         flags_local: 4,
@@ -406,7 +416,7 @@ mod tests {
     /// The `report` argument of `JobFinished` and the output of `sync --json` (pretty
     /// printed), as clients have been reading them.
     const EVERY_FIELD: &str = concat!(
-        r##"[{"account":"work","folders":[{"folder":"Archive/2024","remote_folder":"[Gmail]/All Mail","downloaded":1,"uploaded":2,"flags_remote":3,"flags_local":4,"deleted_remote":5,"deleted_local":6,"created":"local","removed":"server","refused":"120 of 130 messages would be deleted","error":"disk full \"quoted\"\nsecond line","planned":["download 7","upload Ü"],"recovered":8,"skipped_too_big":[{"side":"server","id":"17","size":20000000},"##,
+        r##"[{"account":"work","folders":[{"folder":"Archive/2024","remote_folder":"[Gmail]/All Mail","downloaded":1,"linked":1,"uploaded":2,"flags_remote":3,"flags_local":4,"deleted_remote":5,"deleted_local":6,"created":"local","removed":"server","refused":"120 of 130 messages would be deleted","error":"disk full \"quoted\"\nsecond line","planned":["download 7","upload Ü"],"recovered":8,"skipped_too_big":[{"side":"server","id":"17","size":20000000},"##,
         r##"{"side":"local","id":"1700000000.M1P2.host","size":18446744073709551615}],"skipped_too_old":9,"full_disk":"/home/user/Mail"},"##,
         r##"{"folder":"INBOX","remote_folder":"INBOX","downloaded":0,"uploaded":0,"flags_remote":0,"flags_local":0,"deleted_remote":0,"deleted_local":0,"created":null,"removed":null,"refused":null,"error":null,"planned":[],"recovered":0,"skipped_too_big":[],"skipped_too_old":0}],"error":"the server closed the connection"},"##,
         r##"{"account":"home","folders":[],"error":null}]"##,
@@ -430,7 +440,7 @@ mod tests {
         assert_eq!(parse(EVERY_FIELD), reports_json(&every_field()));
     }
 
-    /// A daemon from before `remote_folder`, `removed`, the limits and `full_disk` wrote
+    /// A daemon from before `remote_folder`, `removed`, the limits, `full_disk` and `linked` wrote
     /// folders without those keys; a newer client still reads its reports.
     #[test]
     fn a_report_without_the_newer_keys_reads() {

@@ -141,6 +141,13 @@ CREATE TABLE refused_keywords (
     PRIMARY KEY (folder, side, keyword)
 ) STRICT;
 "#,
+    r#"
+-- The message's id across all folders of the account where the server has one (Gmail's
+-- X-GM-MSGID, an unsigned 64-bit number stored with the same bits as a signed one): a message
+-- already copied into one folder is linked into the others, not downloaded again.
+ALTER TABLE messages ADD COLUMN global_id INTEGER;
+CREATE INDEX messages_global ON messages(global_id) WHERE global_id IS NOT NULL;
+"#,
 ];
 
 /// A folder's settled message pairs, the read every sync of a folder makes.
@@ -154,6 +161,11 @@ fn keyword_text(flags: &Flags) -> String {
         .map(Keyword::as_str)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A global id as SQLite stores it: its 64 bits as a signed integer.
+fn global_sql(global: u64) -> i64 {
+    i64::from_ne_bytes(global.to_ne_bytes())
 }
 
 /// Applies the migrations after `version`, each in its own transaction.
@@ -1084,6 +1096,60 @@ impl StateDb {
         Ok(())
     }
 
+    /// Records the server's global ids (see `Store::global_id`) of messages of `folder`, by
+    /// their server ids; records that have one keep it.
+    pub fn set_global_ids(&mut self, folder: i64, ids: &[(MsgId, u64)]) -> Result<(), StateError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.in_transaction(|tx| {
+            let mut update = tx.prepare_cached(
+                "UPDATE messages SET global_id = ?3 WHERE folder = ?1 AND remote = ?2 AND global_id IS NULL",
+            )?;
+            for (remote, global) in ids {
+                update.execute(params![folder, remote.as_str(), global_sql(*global)])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The settled local copies of the message with global id `global`, in any folder: the
+    /// folder's local name, the local id and the flags it was last seen with.
+    pub fn local_copies(&self, global: u64) -> Result<Vec<(FolderName, MsgId, Flags)>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT f.name, f.local_name, m.local, m.flags, m.keywords
+                 FROM messages m JOIN folders f ON f.id = m.folder
+                 WHERE m.global_id = ?1 AND m.local IS NOT NULL AND m.pending IS NULL
+                 ORDER BY m.id LIMIT 4",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![global_sql(global)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, local_name, local, flags, keywords) = row.map_err(|e| self.err(e))?;
+            let folder = local_name.unwrap_or(name);
+            let folder = FolderName::new(&folder)
+                .ok_or_else(|| self.corrupt(format!("folder name {folder:?}")))?;
+            let local = self
+                .msg_id(Some(local))?
+                .ok_or_else(|| self.corrupt("local id".to_owned()))?;
+            out.push((folder, local, self.flags(flags, &keywords)?));
+        }
+        Ok(out)
+    }
+
     /// Whether any message of this id is known, pending or not (used by tests and checks).
     pub fn has_local(&self, folder: i64, local: &MsgId) -> Result<bool, StateError> {
         self.conn
@@ -1101,6 +1167,42 @@ impl StateDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_global_id_finds_settled_local_copies_in_any_folder_and_keeps_all_64_bits() {
+        let mut db = StateDb::open_in_memory().expect("open");
+        let inbox = db.ensure_folder(&FolderName::inbox()).expect("folder").id;
+        let work_name = FolderName::new("Work").expect("name");
+        let work = db.ensure_folder(&work_name).expect("folder").id;
+        db.set_folder_local_name(&work_name, &FolderName::new("work").expect("name"))
+            .expect("rename");
+        let id = |s: &str| MsgId::new(s).expect("id");
+        let global = u64::MAX - 7;
+        db.begin_downloads(inbox, &[(id("1"), id("a"), Flags::SEEN)])
+            .expect("intent");
+        db.set_global_ids(inbox, &[(id("1"), global)]).expect("ids");
+        assert!(db.local_copies(global).expect("read").is_empty(), "pending");
+        db.confirm_downloads(inbox, &[id("1")]).expect("confirm");
+        db.begin_downloads(work, &[(id("9"), id("b"), Flags::FLAGGED)])
+            .expect("intent");
+        db.confirm_downloads(work, &[id("9")]).expect("confirm");
+        db.set_global_ids(work, &[(id("9"), global), (id("10"), 3)])
+            .expect("ids");
+        // A record keeps the global id it has.
+        db.set_global_ids(inbox, &[(id("1"), 5)]).expect("ids");
+        assert_eq!(
+            db.local_copies(global).expect("read"),
+            vec![
+                (FolderName::inbox(), id("a"), Flags::SEEN),
+                (
+                    FolderName::new("work").expect("name"),
+                    id("b"),
+                    Flags::FLAGGED
+                ),
+            ]
+        );
+        assert!(db.local_copies(5).expect("read").is_empty());
+    }
 
     #[test]
     fn a_folder_s_records_are_read_through_an_index_not_a_scan_of_every_folder() {

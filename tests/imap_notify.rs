@@ -18,6 +18,7 @@ use support::imapctl::ImapCtl;
 fn config(d: &Dovecot) -> ImapConfig {
     ImapConfig {
         keywords: Default::default(),
+        gmail: None,
         host: d.host().to_owned(),
         port: d.tls_port(),
         tls: TlsMode::Implicit,

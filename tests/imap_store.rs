@@ -22,6 +22,7 @@ use support::imapctl::ImapCtl;
 fn config(d: &Dovecot, tls: TlsMode) -> ImapConfig {
     ImapConfig {
         keywords: Default::default(),
+        gmail: None,
         host: d.host().to_owned(),
         port: match tls {
             TlsMode::Implicit => d.tls_port(),
@@ -207,6 +208,7 @@ async fn a_refused_connection_names_the_address() {
         .port();
     let cfg = ImapConfig {
         keywords: Default::default(),
+        gmail: None,
         host: "127.0.0.1".to_owned(),
         port,
         tls: TlsMode::Implicit,
@@ -226,6 +228,7 @@ async fn a_refused_connection_names_the_address() {
     // A name that cannot resolve (RFC 6761 reserves .invalid) fails the same way.
     let cfg = ImapConfig {
         keywords: Default::default(),
+        gmail: None,
         host: "imap.idlewild.invalid".to_owned(),
         ..cfg
     };
@@ -611,6 +614,7 @@ async fn scripted_server(script: Script) -> (u16, tokio::task::JoinHandle<Vec<u8
 fn scripted_config(port: u16, tls: TlsMode) -> ImapConfig {
     ImapConfig {
         keywords: Default::default(),
+        gmail: None,
         host: "127.0.0.1".to_owned(),
         port,
         tls,

@@ -21,6 +21,7 @@ use tracing::Instrument;
 fn config(d: &Dovecot) -> ImapConfig {
     ImapConfig {
         keywords: Default::default(),
+        gmail: None,
         host: d.host().to_owned(),
         port: d.tls_port(),
         tls: TlsMode::Implicit,

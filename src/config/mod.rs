@@ -56,6 +56,9 @@ pub struct ImapConfig {
     pub compress: Option<bool>,
     /// Which keywords are synced and, on a local side, their local names.
     pub keywords: crate::model::KeywordRule,
+    /// Gmail's extensions (message ids across folders): `None` uses them when the server
+    /// offers X-GM-EXT-1.
+    pub gmail: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -306,6 +309,7 @@ struct FileAccount {
     mbnames: Option<bool>,
     keywords: Option<Spanned<toml::Value>>,
     keyword_rename: Option<BTreeMap<String, Spanned<String>>>,
+    gmail: Option<bool>,
     #[serde(default)]
     folders: FileFolders,
 }
@@ -394,6 +398,7 @@ pub const KEYS: &[&str] = &[
     "accounts.*.mbnames",
     "accounts.*.keywords",
     "accounts.*.keyword_rename",
+    "accounts.*.gmail",
     "accounts.*.folders.include",
     "accounts.*.folders.exclude",
     "accounts.*.folders.rename",
@@ -568,6 +573,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let keywords = keyword_rule(account, &key, text, &at)?;
         let mut remote = remote;
         remote.keywords = keywords.server_side();
+        remote.gmail = account.gmail;
         let mut local = local_side(name, &account.local, &at)?;
         match &mut local {
             LocalConfig::Maildir(m) => m.keywords = keywords,
@@ -970,6 +976,7 @@ fn imap_side(
     };
     Ok(ImapConfig {
         keywords: Default::default(),
+        gmail: None,
         host,
         port,
         tls,

@@ -198,7 +198,9 @@ async fn delete(
     Ok(())
 }
 
-/// Server -> a local side that reserves ids (Maildir), in growing batches.
+/// Server -> a local side that reserves ids (Maildir), in growing batches. A message the
+/// server says is also in another folder (the same global id, Gmail's X-GM-MSGID) whose local
+/// copy is settled there is linked to that copy instead of downloaded.
 async fn download(
     cx: &mut FolderSync<'_>,
     folder: i64,
@@ -209,23 +211,83 @@ async fn download(
         .local
         .staging_dir(local_name)
         .unwrap_or_else(|| cx.options.scratch_dir.clone());
+    let copies = local_copies(cx, downloads)?;
     let batches = download_batches(downloads);
     for (n, batch) in batches.iter().enumerate() {
-        download_batch(cx, folder, &staging, batch, batches.get(n + 1).copied()).await?;
+        let next = batches.get(n + 1).map(|next| to_fetch(next, &copies));
+        download_batch(cx, folder, &staging, batch, &copies, next).await?;
         // Messages expunged on the server between listing and fetching stay as intents without
         // a file; the next run drops them (recovery) and the planner sees they are gone.
     }
     Ok(())
 }
 
-/// One batch of downloads: commit the intents with the reserved ids, stage, deliver, flush,
-/// confirm what was delivered. `next` is fetched ahead while this batch is written.
+/// Where a local copy may already be: per server id, the copies of the same global id in
+/// other folders, with the global id.
+type Copies = HashMap<MsgId, (u64, Vec<(FolderName, MsgId, Flags)>)>;
+
+fn local_copies(cx: &FolderSync<'_>, downloads: &[(MsgId, Flags)]) -> Result<Copies, SyncError> {
+    let mut copies = HashMap::new();
+    for (id, _) in downloads {
+        if let Some(global) = cx.remote.global_id(id) {
+            copies.insert(id.clone(), (global, cx.state.local_copies(global)?));
+        }
+    }
+    Ok(copies)
+}
+
+/// The messages of `batch` that have no local copy to link to.
+fn to_fetch(batch: &[(MsgId, Flags)], copies: &Copies) -> Vec<MsgId> {
+    batch
+        .iter()
+        .filter(|(id, _)| copies.get(id).is_none_or(|(_, c)| c.is_empty()))
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// Links the messages of `ids` that have a local copy in another folder; returns the staged
+/// links and the ids still to be fetched.
+async fn link_copies(
+    cx: &mut FolderSync<'_>,
+    staging: &Path,
+    ids: &[MsgId],
+    copies: &Copies,
+) -> Result<(Vec<Staged>, Vec<MsgId>), SyncError> {
+    let mut linked = Vec::new();
+    let mut fetch = Vec::new();
+    for id in ids {
+        let mut staged = None;
+        for (other, local, flags) in copies.get(id).map_or(&[][..], |(_, c)| c) {
+            staged = cx
+                .local
+                .stage_twin(other, local, flags, staging)
+                .await
+                .map_err(SyncError::local)?;
+            if staged.is_some() {
+                break;
+            }
+        }
+        match staged {
+            Some(s) => linked.push(Staged {
+                source_id: id.clone(),
+                ..s
+            }),
+            None => fetch.push(id.clone()),
+        }
+    }
+    Ok((linked, fetch))
+}
+
+/// One batch of downloads: commit the intents with the reserved ids, link or stage, deliver,
+/// flush, confirm what was delivered. `next` (what the next batch fetches) is fetched ahead
+/// while this batch is written.
 async fn download_batch(
     cx: &mut FolderSync<'_>,
     folder: i64,
     staging: &Path,
     batch: &[(MsgId, Flags)],
-    next: Option<&[(MsgId, Flags)]>,
+    copies: &Copies,
+    next: Option<Vec<MsgId>>,
 ) -> Result<(), SyncError> {
     let mut intents = Vec::new();
     for (id, flags) in batch {
@@ -238,14 +300,22 @@ async fn download_batch(
     }
     cx.state.begin_downloads(folder, &intents)?;
     let ids: Vec<MsgId> = batch.iter().map(|(id, _)| id.clone()).collect();
-    let staged = cx
-        .remote
-        .stage(&ids, staging)
-        .await
-        .map_err(SyncError::remote)?;
+    let (mut staged, fetch) = if copies.is_empty() {
+        (Vec::new(), ids)
+    } else {
+        link_copies(cx, staging, &ids, copies).await?
+    };
+    let linked: Vec<MsgId> = staged.iter().map(|s| s.source_id.clone()).collect();
+    if !fetch.is_empty() {
+        staged.extend(
+            cx.remote
+                .stage(&fetch, staging)
+                .await
+                .map_err(SyncError::remote)?,
+        );
+    }
     // The next batch travels while this one is written: no round trip between batches.
-    if let Some(next) = next {
-        let next: Vec<MsgId> = next.iter().map(|(id, _)| id.clone()).collect();
+    if let Some(next) = next.filter(|next| !next.is_empty()) {
         cx.remote.prefetch(&next).await.map_err(SyncError::remote)?;
     }
     let intended: HashMap<&MsgId, (&MsgId, &Flags)> = intents
@@ -276,7 +346,13 @@ async fn download_batch(
     }
     cx.local.flush().await.map_err(SyncError::local)?;
     cx.state.confirm_downloads(folder, &delivered)?;
+    let globals: Vec<(MsgId, u64)> = delivered
+        .iter()
+        .filter_map(|id| copies.get(id).map(|(global, _)| (id.clone(), *global)))
+        .collect();
+    cx.state.set_global_ids(folder, &globals)?;
     cx.report.downloaded += delivered.len();
+    cx.report.linked += delivered.iter().filter(|id| linked.contains(id)).count();
     cx.observer.advanced(delivered.len());
     result
 }
@@ -343,6 +419,20 @@ async fn upload(
             Side::Remote => {
                 cx.state.confirm_uploads(folder, &confirmed)?;
                 cx.report.uploaded += confirmed.len();
+                // The server's global ids of the new copies (Gmail's X-GM-MSGID), so that the
+                // same message in another folder (All Mail) is linked to the file uploaded.
+                if result.is_ok() && cx.remote.global_archive().is_some() {
+                    let uploaded: Vec<MsgId> = confirmed
+                        .iter()
+                        .map(|(_, remote, _)| remote.clone())
+                        .collect();
+                    let globals = cx
+                        .remote
+                        .fetch_global_ids(&uploaded)
+                        .await
+                        .map_err(SyncError::remote)?;
+                    cx.state.set_global_ids(folder, &globals)?;
+                }
             }
             Side::Local => {
                 // A local store may defer deliveries to `flush`.

@@ -175,6 +175,16 @@ async fn list(
         Some(Side::Remote) => (empty_snapshot(), None),
         _ => remote_listing(cx.remote, cx.state, folder, since).await?,
     };
+    if folder.id >= 0 && !cx.options.dry_run {
+        // Messages copied before their global id was known (uploads, older versions) get it,
+        // so later copies of them in other folders are linked.
+        let globals: Vec<_> = remote
+            .messages
+            .iter()
+            .filter_map(|m| cx.remote.global_id(&m.id).map(|g| (m.id.clone(), g)))
+            .collect();
+        cx.state.set_global_ids(folder.id, &globals)?;
+    }
     // Records are read once: for the incremental listing above, or here for the local one.
     let records = match records {
         None if folder.id >= 0 && !pending && missing.is_none() => {
@@ -473,17 +483,30 @@ async fn remote_listing(
     } else {
         Vec::new()
     };
-    match incremental::rebuild(&records, &changes) {
-        Some(snapshot) => Ok((snapshot, Some(records))),
-        None => {
+    if let Some(snapshot) = incremental::rebuild(&records, &changes) {
+        return Ok((snapshot, Some(records)));
+    }
+    // Without QRESYNC, expunges go unreported: the folder's ids tell them, at a fraction of
+    // what listing every message's flags costs.
+    if changes.vanished.is_none()
+        && let Some(present) = remote.present_ids().await.map_err(SyncError::remote)?
+    {
+        let changes = incremental::with_vanished(&records, &changes, &present);
+        if let Some(snapshot) = incremental::rebuild(&records, &changes) {
             tracing::debug!(
                 folder = %name,
-                "the changes since the last sync do not add up to the server's message count; listing every message"
+                vanished = changes.vanished.as_ref().map_or(0, Vec::len),
+                "expunges found by the folder's ids"
             );
-            let snapshot = remote.scan(name).await.map_err(SyncError::remote)?;
-            Ok((snapshot, Some(records)))
+            return Ok((snapshot, Some(records)));
         }
     }
+    tracing::debug!(
+        folder = %name,
+        "the changes since the last sync do not add up to the server's message count; listing every message"
+    );
+    let snapshot = remote.scan(name).await.map_err(SyncError::remote)?;
+    Ok((snapshot, Some(records)))
 }
 
 /// Whether the local side's ids no longer mean what the state recorded: its UIDVALIDITY

@@ -142,6 +142,9 @@ pub struct FolderReport {
     /// The server's name for it (the same unless `folders.rename` or a preset renames it).
     pub remote_folder: String,
     pub downloaded: usize,
+    /// Of `downloaded`, how many were links to a local copy in another folder (a message the
+    /// server has in several folders, such as Gmail's labels), not downloads.
+    pub linked: usize,
     pub uploaded: usize,
     pub flags_remote: usize,
     pub flags_local: usize,
@@ -599,6 +602,17 @@ pub async fn sync_folders(
             jobs.sort_by_key(|job| {
                 std::cmp::Reverse(remote.message_count_hint(&job.remote).unwrap_or(0))
             });
+        }
+        // The folder that holds every message once (Gmail's All Mail) goes first and alone, so
+        // the other folders link to its copies instead of downloading them again.
+        if let Some(archive) = remote.global_archive()
+            && jobs.len() > 1
+            && let Some(at) = jobs.iter().position(|job| job.remote == archive)
+        {
+            let first = vec![jobs.remove(at)];
+            reports.extend(
+                lanes::sync_jobs(remote, local, state, first, options, observer, lanes).await?,
+            );
         }
         reports
             .extend(lanes::sync_jobs(remote, local, state, jobs, options, observer, lanes).await?);

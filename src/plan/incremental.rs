@@ -44,6 +44,26 @@ pub fn rebuild(records: &[Record], changes: &FolderChanges) -> Option<FolderSnap
     })
 }
 
+/// `changes` completed with the expunges a server without QRESYNC does not report: the
+/// records' server ids that are not among `present` (every id the folder holds now).
+pub fn with_vanished(
+    records: &[Record],
+    changes: &FolderChanges,
+    present: &[MsgId],
+) -> FolderChanges {
+    let present: std::collections::HashSet<&MsgId> = present.iter().collect();
+    let vanished = records
+        .iter()
+        .filter_map(|r| r.remote.as_ref())
+        .filter(|id| !present.contains(id))
+        .cloned()
+        .collect();
+    FolderChanges {
+        vanished: Some(vanished),
+        ..changes.clone()
+    }
+}
+
 /// Orders server messages by UID, as a full listing would.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Key {
@@ -152,6 +172,34 @@ mod tests {
         assert!(rebuild(&records, &changes(1, vec![], None)).is_none());
         assert!(rebuild(&records, &changes(2, vec![(3, Flags::empty())], None)).is_none());
         assert!(rebuild(&records, &changes(3, vec![(3, Flags::empty())], None)).is_some());
+    }
+
+    #[test]
+    fn the_folder_s_ids_tell_the_expunges_a_condstore_server_did_not_report() {
+        let records = [
+            record(1, Flags::SEEN),
+            record(2, Flags::empty()),
+            record(4, Flags::empty()),
+        ];
+        // 2 was expunged, 3 flagged (reported), 5 arrived; the server lists 1 3 4 5.
+        let reported = changes(4, vec![(3, Flags::FLAGGED), (5, Flags::empty())], None);
+        assert!(rebuild(&records, &reported).is_none());
+        let present: Vec<MsgId> = [1, 3, 4, 5].into_iter().map(uid).collect();
+        let completed = with_vanished(&records, &reported, &present);
+        assert_eq!(completed.vanished, Some(vec![uid(2)]));
+        let snapshot = rebuild(&records, &completed).expect("counts agree");
+        assert_eq!(
+            listed(&snapshot),
+            vec![
+                (1, Flags::SEEN),
+                (3, Flags::FLAGGED),
+                (4, Flags::empty()),
+                (5, Flags::empty())
+            ]
+        );
+        // An expunge after the count was taken still makes it disagree: listed in full.
+        let later: Vec<MsgId> = [1, 3, 5].into_iter().map(uid).collect();
+        assert!(rebuild(&records, &with_vanished(&records, &reported, &later)).is_none());
     }
 
     #[test]

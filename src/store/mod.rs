@@ -240,9 +240,49 @@ pub trait Store: Send {
         Ok(())
     }
 
+    /// The ids of every message of the open folder, where the store can tell them more cheaply
+    /// than by listing their flags (IMAP `UID SEARCH`): what finds expunges a server without
+    /// QRESYNC does not report. `None` when it cannot.
+    async fn present_ids(&mut self) -> Result<Option<Vec<MsgId>>, StoreError> {
+        Ok(None)
+    }
+
     /// The directory a message bound for `folder` of this store should be staged in, so that
     /// delivering it is a rename rather than a copy; `None` when any directory will do.
     fn staging_dir(&self, folder: &FolderName) -> Option<PathBuf>;
+
+    /// The message's id across every folder of the account (Gmail's X-GM-MSGID), as the open
+    /// folder's last listing gave it; `None` for stores without one.
+    fn global_id(&self, _id: &MsgId) -> Option<u64> {
+        None
+    }
+
+    /// Asks the server for the global ids of messages of the open folder (new copies, whose
+    /// ids no listing gave yet); empty for stores without them.
+    async fn fetch_global_ids(&mut self, _ids: &[MsgId]) -> Result<Vec<(MsgId, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The folder that holds every message of the account once (Gmail's All Mail, LIST
+    /// `\All`), for stores with [`Store::global_id`]s: synced before the other folders, so
+    /// theirs are links to its copies.
+    fn global_archive(&self) -> Option<FolderName> {
+        None
+    }
+
+    /// Stages the copy `id` of another folder of this store, `folder`, last known with `flags`,
+    /// for delivery into the open folder without copying its content (a hard link in
+    /// `staging`); `None` when the store cannot, or the file is gone. Used for a message the
+    /// server has in several folders.
+    async fn stage_twin(
+        &mut self,
+        _folder: &FolderName,
+        _id: &MsgId,
+        _flags: &Flags,
+        _staging: &Path,
+    ) -> Result<Option<Staged>, StoreError> {
+        Ok(None)
+    }
 
     /// Picks the id the next delivery will get, for stores that choose ids themselves (Maildir),
     /// so the engine can record it durably before the message exists.

@@ -98,6 +98,22 @@ impl Store for ReadOnly<'_> {
         self.inner.reserve_id()
     }
 
+    async fn present_ids(&mut self) -> Result<Option<Vec<MsgId>>, StoreError> {
+        self.inner.present_ids().await
+    }
+
+    async fn fetch_global_ids(&mut self, ids: &[MsgId]) -> Result<Vec<(MsgId, u64)>, StoreError> {
+        self.inner.fetch_global_ids(ids).await
+    }
+
+    fn global_id(&self, id: &MsgId) -> Option<u64> {
+        self.inner.global_id(id)
+    }
+
+    fn global_archive(&self) -> Option<FolderName> {
+        self.inner.global_archive()
+    }
+
     fn reserves_ids(&self) -> bool {
         self.inner.reserves_ids()
     }

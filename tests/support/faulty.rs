@@ -75,6 +75,27 @@ impl<S: Store> Store for Faulty<S> {
     fn staging_dir(&self, folder: &FolderName) -> Option<std::path::PathBuf> {
         self.inner.staging_dir(folder)
     }
+    async fn present_ids(&mut self) -> Result<Option<Vec<MsgId>>, StoreError> {
+        self.inner.present_ids().await
+    }
+    async fn fetch_global_ids(&mut self, ids: &[MsgId]) -> Result<Vec<(MsgId, u64)>, StoreError> {
+        self.inner.fetch_global_ids(ids).await
+    }
+    fn global_id(&self, id: &MsgId) -> Option<u64> {
+        self.inner.global_id(id)
+    }
+    fn global_archive(&self) -> Option<FolderName> {
+        self.inner.global_archive()
+    }
+    async fn stage_twin(
+        &mut self,
+        folder: &FolderName,
+        id: &MsgId,
+        flags: &Flags,
+        staging: &Path,
+    ) -> Result<Option<Staged>, StoreError> {
+        self.inner.stage_twin(folder, id, flags, staging).await
+    }
     fn reserve_id(&mut self) -> Option<MsgId> {
         self.inner.reserve_id()
     }

@@ -81,6 +81,12 @@ pub struct ImapStore {
     keywords: KeywordRule,
     /// Keywords already reported as refused, per folder: said once, not at every sync.
     refused_keywords: HashSet<(FolderName, Keyword)>,
+    /// Gmail's extensions (X-GM-EXT-1) are used: listings also fetch X-GM-MSGID.
+    gmail: bool,
+    /// X-GM-MSGID of the selected folder's messages, as its listings gave them.
+    global_ids: HashMap<Uid, u64>,
+    /// The folder LIST marked `\All` (Gmail's All Mail), in Gmail mode.
+    all_mail: Option<FolderName>,
 }
 
 /// The folder of the last successful [`Store::scan`].
@@ -100,6 +106,15 @@ impl ImapStore {
     /// Connects, secures and logs in as `config` says.
     pub async fn connect(config: &ImapConfig) -> Result<ImapStore, StoreError> {
         let connected = connect::connect(config).await?;
+        let offered = connected.capabilities.has("X-GM-EXT-1");
+        if config.gmail == Some(true) && !offered {
+            tracing::warn!(
+                host = %config.host,
+                "gmail = true, but the server does not offer Gmail's extensions (X-GM-EXT-1); \
+                 each folder's messages are copied on their own"
+            );
+        }
+        let gmail = offered && config.gmail != Some(false);
         tracing::info!(
             host = %config.host,
             user = %config.user,
@@ -122,6 +137,9 @@ impl ImapStore {
             read_only: false,
             keywords: config.keywords.clone(),
             refused_keywords: HashSet::new(),
+            gmail,
+            global_ids: HashMap::new(),
+            all_mail: None,
         })
     }
 
@@ -205,6 +223,7 @@ impl ImapStore {
     ) -> Result<SelectInfo, StoreError> {
         self.settle_prefetch().await?;
         self.selected = None;
+        self.global_ids.clear();
         let quoted = self.quoted_name(folder)?;
         let verb = if self.read_only { "EXAMINE" } else { "SELECT" };
         let mut command = Command::new(verb).text(format!(" {quoted}"));
@@ -372,7 +391,12 @@ impl ImapStore {
         mut exists: u32,
         changed_since: Option<u64>,
     ) -> Result<(BTreeMap<Uid, Flags>, u32), StoreError> {
-        let mut command = Command::new("UID FETCH").text(" 1:* (UID FLAGS)");
+        let items = if self.gmail {
+            " 1:* (UID FLAGS X-GM-MSGID)"
+        } else {
+            " 1:* (UID FLAGS)"
+        };
+        let mut command = Command::new("UID FETCH").text(items);
         if let Some(modseq) = changed_since {
             command = command.text(format!(" (CHANGEDSINCE {modseq})"));
         }
@@ -386,6 +410,9 @@ impl ImapStore {
                         // nothing about the listing.
                         if let Some((uid, flags)) = uid_and_flags(attributes, &self.keywords) {
                             messages.insert(uid, flags);
+                            if let Some(id) = gmail_id(attributes) {
+                                self.global_ids.insert(uid, id);
+                            }
                         }
                     }
                     Response::MailboxData(MailboxDatum::Exists(n)) => exists = *n,
@@ -647,6 +674,14 @@ fn uid_and_flags(attributes: &[AttributeValue<'_>], rule: &KeywordRule) -> Optio
     Some((uid?, flags?))
 }
 
+/// Gmail's X-GM-MSGID in a FETCH response: the message's id in every folder of the account.
+fn gmail_id(attributes: &[AttributeValue<'_>]) -> Option<u64> {
+    attributes.iter().find_map(|a| match a {
+        AttributeValue::GmailMsgId(id) => Some(*id),
+        _ => None,
+    })
+}
+
 /// Says once per folder and keyword that the server will not store it; `what` names the
 /// keyword with `{}`.
 fn warn_refused(
@@ -704,16 +739,25 @@ impl Store for ImapStore {
         // With LIST-STATUS (RFC 5819) and CONDSTORE, one round trip also tells which folders
         // changed since the last sync.
         let with_status = self.capabilities.has("LIST-STATUS") && self.capabilities.condstore();
-        let command = if with_status {
-            Command::new("LIST")
-                .text(" \"\" \"*\" RETURN (STATUS (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ))")
-        } else {
-            Command::new("LIST").text(" \"\" \"*\"")
+        // Gmail mode needs the `\All` folder; a LIST with RETURN options tells special uses
+        // only when asked (RFC 6154 §5.1; Dovecot keeps to that, Gmail tells them anyway).
+        let special_use = self.gmail
+            && self.capabilities.has("SPECIAL-USE")
+            && self.capabilities.has("LIST-EXTENDED");
+        let command = match (with_status, special_use) {
+            (true, true) => Command::new("LIST").text(
+                " \"\" \"*\" RETURN (SPECIAL-USE STATUS (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ))",
+            ),
+            (true, false) => Command::new("LIST")
+                .text(" \"\" \"*\" RETURN (STATUS (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ))"),
+            (false, true) => Command::new("LIST").text(" \"\" \"*\" RETURN (SPECIAL-USE)"),
+            (false, false) => Command::new("LIST").text(" \"\" \"*\""),
         };
         let tag = self.session.send(&command).await?;
         let mut found: BTreeMap<FolderName, String> = BTreeMap::new();
         let mut statuses: HashMap<String, String> = HashMap::new();
         let mut sizes: HashMap<String, u32> = HashMap::new();
+        let mut archive = None;
         loop {
             match self.session.recv_for(&tag).await? {
                 Reply::Data(response) => {
@@ -747,6 +791,10 @@ impl Store for ImapStore {
                     if unselectable {
                         continue;
                     }
+                    let all_mail = list
+                        .name_attributes
+                        .iter()
+                        .any(|a| matches!(a, NameAttribute::All));
                     // Each LIST response carries its own delimiter (RFC 3501 §7.2.2).
                     let delimiter = match &list.delimiter {
                         Some(d) => d.chars().next(),
@@ -755,6 +803,9 @@ impl Store for ImapStore {
                     let name = names::unquoted(raw, &list.name);
                     match names::to_folder_name(&name, delimiter) {
                         Ok(folder) => {
+                            if all_mail && self.gmail {
+                                archive = Some(folder.clone());
+                            }
                             found.insert(folder, name.into_owned());
                         }
                         Err(why) => tracing::warn!(
@@ -783,6 +834,7 @@ impl Store for ImapStore {
             })
             .collect();
         self.server_names = found.clone().into_iter().collect();
+        self.all_mail = archive;
         Ok(found.into_keys().collect())
     }
 
@@ -920,8 +972,77 @@ impl Store for ImapStore {
         Ok(())
     }
 
+    async fn present_ids(&mut self) -> Result<Option<Vec<MsgId>>, StoreError> {
+        self.settle_prefetch().await?;
+        self.selected()?;
+        // Plain SEARCH, not ESEARCH's compact ranges: the response parser does not know
+        // ESEARCH (see `session`). A UID costs about seven octets, a FLAGS listing ten times that.
+        let tag = self
+            .session
+            .send(&Command::new("UID SEARCH").text(" UID 1:*"))
+            .await?;
+        let mut ids = Vec::new();
+        loop {
+            match self.session.recv_for(&tag).await? {
+                Reply::Data(response) => {
+                    if let Response::MailboxData(MailboxDatum::Search(found)) = response.parsed() {
+                        ids.extend(found.iter().filter_map(|n| Uid::new(*n)));
+                    }
+                }
+                Reply::Done(done) => {
+                    self.session.check(done, "UID SEARCH")?;
+                    break;
+                }
+            }
+        }
+        Ok(Some(ids.into_iter().map(MsgId::from_uid).collect()))
+    }
+
     fn staging_dir(&self, _folder: &FolderName) -> Option<PathBuf> {
         None
+    }
+
+    fn global_id(&self, id: &MsgId) -> Option<u64> {
+        self.global_ids.get(&id.uid()?).copied()
+    }
+
+    fn global_archive(&self) -> Option<FolderName> {
+        self.all_mail.clone()
+    }
+
+    async fn fetch_global_ids(&mut self, ids: &[MsgId]) -> Result<Vec<(MsgId, u64)>, StoreError> {
+        if !self.gmail || ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.settle_prefetch().await?;
+        self.selected()?;
+        let uids = Self::uids(ids)?;
+        let mut found = Vec::new();
+        for (set, _) in uidset::batches(&uids, uidset::MAX_SET_LEN) {
+            let command = Command::new("UID FETCH").text(format!(" {set} (UID X-GM-MSGID)"));
+            let tag = self.session.send(&command).await?;
+            loop {
+                match self.session.recv_for(&tag).await? {
+                    Reply::Data(response) => {
+                        if let Response::Fetch(_, attributes) = response.parsed() {
+                            let uid = attributes.iter().find_map(|a| match a {
+                                AttributeValue::Uid(u) => Uid::new(*u),
+                                _ => None,
+                            });
+                            if let (Some(uid), Some(id)) = (uid, gmail_id(attributes)) {
+                                self.global_ids.insert(uid, id);
+                                found.push((MsgId::from_uid(uid), id));
+                            }
+                        }
+                    }
+                    Reply::Done(done) => {
+                        self.session.check(done, "UID FETCH")?;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     fn reserve_id(&mut self) -> Option<MsgId> {

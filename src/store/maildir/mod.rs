@@ -67,6 +67,9 @@ pub struct MaildirStore {
     keywords: KeywordRule,
     /// Keywords already reported as without a letter, per folder directory: said once.
     refused_keywords: HashSet<(PathBuf, Keyword)>,
+    /// Where the messages of other folders are, by folder directory and unique name: read
+    /// once per folder for [`Store::stage_twin`], read again on a miss.
+    twins: HashMap<PathBuf, HashMap<String, PathBuf>>,
 }
 
 /// A message in `tmp/` waiting to be made durable and moved into `new/` or `cur/`.
@@ -98,6 +101,7 @@ impl MaildirStore {
             read_only: false,
             keywords: config.keywords.clone(),
             refused_keywords: HashSet::new(),
+            twins: HashMap::new(),
         }
     }
 
@@ -292,6 +296,33 @@ impl MaildirStore {
             }
         }
         Ok(None)
+    }
+
+    /// The file of message `id` of the folder at `dir` as the folder's file list has it; the
+    /// list is read once per sync of a folder (see [`Store::stage_twin`]).
+    fn listed_twin(&mut self, dir: &Path, id: &MsgId) -> Result<Option<PathBuf>, StoreError> {
+        if !self.twins.contains_key(dir) {
+            let mut files = HashMap::new();
+            for sub in [Sub::Cur, Sub::New] {
+                let sub_dir = dir.join(sub.name());
+                let entries = match fs::read_dir(&sub_dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StoreError::io(&sub_dir, e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| StoreError::io(&sub_dir, e))?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    files.insert(unique_part(&name).to_owned(), entry.path());
+                }
+            }
+            self.twins.insert(dir.to_path_buf(), files);
+        }
+        Ok(self
+            .twins
+            .get(dir)
+            .and_then(|files| files.get(id.as_str()))
+            .cloned())
     }
 
     /// Deliveries are moved in by `flush`; anything that looks at the folder comes after them.
@@ -864,6 +895,7 @@ impl Store for MaildirStore {
     async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError> {
         self.complete_deliveries().await?;
         self.open = None;
+        self.twins.clear();
         let dir = self.folder_dir(folder)?;
         if !is_maildir(&dir) {
             return Err(StoreError::NoSuchFolder(folder.clone()));
@@ -902,6 +934,7 @@ impl Store for MaildirStore {
         token: Option<String>,
     ) -> Result<Option<FolderSnapshot>, StoreError> {
         self.complete_deliveries().await?;
+        self.twins.clear();
         self.open = None;
         let dir = self.folder_dir(folder)?;
         if !is_maildir(&dir) {
@@ -952,6 +985,62 @@ impl Store for MaildirStore {
 
     fn reserve_id(&mut self) -> Option<MsgId> {
         MsgId::new(new_unique())
+    }
+
+    async fn stage_twin(
+        &mut self,
+        folder: &FolderName,
+        id: &MsgId,
+        flags: &Flags,
+        staging: &Path,
+    ) -> Result<Option<Staged>, StoreError> {
+        if self.read_only {
+            return Ok(None);
+        }
+        let Ok(dir) = self.folder_dir(folder) else {
+            return Ok(None);
+        };
+        // The guesses cost a failed link each; the file list is read only when they miss.
+        let mut guesses = vec![
+            dir.join("new").join(id.as_str()),
+            dir.join("cur")
+                .join(format!("{}:2,{}", id, flags.maildir_letters())),
+        ];
+        let mut listed = false;
+        while let Some(path) = guesses.pop() {
+            // Only a plain file is linked: link(2) would link a symbolic link itself.
+            match source_of(&self.root, &dir, &path) {
+                Ok(Source::File) => {}
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if guesses.is_empty() && !listed {
+                        listed = true;
+                        guesses.extend(self.listed_twin(&dir, id)?);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(StoreError::io(&path, e)),
+            }
+            let link = staging.join(format!("{TEMP_PREFIX}ln-{}", new_unique()));
+            match fs::hard_link(&path, &link) {
+                Ok(()) => {
+                    return Ok(Some(Staged {
+                        source_id: id.clone(),
+                        internal_date: file_date(&path),
+                        path: link,
+                        temporary: true,
+                    }));
+                }
+                // Renamed by a mail client a moment ago: the message is simply downloaded.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    // Another filesystem, a link limit, no permission: downloaded, too.
+                    tracing::debug!(file = %path.display(), "cannot link: {e}");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn reserves_ids(&self) -> bool {
@@ -1416,6 +1505,67 @@ mod tests {
             "{names:?}"
         );
         assert!(names.len() < 10, "the loop was walked: {names:?}");
+    }
+
+    #[test]
+    fn a_copy_in_another_folder_is_linked_where_it_is_even_renamed_and_never_a_symlink() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mail");
+        for folder in ["Archive", "Work"] {
+            for sub in SUBDIRS {
+                fs::create_dir_all(root.join(folder).join(sub)).unwrap();
+            }
+        }
+        let original = root.join("Archive/cur/m1:2,S");
+        fs::write(&original, "Subject: one\n\nbody\n").unwrap();
+        fs::write(dir.path().join("outside"), "Subject: no\n\n").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), root.join("Archive/cur/m2:2,S"))
+            .unwrap();
+        let mut store = MaildirStore::new(&MaildirConfig {
+            keywords: Default::default(),
+            path: root.clone(),
+            layout: MaildirLayout::Nested,
+        });
+        let (archive, work) = (
+            FolderName::new("Archive").unwrap(),
+            FolderName::new("Work").unwrap(),
+        );
+        let id = |s: &str| MsgId::new(s).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            store.scan(&work).await.unwrap();
+            let staging = store.staging_dir(&work).unwrap();
+            let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+            // Where idlewild named it.
+            let staged = store
+                .stage_twin(&archive, &id("m1"), &Flags::SEEN, &staging)
+                .await
+                .unwrap()
+                .expect("linked");
+            assert_eq!(ino(&staged.path), ino(&original));
+            assert!(staged.temporary && staged.path.starts_with(&staging));
+            // Renamed by a mail client: found by reading the folder.
+            let renamed = root.join("Archive/cur/m1:2,FS");
+            fs::rename(&original, &renamed).unwrap();
+            store.scan(&work).await.unwrap();
+            let staged = store
+                .stage_twin(&archive, &id("m1"), &Flags::SEEN, &staging)
+                .await
+                .unwrap()
+                .expect("linked");
+            assert_eq!(ino(&staged.path), ino(&renamed));
+            // A symbolic link is not linked (link(2) would link the link), nor a file that is gone.
+            for (gone, flags) in [("m2", Flags::SEEN), ("m3", Flags::empty())] {
+                let staged = store
+                    .stage_twin(&archive, &id(gone), &flags, &staging)
+                    .await
+                    .unwrap();
+                assert!(staged.is_none(), "{gone}");
+            }
+        });
     }
 
     #[test]

@@ -368,3 +368,224 @@ fn a_message_written_here_is_not_downloaded_back_from_all_mail() {
     assert!(proxy.bodies().is_empty(), "{:?}", proxy.bodies());
     assert_eq!(inodes(&copies_of(&env, &["INBOX", ALL_MAIL], 5)).len(), 1);
 }
+
+#[test]
+fn gmail_s_daily_limit_stops_the_sync_and_the_next_run_downloads_only_the_rest() {
+    let (env, proxy) = gmail();
+    let expected = labelled_corpus(&env, 80, 30);
+    // The download allowance runs out after 20 bodies, in the middle of All Mail.
+    proxy.control(serde_json::json!({ "overquota_after_bodies": 20 }));
+    let out = env.run(&["sync"]);
+    let log = common::stderr(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("[OVERQUOTA]"), "{log}");
+    assert!(
+        log.contains("leave it alone for 1 h") && log.contains("nothing was lost"),
+        "{log}"
+    );
+    let fetched = proxy.bodies().len();
+    assert!(
+        (20..80).contains(&fetched),
+        "{fetched} bodies before the limit"
+    );
+    // Nothing half done: what is on disk is in step with the state, nothing twice.
+    let files: usize = ["INBOX", "Work", ALL_MAIL]
+        .iter()
+        .map(|f| env.local_files(f).len())
+        .sum();
+    assert!(files >= fetched, "{files} files for {fetched} bodies");
+
+    // The next day: the rest, and nothing fetched a second time.
+    proxy.control(serde_json::json!({}));
+    env.sync_ok(&[]);
+    check(&env, &expected);
+    assert_eq!(
+        proxy.bodies().len(),
+        80,
+        "every message fetched once in all"
+    );
+}
+
+#[test]
+fn a_server_at_its_connection_limit_is_waited_for_not_taken_for_a_wrong_password() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let env = Env::with(gmail_dovecot_options());
+    let proxy = GmailProxy::start_with(&env.dovecot, 1, false);
+    env.write_config(&format!("port = {}", proxy.port()));
+    labelled(&env, &corpus::message(SEED, 1), &["INBOX", ALL_MAIL]);
+    // Another client (a phone, say) holds the account's only connection.
+    let held = std::net::TcpStream::connect((proxy.host(), proxy.port())).expect("connect");
+    let mut reader = BufReader::new(held.try_clone().expect("clone"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("greeting");
+    (&held)
+        .write_all(
+            format!(
+                "a1 LOGIN {} {}\r\n",
+                env.dovecot.user(),
+                env.dovecot.password()
+            )
+            .as_bytes(),
+        )
+        .expect("login");
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("login answer");
+        if line.starts_with("a1 ") {
+            assert!(line.starts_with("a1 OK"), "{line}");
+            break;
+        }
+    }
+
+    let out = env.run(&["sync"]);
+    let log = common::stderr(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("Too many simultaneous connections") && log.contains("for 1 min"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("was refused:"),
+        "taken for a wrong password:\n{log}"
+    );
+    assert_eq!(proxy.refused(), 1);
+
+    drop(reader);
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    // With max_connections = 4 the sync asks for more lanes than the server allows: it
+    // simply syncs with fewer.
+    env.write_config_with(
+        &format!("port = {}", proxy.port()),
+        "[accounts.test]\nmax_connections = 4\n",
+    );
+    env.sync_ok(&[]);
+    env.assert_in_step();
+}
+
+#[test]
+fn a_throttled_server_is_reported_once_and_the_sync_goes_on() {
+    let (env, proxy) = gmail();
+    let expected = labelled_corpus(&env, 20, 30);
+    proxy.control(serde_json::json!({ "throttled": true }));
+    let out = env.sync_ok(&[]);
+    let log = common::stderr(&out);
+    check(&env, &expected);
+    assert_eq!(
+        log.matches("slowing this account down ([THROTTLED])")
+            .count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn the_daemon_leaves_a_rationing_server_alone_even_when_mail_arrives_and_says_why() {
+    use common::daemon::{Daemon, eventually};
+    use support::bus::PrivateBus;
+    let (env, proxy) = gmail();
+    labelled(&env, &corpus::message(SEED, 1), &["INBOX", ALL_MAIL]);
+    let bus = PrivateBus::start();
+    let daemon = Daemon::start_with(&env, None, &[("DBUS_SESSION_BUS_ADDRESS", &bus.address)]);
+    eventually(Duration::from_secs(30), "the first message arrives", || {
+        copies_of(&env, &["INBOX"], 1).len() == 1
+    });
+    let property = |name: &str| {
+        let out = bus.busctl(&[
+            "get-property",
+            "org.idlewild.Idlewild1",
+            "/org/idlewild/Idlewild1/accounts/test",
+            "org.idlewild.Idlewild1.Account",
+            name,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+
+    // The day's allowance is used up; new mail arrives and its sync is refused.
+    proxy.control(serde_json::json!({ "overquota": ["FETCH"] }));
+    labelled(&env, &corpus::message(SEED, 2), &["INBOX", ALL_MAIL]);
+    eventually(Duration::from_secs(30), "LastError names the limit", || {
+        property("LastError").contains("[OVERQUOTA]")
+    });
+    assert!(
+        property("LastError").contains("leave it alone for 1 h"),
+        "{}",
+        property("LastError")
+    );
+    let status = env
+        .command(&["status"])
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .output()
+        .expect("status");
+    let text = format!("{}{}", stdout(&status), common::stderr(&status));
+    assert!(text.contains("OVERQUOTA"), "{text}");
+    eventually(Duration::from_secs(5), "the retry is an hour away", || {
+        daemon.log_tail().contains("retry_in_s=3600")
+    });
+
+    // More mail, on the server and here: each wakes the account, but the server is not asked
+    // again within the hour.
+    let fetches = || {
+        proxy
+            .commands()
+            .iter()
+            .filter(|c| c.contains(" FETCH "))
+            .count()
+    };
+    let before = fetches();
+    labelled(&env, &corpus::message(SEED, 3), &["INBOX", ALL_MAIL]);
+    env.deliver_locally(
+        "INBOX",
+        "1700000000.M2P2.gmailtest",
+        &corpus::message(SEED, 4),
+        None,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(fetches(), before, "{}", daemon.log_tail());
+}
+
+#[test]
+fn the_daemon_keeps_within_its_connection_budget_with_many_folders_to_watch() {
+    use common::daemon::{Daemon, eventually};
+    let (env, proxy) = gmail();
+    for i in 0..12 {
+        env.ctl.create(&format!("Label{i}"));
+    }
+    labelled(
+        &env,
+        &corpus::message(SEED, 1),
+        &["INBOX", "Label3", ALL_MAIL],
+    );
+    // Every folder asked to be watched: far more than the budget of max_connections = 5.
+    env.write_config_with(
+        &format!("port = {}", proxy.port()),
+        "[accounts.test]\nidle = [\"*\"]\n",
+    );
+    let daemon = Daemon::start(&env, None);
+    daemon.expect_notify("READY=1", Duration::from_secs(20));
+    eventually(Duration::from_secs(30), "the first sync ends", || {
+        copies_of(&env, &["Label3"], 1).len() == 1
+    });
+    // New mail in a watched folder is pushed.
+    let uid = env
+        .ctl
+        .append("INBOX", &corpus::message(SEED, 2), &[])
+        .expect("APPENDUID");
+    eventually(Duration::from_secs(10), "the push", || {
+        copies_of(&env, &["INBOX"], 2).len() == 1
+    });
+    let _ = uid;
+    // The most connections the proxy saw open at once (its test client's included).
+    let mut open = 0i64;
+    let mut most = 0i64;
+    for event in proxy.events() {
+        match event["event"].as_str() {
+            Some("open") => open += 1,
+            Some("close") => open -= 1,
+            _ => {}
+        }
+        most = most.max(open);
+    }
+    assert!(most <= 5 + 1, "{most} connections at once");
+    assert_eq!(proxy.refused(), 0);
+}

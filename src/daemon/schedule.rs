@@ -44,6 +44,9 @@ pub(super) struct Schedule {
     burst_started: Option<Instant>,
     /// When the interval's full sync is due; moved on by every full sync that succeeds.
     next_interval: Instant,
+    /// The server asked to be left alone until then (a bandwidth or connection limit): no
+    /// wake-up syncs before, only a person's request.
+    held_until: Option<Instant>,
 }
 
 impl Schedule {
@@ -56,11 +59,15 @@ impl Schedule {
             debounce_deadline: None,
             burst_started: None,
             next_interval: now + interval,
+            held_until: None,
         }
     }
 
     /// The sync due at `now`, if any; a full one covers the woken folders too.
     pub(super) fn due(&self, now: Instant) -> Option<Due> {
+        if self.held_until.is_some_and(|t| now < t) {
+            return None;
+        }
         if self.full_sync_due.is_some_and(|t| t <= now) {
             Some(Due::Full)
         } else if self.debounce_deadline.is_some_and(|t| t <= now) && !self.pending.is_empty() {
@@ -93,6 +100,10 @@ impl Schedule {
     pub(super) fn deadline(&self, paused: bool, now: Instant) -> Instant {
         if paused {
             return now + CLOCK_CHECK;
+        }
+        if let Some(held) = self.held_until.filter(|t| now < *t) {
+            // Wake-ups meanwhile wait for the end of the hold; the clock is still looked at.
+            return held.min(now + CLOCK_CHECK);
         }
         let interval = self.full_sync_due.is_none().then_some(self.next_interval);
         [self.full_sync_due, self.debounce_deadline, interval]
@@ -140,6 +151,8 @@ impl Schedule {
     /// A person asked for a sync of `folders` (all when empty): now, without a debounce. While
     /// a full sync is due, the request is folded into it now.
     pub(super) fn requested(&mut self, folders: Vec<FolderName>, now: Instant) {
+        // A person who asks may ask the server again: the hold is theirs to break.
+        self.held_until = None;
         if folders.is_empty() || self.full_sync_due.is_some() {
             self.full_sync_due = Some(now);
         } else {
@@ -164,8 +177,16 @@ impl Schedule {
         self.full_sync_due = Some(at);
     }
 
+    /// A sync failed because the server rations the account: a full sync at `at`, and no
+    /// wake-up syncs before (new mail would otherwise ask the server again at once).
+    pub(super) fn hold_until(&mut self, at: Instant) {
+        self.held_until = Some(at);
+        self.full_sync_due = Some(at);
+    }
+
     /// A full sync succeeded: the next interval counts from now.
     pub(super) fn full_sync_done(&mut self, now: Instant) {
+        self.held_until = None;
         self.full_sync_due = None;
         self.next_interval = now + self.interval;
     }
@@ -255,6 +276,30 @@ mod tests {
 
     fn full(ms: u64) -> Sync {
         (ms, Due::Full, Vec::new())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rationing_server_is_not_woken_by_new_mail_but_a_person_may_ask() {
+        let mut s = Schedule::new(INTERVAL, false, Instant::now());
+        s.start(Due::Full);
+        s.hold_until(Instant::now() + Duration::from_secs(30));
+        // New mail meanwhile: nothing until the hold ends, then one full sync.
+        let syncs = play(
+            &mut s,
+            &[
+                (1_000, Input::Server("INBOX")),
+                (2_000, Input::Local("INBOX")),
+            ],
+            31_000,
+        )
+        .await;
+        assert_eq!(syncs, vec![full(30_000)]);
+
+        let mut s = Schedule::new(INTERVAL, false, Instant::now());
+        s.start(Due::Full);
+        s.hold_until(Instant::now() + Duration::from_secs(30));
+        let syncs = play(&mut s, &[(5_000, Input::Request(&[]))], 31_000).await;
+        assert_eq!(syncs, vec![full(5_000)]);
     }
 
     fn folders(ms: u64, names: &[&str]) -> Sync {

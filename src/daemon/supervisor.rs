@@ -497,7 +497,10 @@ impl Supervisor {
         self.room = None;
         let backoff = self.backoff.next_delay(rand::random());
         let credential = credential_error(e);
-        let delay = retry_delay(backoff, credential);
+        // A server that rations the account (Gmail's daily bandwidth, a connection limit)
+        // said how long to stay away; the backoff alone would come back sooner.
+        let rationed = rationed_wait(e);
+        let delay = retry_delay(backoff, credential).max(rationed.unwrap_or_default());
         tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "sync failed");
         self.reporter.send(AccountEvent::Failed {
             jobs: answering,
@@ -505,8 +508,13 @@ impl Supervisor {
             // A credential failure is the account's error, not the network's.
             offline: !self.session.connected() && credential.is_none(),
         });
-        // Whatever was asked is retried as a full sync after the delay.
-        self.schedule.retry_at(Instant::now() + delay);
+        // Whatever was asked is retried as a full sync after the delay; a rationing server
+        // is not asked again before, whatever wakes the account.
+        if rationed.is_some() {
+            self.schedule.hold_until(Instant::now() + delay);
+        } else {
+            self.schedule.retry_at(Instant::now() + delay);
+        }
     }
 
     async fn on_request(&mut self, request: Control) {
@@ -865,9 +873,51 @@ fn credential_error<'a>(
     None
 }
 
+/// How long the server asked to be left alone, when the error's chain holds a rationing
+/// refusal (`StoreError::Rationed`: a bandwidth or connection limit, throttling).
+fn rationed_wait(error: &(dyn std::error::Error + 'static)) -> Option<Duration> {
+    use crate::engine::SyncError;
+    use crate::engine::account::AccountError;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let store = e
+            .downcast_ref::<crate::store::StoreError>()
+            .or_else(|| match e.downcast_ref::<SyncError>() {
+                Some(SyncError::Store { source, .. }) => Some(source),
+                _ => None,
+            })
+            .or_else(|| match e.downcast_ref::<AccountError>() {
+                Some(AccountError::Sync(SyncError::Store { source, .. })) => Some(source),
+                _ => None,
+            });
+        if let Some(wait) = store.and_then(crate::store::StoreError::rationed) {
+            return Some(wait);
+        }
+        next = e.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rationing_server_is_left_alone_at_least_as_long_as_it_asked() {
+        let e = crate::engine::account::AccountError::Sync(crate::engine::SyncError::Store {
+            side: crate::plan::Side::Remote,
+            source: crate::store::StoreError::Rationed {
+                host: "imap.gmail.com".into(),
+                command: "UID FETCH".into(),
+                detail: "[OVERQUOTA] Account exceeded command or bandwidth limits.".into(),
+                wait: Duration::from_secs(3600),
+            },
+        });
+        assert_eq!(rationed_wait(&e), Some(Duration::from_secs(3600)));
+        assert!(e.to_string().contains("leave it alone for 1 h"), "{e}");
+        let other = crate::store::StoreError::Invalid("x".into());
+        assert_eq!(rationed_wait(&other), None);
+    }
 
     #[test]
     fn credential_errors_are_found_in_the_chain() {

@@ -118,6 +118,11 @@ impl SyncError {
                     | StoreError::Invalid(_)
                     | StoreError::NotEmpty(_)
             ),
+            // A server that rations the account is left alone, on either side.
+            SyncError::Store {
+                source: StoreError::Rationed { .. },
+                ..
+            } => true,
             // A folder name the Maildir cannot hold concerns that folder alone.
             SyncError::Store {
                 side: Side::Local,

@@ -60,6 +60,19 @@ pub enum StoreError {
         command: String,
         detail: String,
     },
+    /// The server rations the account (a bandwidth or connection limit, throttling): not an
+    /// error of ours, and asking again soon only makes it worse.
+    #[error(
+        "{host} refused {command} for now: {detail} (the server limits what one account may do; \
+         leave it alone for {} before the next sync, as the daemon does; nothing was lost)",
+        human(*wait)
+    )]
+    Rationed {
+        host: String,
+        command: String,
+        detail: String,
+        wait: std::time::Duration,
+    },
     #[error("folder {0} does not exist")]
     NoSuchFolder(FolderName),
     /// This store cannot hold a folder of that name; the other folders are not concerned.
@@ -81,7 +94,27 @@ pub enum StoreError {
     Credentials(#[from] crate::credentials::CredentialError),
 }
 
+/// A wait as a person says it: "1 h", "5 min", "30 s".
+fn human(wait: std::time::Duration) -> String {
+    let secs = wait.as_secs().max(1);
+    if secs.is_multiple_of(3600) {
+        format!("{} h", secs / 3600)
+    } else if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
+    }
+}
+
 impl StoreError {
+    /// How long the server asked to be left alone, when it refused for rationing.
+    pub fn rationed(&self) -> Option<std::time::Duration> {
+        match self {
+            StoreError::Rationed { wait, .. } => Some(*wait),
+            _ => None,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StoreError::Io {
             path: path.into(),
@@ -96,6 +129,7 @@ impl StoreError {
             | StoreError::Timeout { .. }
             | StoreError::Protocol { .. }
             | StoreError::Refused { .. }
+            | StoreError::Rationed { .. }
             | StoreError::NoSuchFolder(_)
             | StoreError::NotEmpty(_)
             | StoreError::Io { .. } => FailureKind::Temporary,

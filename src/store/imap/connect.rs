@@ -277,6 +277,15 @@ async fn authenticate(
                 _ => None,
             });
         }
+        // A connection limit or a busy server is no verdict on the secret: keep it.
+        if let Some(wait) = done.rationed() {
+            return Err(StoreError::Rationed {
+                host: session.host().to_owned(),
+                command: "LOGIN".to_owned(),
+                detail: done.detail(),
+                wait,
+            });
+        }
         let retry = !refreshed && config.credentials.rejected().await;
         if !retry {
             let mut detail = done.detail();

@@ -89,6 +89,63 @@ impl Done {
             Some(Code::AppendUid { .. } | Code::Capabilities(_)) | None => self.text.clone(),
         }
     }
+
+    /// How long to leave the server alone when this refusal says it is rationing the account
+    /// rather than that the command was wrong: Gmail's bandwidth limit (`[OVERQUOTA]`) and
+    /// connection limit (`[ALERT] Too many simultaneous connections`), RFC 5530's
+    /// `[UNAVAILABLE]`, `[INUSE]` and `[LIMIT]`, `[THROTTLED]`, and Office 365's "Request is
+    /// throttled. Suggested Backoff Time: N milliseconds" (its N, at least a second).
+    pub fn rationed(&self) -> Option<Duration> {
+        if self.status == Status::Ok {
+            return None;
+        }
+        rationing(&self.detail())
+    }
+}
+
+/// Whether a `[THROTTLED]` from `host` is news: none was reported for it this past hour.
+fn throttling_news(host: &str) -> bool {
+    static REPORTED: std::sync::Mutex<Option<HashMap<String, std::time::Instant>>> =
+        std::sync::Mutex::new(None);
+    let mut reported = REPORTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let reported = reported.get_or_insert_with(HashMap::new);
+    let now = std::time::Instant::now();
+    match reported.get(host) {
+        Some(at) if now.duration_since(*at) < Duration::from_secs(3600) => false,
+        _ => {
+            reported.insert(host.to_owned(), now);
+            true
+        }
+    }
+}
+
+/// See [`Done::rationed`]; `detail` is a completion's text with its code.
+fn rationing(detail: &str) -> Option<Duration> {
+    let upper = detail.to_ascii_uppercase();
+    if upper.contains("[OVERQUOTA]") {
+        // A daily allowance: an hour between tries costs nothing and misses little.
+        return Some(Duration::from_secs(3600));
+    }
+    if let Some(at) = upper.find("SUGGESTED BACKOFF TIME:") {
+        let digits: String = upper[at + "SUGGESTED BACKOFF TIME:".len()..]
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let millis = digits
+            .parse::<u64>()
+            .unwrap_or(60_000)
+            .clamp(1_000, 3_600_000);
+        return Some(Duration::from_millis(millis));
+    }
+    let busy = ["[UNAVAILABLE]", "[INUSE]", "[LIMIT]", "[THROTTLED]"]
+        .iter()
+        .any(|code| upper.contains(code))
+        || upper.contains("TOO MANY SIMULTANEOUS CONNECTIONS")
+        || upper.contains("REQUEST IS THROTTLED");
+    busy.then_some(Duration::from_secs(60))
 }
 
 /// What the connection delivered next.
@@ -194,6 +251,8 @@ pub struct Session {
     writing: bool,
     /// LOGOUT was sent: the server's BYE and closing the stream are expected, not news.
     logging_out: bool,
+    /// The server marked a completion `[THROTTLED]` (and it was reported).
+    throttled: bool,
 }
 
 impl fmt::Debug for Session {
@@ -218,6 +277,7 @@ impl Session {
             literal: LiteralMode::Synchronizing,
             writing: false,
             logging_out: false,
+            throttled: false,
         }
     }
 
@@ -484,6 +544,18 @@ impl Session {
             _ => return Ok(Incoming::Reply(Reply::Data(response))),
         };
         tracing::debug!(host = %self.host, "imap < {} {:?} {}", done.tag, done.status, done.detail());
+        if done.status == Status::Ok && !self.throttled && done.text.contains("[THROTTLED]") {
+            // Gmail's mark on a command that succeeded slowly: said once per connection to
+            // the log's debug level, and once an hour per server as a warning (a sync's
+            // lanes and the daemon's watchers are connections of their own).
+            self.throttled = true;
+            if throttling_news(&self.host) {
+                tracing::warn!(
+                    host = %self.host,
+                    "the server says it is slowing this account down ([THROTTLED]); the sync goes on at its pace"
+                );
+            }
+        }
         Ok(Incoming::Reply(Reply::Done(done)))
     }
 
@@ -506,8 +578,17 @@ impl Session {
         self.stash.insert(done.tag.clone(), done);
     }
 
-    /// Turns a NO or BAD into [`StoreError::Refused`].
+    /// Turns a NO or BAD into [`StoreError::Refused`], or [`StoreError::Rationed`] when the
+    /// server says it is rationing the account.
     pub fn check(&self, done: Done, command: &str) -> Result<Done, StoreError> {
+        if let Some(wait) = done.rationed() {
+            return Err(StoreError::Rationed {
+                host: self.host.clone(),
+                command: command.to_owned(),
+                detail: done.detail(),
+                wait,
+            });
+        }
         match done.status {
             Status::Ok => Ok(done),
             Status::No | Status::Bad => Err(StoreError::Refused {
@@ -587,6 +668,48 @@ fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rationing_refusals_are_told_from_errors_with_the_wait_they_ask_for() {
+        let hour = Some(Duration::from_secs(3600));
+        let minute = Some(Duration::from_secs(60));
+        for (detail, wait) in [
+            // Gmail, as recorded in public reports.
+            (
+                "[OVERQUOTA] Account exceeded command or bandwidth limits.",
+                hour,
+            ),
+            (
+                "[Alert] Too many simultaneous connections. (Failure)",
+                minute,
+            ),
+            ("Success [THROTTLED]", minute),
+            // RFC 5530.
+            ("[UNAVAILABLE] Temporary authentication failure", minute),
+            ("[INUSE] Mailbox in use", minute),
+            ("[LIMIT] At maximum command limit", minute),
+            // Office 365.
+            (
+                "Request is throttled. Suggested Backoff Time: 2500 milliseconds",
+                Some(Duration::from_millis(2500)),
+            ),
+            (
+                "Request is throttled. Suggested Backoff Time: 3 milliseconds",
+                Some(Duration::from_secs(1)),
+            ),
+            ("[AUTHENTICATIONFAILED] Invalid credentials (Failure)", None),
+            ("[TRYCREATE] Mailbox doesn't exist", None),
+        ] {
+            assert_eq!(rationing(detail), wait, "{detail}");
+        }
+        let ok = Done {
+            tag: "a1".into(),
+            status: Status::Ok,
+            code: None,
+            text: "Success [THROTTLED]".into(),
+        };
+        assert_eq!(ok.rationed(), None, "a slowed success is no refusal");
+    }
 
     #[test]
     fn commands_never_show_literals_or_hidden_text() {

@@ -1150,6 +1150,30 @@ impl StateDb {
         Ok(out)
     }
 
+    /// The settled records of `folder` whose message has a settled local copy in the folder
+    /// `archive` (by server name) too: the same global id (see `Store::global_archive`).
+    pub fn linked_to(
+        &self,
+        folder: i64,
+        archive: &FolderName,
+    ) -> Result<Vec<RecordId>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT m.id FROM messages m
+                 WHERE m.folder = ?1 AND m.global_id IS NOT NULL AND m.pending IS NULL
+                 AND EXISTS (SELECT 1 FROM messages o JOIN folders f ON f.id = o.folder
+                             WHERE o.global_id = m.global_id AND f.name = ?2 AND o.folder != ?1
+                             AND o.local IS NOT NULL AND o.pending IS NULL)",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![folder, archive.as_str()], |r| r.get::<_, i64>(0))
+            .map_err(|e| self.err(e))?;
+        rows.map(|r| r.map(RecordId).map_err(|e| self.err(e)))
+            .collect()
+    }
+
     /// Whether any message of this id is known, pending or not (used by tests and checks).
     pub fn has_local(&self, folder: i64, local: &MsgId) -> Result<bool, StateError> {
         self.conn

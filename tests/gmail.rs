@@ -20,6 +20,28 @@ use support::gmail_proxy::{GmailProxy, gmail_dovecot_options};
 const ALL_MAIL: &str = "[Gmail]/All Mail";
 const SEED: u64 = 14;
 
+/// Gmail's spam and trash, which Gmail mode leaves out unless `folders.include` names them.
+const LEFT_OUT: [&str; 2] = ["[Gmail]/Spam", "[Gmail]/Trash"];
+
+/// Both sides hold the same messages with the same flags, folder by folder, but for the
+/// folders Gmail mode leaves out, which are not in the Maildir at all.
+fn in_step(env: &Env) -> (common::Side, common::Side) {
+    let (mut remote, local) = (env.remote(), env.local());
+    for folder in LEFT_OUT {
+        assert!(!local.contains_key(folder), "{folder} was synced");
+        remote.remove(folder);
+    }
+    assert_eq!(
+        remote.keys().collect::<Vec<_>>(),
+        local.keys().collect::<Vec<_>>(),
+        "folder lists differ"
+    );
+    for (folder, messages) in &remote {
+        assert_eq!(messages, &local[folder], "folder {folder} differs");
+    }
+    (remote, local)
+}
+
 /// A private Gmail stand-in and an account that syncs it through the proxy.
 fn gmail() -> (Env, GmailProxy) {
     let env = Env::with(gmail_dovecot_options());
@@ -90,7 +112,7 @@ fn a_message_in_three_labels_is_downloaded_once_and_linked_into_the_others() {
     labelled(&env, &corpus::message(SEED, 3), &["INBOX", ALL_MAIL]);
 
     let report = sync_json(&env);
-    env.assert_in_step();
+    in_step(&env);
     // Three messages, three bodies over the wire, all from All Mail (synced first).
     let bodies = proxy.bodies();
     assert_eq!(bodies.len(), 3, "bodies fetched: {bodies:?}");
@@ -125,7 +147,7 @@ fn removing_a_label_removes_one_name_and_the_message_stays_in_the_others() {
     let work = env.ctl.dump("Work");
     env.ctl.expunge("Work", &[work[0].uid]);
     env.sync_ok(&[]);
-    env.assert_in_step();
+    in_step(&env);
     let files = copies_of(&env, &folders, 1);
     assert_eq!(files.len(), 2, "{files:?}");
     assert!(env.local_files("Work").is_empty());
@@ -134,7 +156,7 @@ fn removing_a_label_removes_one_name_and_the_message_stays_in_the_others() {
     let inbox = copies_of(&env, &["INBOX"], 1);
     std::fs::remove_file(&inbox[0]).expect("delete");
     env.sync_ok(&[]);
-    env.assert_in_step();
+    in_step(&env);
     assert!(env.ctl.dump("INBOX").is_empty());
     assert_eq!(env.ctl.dump(ALL_MAIL).len(), 1);
     assert_eq!(copies_of(&env, &folders, 1).len(), 1);
@@ -144,7 +166,7 @@ fn removing_a_label_removes_one_name_and_the_message_stays_in_the_others() {
     env.ctl.copy_messages(ALL_MAIL, &[all[0].uid], "Work");
     let before = proxy.bodies().len();
     let report = sync_json(&env);
-    env.assert_in_step();
+    in_step(&env);
     assert_eq!(total(&report, "linked"), 1, "{report:#}");
     assert_eq!(proxy.bodies().len(), before, "{:?}", proxy.bodies());
     assert_eq!(inodes(&copies_of(&env, &folders, 1)).len(), 1);
@@ -160,6 +182,7 @@ fn without_gmail_mode_each_folder_has_its_own_copy() {
     env.ctl.create("Work");
     labelled(&env, &corpus::message(SEED, 1), &["Work", ALL_MAIL]);
     let report = sync_json(&env);
+    // Spam and trash too: without Gmail mode a folder is a folder.
     env.assert_in_step();
     assert_eq!(total(&report, "linked"), 0, "{report:#}");
     assert_eq!(proxy.bodies().len(), 2);
@@ -225,7 +248,7 @@ fn labelled_corpus(env: &Env, n: usize, multi: usize) -> BTreeMap<String, Vec<St
 /// Every folder holds exactly the expected Message-IDs, once, on both sides. Returns how many
 /// copies were checked.
 fn check(env: &Env, expected: &BTreeMap<String, Vec<String>>) -> usize {
-    let (remote, local) = env.assert_in_step();
+    let (remote, local) = in_step(env);
     let mut checked = 0;
     for (side, name) in [(&remote, "server"), (&local, "Maildir")] {
         for (folder, want) in expected {
@@ -363,7 +386,7 @@ fn a_message_written_here_is_not_downloaded_back_from_all_mail() {
     let inbox = env.ctl.dump("INBOX");
     env.ctl.copy_messages("INBOX", &[inbox[0].uid], ALL_MAIL);
     let report = sync_json(&env);
-    env.assert_in_step();
+    in_step(&env);
     assert_eq!(total(&report, "linked"), 1, "{report:#}");
     assert!(proxy.bodies().is_empty(), "{:?}", proxy.bodies());
     assert_eq!(inodes(&copies_of(&env, &["INBOX", ALL_MAIL], 5)).len(), 1);
@@ -460,7 +483,7 @@ fn a_server_at_its_connection_limit_is_waited_for_not_taken_for_a_wrong_password
         "[accounts.test]\nmax_connections = 4\n",
     );
     env.sync_ok(&[]);
-    env.assert_in_step();
+    in_step(&env);
 }
 
 #[test]
@@ -588,4 +611,85 @@ fn the_daemon_keeps_within_its_connection_budget_with_many_folders_to_watch() {
     }
     assert!(most <= 5 + 1, "{most} connections at once");
     assert_eq!(proxy.refused(), 0);
+}
+
+#[test]
+fn spam_and_trash_are_left_out_unless_an_include_names_them() {
+    let (env, _proxy) = gmail();
+    labelled(&env, &corpus::message(SEED, 1), &["INBOX", ALL_MAIL]);
+    labelled(&env, &corpus::message(SEED, 2), &["[Gmail]/Spam"]);
+    labelled(&env, &corpus::message(SEED, 3), &["[Gmail]/Trash"]);
+    env.sync_ok(&[]);
+    in_step(&env);
+    let out = env.run(&["folders", "test"]);
+    assert!(
+        stdout(&out).contains("left out (Gmail's spam); name it in folders.include to sync it"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Named in folders.include, spam is synced; trash, which a wildcard matches, still not.
+    env.write_config_with(
+        &format!("port = {}", _proxy.port()),
+        "[accounts.test.folders]\ninclude = [\"*\", \"[Gmail]/Spam\"]\n",
+    );
+    env.sync_ok(&[]);
+    assert_eq!(copies_of(&env, &["[Gmail]/Spam"], 2).len(), 1);
+    assert!(env.local_files("[Gmail]/Trash").is_empty());
+    // The server still has both.
+    assert_eq!(env.ctl.dump("[Gmail]/Trash").len(), 1);
+}
+
+#[test]
+fn archiving_a_whole_inbox_on_gmail_is_no_mass_deletion_but_emptying_it_here_is() {
+    const N: usize = 20;
+    let (env, proxy) = gmail();
+    let ops: Vec<serde_json::Value> = (0..N)
+        .map(|i| {
+            serde_json::json!({
+                "op": "append",
+                "folder": ALL_MAIL,
+                "message": String::from_utf8_lossy(&corpus::message(SEED, i)),
+            })
+        })
+        .collect();
+    let uids: Vec<u64> = env
+        .ctl
+        .run(serde_json::Value::Array(ops))
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|u| u.as_u64().expect("APPENDUID"))
+        .collect();
+    let to_inbox =
+        serde_json::json!([{"op": "copy", "folder": ALL_MAIL, "uids": uids, "to": "INBOX"}]);
+    env.ctl.run(to_inbox.clone());
+    env.sync_ok(&[]);
+    assert_eq!(env.local_files("INBOX").len(), N);
+
+    // In Gmail's web page: select every message of the inbox, archive. The labels go; the
+    // valve lets that pass, as no mail goes.
+    let inbox: Vec<u32> = env.ctl.dump("INBOX").iter().map(|m| m.uid).collect();
+    env.ctl.expunge("INBOX", &inbox);
+    let report = sync_json(&env);
+    in_step(&env);
+    assert!(env.local_files("INBOX").is_empty());
+    assert_eq!(env.local_files(ALL_MAIL).len(), N);
+    assert!(
+        !report.to_string().contains("would be deleted"),
+        "{report:#}"
+    );
+
+    // Back in the inbox (linked, not downloaded), then the local INBOX emptied by accident:
+    // that would strip the label from every message, and is refused.
+    env.ctl.run(to_inbox);
+    let bodies = proxy.bodies().len();
+    env.sync_ok(&[]);
+    assert_eq!(proxy.bodies().len(), bodies);
+    for file in env.local_files("INBOX") {
+        std::fs::remove_file(file).expect("remove");
+    }
+    let out = env.run(&["sync"]);
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    assert_eq!(env.ctl.dump("INBOX").len(), N);
 }

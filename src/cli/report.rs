@@ -112,6 +112,9 @@ pub fn folder_rows(overview: &FolderOverview) -> Vec<FolderRow> {
                 Step::Skipped(Selection::NotIncluded) => {
                     ("skip", None, Some("not in folders.include".into()))
                 }
+                Step::Skipped(left_out @ Selection::LeftOut { .. }) => {
+                    ("skip", None, Some(left_out.to_string()))
+                }
                 Step::Skipped(Selection::Included) => ("skip", None, None),
                 Step::Failed(e) => ("error", None, Some(e.clone())),
                 Step::Act(a) => match *a {

@@ -353,13 +353,24 @@ async fn decide(
     listings: &Listings,
 ) -> Result<Option<Vec<Action>>, SyncError> {
     let options = cx.options;
-    let plan = plan::plan_folder(
+    // Local copies that are links to the archive's copy (Gmail's labels): the server taking
+    // them out of this folder removes a label, which the valve lets pass.
+    let linked: foldhash::HashSet<plan::RecordId> = match cx.remote.global_archive() {
+        Some(archive) if archive != folder.name && folder.id >= 0 => cx
+            .state
+            .linked_to(folder.id, &archive)?
+            .into_iter()
+            .collect(),
+        _ => Default::default(),
+    };
+    let plan = plan::plan_folder_linked(
         records,
         &listings.remote.messages,
         &listings.local.messages,
         options.guard,
         options.allow_mass_delete,
         options.policy,
+        &linked,
     );
     let actions = match plan {
         Plan::Refused(refusal) => {

@@ -258,12 +258,12 @@ pub async fn plan_folders(
         .map(|f| (f.name.clone(), f))
         .collect();
     let known_names: Vec<FolderName> = known.keys().cloned().collect();
-    let map = folders::map_folders(
-        &remote_folders,
-        &local_folders,
-        &known_names,
-        &options.rules,
-    );
+    // Folders the server marks as unwanted by default (Gmail's spam and trash).
+    let rules = options
+        .rules
+        .clone()
+        .with_left_out(remote.left_out_by_default());
+    let map = folders::map_folders(&remote_folders, &local_folders, &known_names, &rules);
     if !map.problems.is_empty() {
         // Nothing is decided: the folders are only listed, for `idlewild folders`.
         let mut folders = Vec::new();

@@ -45,6 +45,13 @@ impl Pattern {
     pub fn matches(&self, name: &FolderName) -> bool {
         self.regex.is_match(name.as_str())
     }
+
+    /// Whether this pattern names `name` itself: no wildcard, no regex.
+    pub fn names(&self, name: &FolderName) -> bool {
+        !self.source.starts_with("regex:")
+            && !self.source.contains(['*', '%'])
+            && self.matches(name)
+    }
 }
 
 /// A glob as an anchored regex. `INBOX` as the first level is matched in capitals whatever its
@@ -80,13 +87,20 @@ pub enum Selection {
     },
     /// No include pattern matched.
     NotIncluded,
+    /// The server marks it as mail a user does not usually want copied (Gmail's spam and
+    /// trash): left out unless `folders.include` names it.
+    LeftOut {
+        reason: String,
+    },
 }
 
 impl Selection {
     pub fn is_included(&self) -> bool {
         match self {
             Selection::Included => true,
-            Selection::Excluded { .. } | Selection::NotIncluded => false,
+            Selection::Excluded { .. } | Selection::NotIncluded | Selection::LeftOut { .. } => {
+                false
+            }
         }
     }
 }
@@ -97,6 +111,10 @@ impl std::fmt::Display for Selection {
             Selection::Included => f.write_str("included"),
             Selection::Excluded { pattern } => write!(f, "excluded by \"{pattern}\""),
             Selection::NotIncluded => f.write_str("not included"),
+            Selection::LeftOut { reason } => write!(
+                f,
+                "left out ({reason}); name it in folders.include to sync it"
+            ),
         }
     }
 }
@@ -116,9 +134,22 @@ impl Filter {
 
     /// Whether `remote` (a server folder name as idlewild spells it) is synced.
     pub fn select(&self, remote: &FolderName) -> Selection {
+        self.select_unless(remote, None)
+    }
+
+    /// Like [`Filter::select`], for a folder the server marks as left out by default for
+    /// `left_out` (a reason), unless an include pattern names it.
+    pub fn select_unless(&self, remote: &FolderName, left_out: Option<&str>) -> Selection {
         if let Some(p) = self.exclude.iter().find(|p| p.matches(remote)) {
             return Selection::Excluded {
                 pattern: p.source.clone(),
+            };
+        }
+        if let Some(reason) = left_out
+            && !self.include.iter().flatten().any(|p| p.names(remote))
+        {
+            return Selection::LeftOut {
+                reason: reason.to_owned(),
             };
         }
         match &self.include {
@@ -132,6 +163,36 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_left_out_by_the_server_is_synced_only_when_an_include_names_it() {
+        let spam = name("[Gmail]/Spam");
+        let patterns = |p: &[&str]| {
+            p.iter()
+                .map(|p| Pattern::new(p).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let why = Some("Gmail's spam");
+        let every = Filter::new(None, Vec::new());
+        assert!(matches!(
+            every.select_unless(&spam, why),
+            Selection::LeftOut { .. }
+        ));
+        assert!(every.select_unless(&spam, None).is_included());
+        let wildcard = Filter::new(Some(patterns(&["*", "[Gmail]/%"])), Vec::new());
+        assert!(!wildcard.select_unless(&spam, why).is_included());
+        let named = Filter::new(Some(patterns(&["INBOX", "[Gmail]/Spam"])), Vec::new());
+        assert!(named.select_unless(&spam, why).is_included());
+        let excluded = Filter::new(Some(patterns(&["[Gmail]/Spam"])), patterns(&["*Spam"]));
+        assert!(matches!(
+            excluded.select_unless(&spam, why),
+            Selection::Excluded { .. }
+        ));
+        assert_eq!(
+            every.select_unless(&spam, why).to_string(),
+            "left out (Gmail's spam); name it in folders.include to sync it"
+        );
+    }
 
     fn name(s: &str) -> FolderName {
         FolderName::new(s).unwrap()

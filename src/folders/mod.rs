@@ -25,16 +25,33 @@ pub use rename::{Rename, Rule, RuleError};
 pub struct FolderRules {
     filter: Filter,
     rename: Rename,
+    /// Server folders left out unless an include names them, with the reason (see
+    /// [`Selection::LeftOut`]).
+    left_out: std::collections::BTreeMap<FolderName, String>,
 }
 
 impl FolderRules {
     pub fn new(filter: Filter, rename: Rename) -> Self {
-        Self { filter, rename }
+        Self {
+            filter,
+            rename,
+            left_out: Default::default(),
+        }
+    }
+
+    /// These rules, with the server's folders that are left out unless named.
+    pub fn with_left_out(
+        mut self,
+        left_out: impl IntoIterator<Item = (FolderName, String)>,
+    ) -> Self {
+        self.left_out = left_out.into_iter().collect();
+        self
     }
 
     /// Whether the server folder `remote` is synced.
     pub fn selection(&self, remote: &FolderName) -> Selection {
-        self.filter.select(remote)
+        self.filter
+            .select_unless(remote, self.left_out.get(remote).map(String::as_str))
     }
 
     /// The local name of the server folder `remote`.

@@ -461,6 +461,31 @@ pub fn plan_folder(
     allow_mass_delete: bool,
     policy: Policy,
 ) -> Plan {
+    plan_folder_linked(
+        records,
+        remote,
+        local,
+        guard,
+        allow_mass_delete,
+        policy,
+        &HashSet::new(),
+    )
+}
+
+/// [`plan_folder`] for a folder some of whose local copies are links to a copy the account
+/// keeps in its archive folder (`linked`: Gmail's labels, see `Store::global_archive`). The
+/// server taking such a message out of this folder is a label removed, not mail lost — Gmail
+/// users archive a whole INBOX at once — so those local deletions do not count for the valve.
+/// Deletions on the server always count: an emptied Maildir must not strip every label.
+pub fn plan_folder_linked(
+    records: &[Record],
+    remote: &[MessageMeta],
+    local: &[MessageMeta],
+    guard: MassDeleteGuard,
+    allow_mass_delete: bool,
+    policy: Policy,
+    linked: &HashSet<RecordId>,
+) -> Plan {
     let remote_by_id: HashMap<&MsgId, &MessageMeta> = remote.iter().map(|m| (&m.id, m)).collect();
     let local_by_id: HashMap<&MsgId, &MessageMeta> = local.iter().map(|m| (&m.id, m)).collect();
     let mut claimed_remote = HashSet::with_capacity(records.len());
@@ -502,6 +527,11 @@ pub fn plan_folder(
             let count = actions
                 .iter()
                 .filter(|a| match a {
+                    Action::Delete {
+                        on: Side::Local,
+                        record,
+                        ..
+                    } if linked.contains(record) => false,
                     Action::Delete { on: s, .. } => *s == on,
                     Action::Detach { gone, .. } => gone.other() == on,
                     Action::Copy { .. } | Action::Flags { .. } | Action::Forget { .. } => false,
@@ -1881,6 +1911,33 @@ mod tests {
         assert!(
             text.ends_with("Nothing was changed on either side."),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn labels_removed_on_the_server_pass_the_valve_and_an_emptied_label_folder_here_does_not() {
+        let guard = MassDeleteGuard::default();
+        let (records, remote, local) = many(20);
+        let linked: HashSet<RecordId> = records.iter().map(|r| r.id).collect();
+        // The server took every message out of the folder (Gmail: INBOX archived at once);
+        // each local copy is a link to the archive's copy, so nothing is lost here.
+        let Plan::Actions(a) = plan_folder_linked(&records, &[], &local, guard, false, P, &linked)
+        else {
+            panic!("archiving refused");
+        };
+        assert_eq!(a.len(), 20);
+        assert!(matches!(
+            plan_folder(&records, &[], &local, guard, false, P),
+            Plan::Refused(_)
+        ));
+        // The folder emptied here would strip the label from every message: refused.
+        assert_eq!(
+            plan_folder_linked(&records, &remote, &[], guard, false, P, &linked),
+            Plan::Refused(MassDeletion {
+                on: Side::Remote,
+                count: 20,
+                known: 20
+            })
         );
     }
 

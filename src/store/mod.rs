@@ -297,6 +297,13 @@ pub trait Store: Send {
         Ok(Vec::new())
     }
 
+    /// Folders of the last [`Store::list_folders`] a user does not usually want copied, with
+    /// the reason (Gmail's spam and trash, by their special use): left out unless the
+    /// account's `folders.include` names them.
+    fn left_out_by_default(&self) -> Vec<(FolderName, String)> {
+        Vec::new()
+    }
+
     /// The folder that holds every message of the account once (Gmail's All Mail, LIST
     /// `\All`), for stores with [`Store::global_id`]s: synced before the other folders, so
     /// theirs are links to its copies.

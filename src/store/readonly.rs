@@ -106,6 +106,10 @@ impl Store for ReadOnly<'_> {
         self.inner.fetch_global_ids(ids).await
     }
 
+    fn left_out_by_default(&self) -> Vec<(FolderName, String)> {
+        self.inner.left_out_by_default()
+    }
+
     fn global_id(&self, id: &MsgId) -> Option<u64> {
         self.inner.global_id(id)
     }

@@ -81,6 +81,9 @@ impl<S: Store> Store for Faulty<S> {
     async fn fetch_global_ids(&mut self, ids: &[MsgId]) -> Result<Vec<(MsgId, u64)>, StoreError> {
         self.inner.fetch_global_ids(ids).await
     }
+    fn left_out_by_default(&self) -> Vec<(FolderName, String)> {
+        self.inner.left_out_by_default()
+    }
     fn global_id(&self, id: &MsgId) -> Option<u64> {
         self.inner.global_id(id)
     }

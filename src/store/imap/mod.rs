@@ -87,6 +87,8 @@ pub struct ImapStore {
     global_ids: HashMap<Uid, u64>,
     /// The folder LIST marked `\All` (Gmail's All Mail), in Gmail mode.
     all_mail: Option<FolderName>,
+    /// Gmail's spam and trash (LIST `\Junk`, `\Trash`), in Gmail mode.
+    left_out: Vec<(FolderName, String)>,
 }
 
 /// The folder of the last successful [`Store::scan`].
@@ -140,6 +142,7 @@ impl ImapStore {
             gmail,
             global_ids: HashMap::new(),
             all_mail: None,
+            left_out: Vec::new(),
         })
     }
 
@@ -758,6 +761,7 @@ impl Store for ImapStore {
         let mut statuses: HashMap<String, String> = HashMap::new();
         let mut sizes: HashMap<String, u32> = HashMap::new();
         let mut archive = None;
+        let mut skipped = Vec::new();
         loop {
             match self.session.recv_for(&tag).await? {
                 Reply::Data(response) => {
@@ -795,6 +799,11 @@ impl Store for ImapStore {
                         .name_attributes
                         .iter()
                         .any(|a| matches!(a, NameAttribute::All));
+                    let left_out = list.name_attributes.iter().find_map(|a| match a {
+                        NameAttribute::Junk => Some("Gmail's spam"),
+                        NameAttribute::Trash => Some("Gmail's trash"),
+                        _ => None,
+                    });
                     // Each LIST response carries its own delimiter (RFC 3501 §7.2.2).
                     let delimiter = match &list.delimiter {
                         Some(d) => d.chars().next(),
@@ -805,6 +814,9 @@ impl Store for ImapStore {
                         Ok(folder) => {
                             if all_mail && self.gmail {
                                 archive = Some(folder.clone());
+                            }
+                            if let Some(why) = left_out.filter(|_| self.gmail) {
+                                skipped.push((folder.clone(), why.to_owned()));
                             }
                             found.insert(folder, name.into_owned());
                         }
@@ -835,6 +847,7 @@ impl Store for ImapStore {
             .collect();
         self.server_names = found.clone().into_iter().collect();
         self.all_mail = archive;
+        self.left_out = skipped;
         Ok(found.into_keys().collect())
     }
 
@@ -1008,6 +1021,10 @@ impl Store for ImapStore {
 
     fn global_archive(&self) -> Option<FolderName> {
         self.all_mail.clone()
+    }
+
+    fn left_out_by_default(&self) -> Vec<(FolderName, String)> {
+        self.left_out.clone()
     }
 
     async fn fetch_global_ids(&mut self, ids: &[MsgId]) -> Result<Vec<(MsgId, u64)>, StoreError> {

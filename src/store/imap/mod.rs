@@ -13,6 +13,7 @@ mod connect;
 mod date;
 mod digest;
 mod fetch;
+mod gmail;
 mod idle;
 mod mutf7;
 mod names;
@@ -413,7 +414,7 @@ impl ImapStore {
                         // nothing about the listing.
                         if let Some((uid, flags)) = uid_and_flags(attributes, &self.keywords) {
                             messages.insert(uid, flags);
-                            if let Some(id) = gmail_id(attributes) {
+                            if let Some(id) = gmail::message_id(attributes) {
                                 self.global_ids.insert(uid, id);
                             }
                         }
@@ -675,14 +676,6 @@ fn uid_and_flags(attributes: &[AttributeValue<'_>], rule: &KeywordRule) -> Optio
         }
     }
     Some((uid?, flags?))
-}
-
-/// Gmail's X-GM-MSGID in a FETCH response: the message's id in every folder of the account.
-fn gmail_id(attributes: &[AttributeValue<'_>]) -> Option<u64> {
-    attributes.iter().find_map(|a| match a {
-        AttributeValue::GmailMsgId(id) => Some(*id),
-        _ => None,
-    })
 }
 
 /// Says once per folder and keyword that the server will not store it; `what` names the
@@ -1046,7 +1039,7 @@ impl Store for ImapStore {
                                 AttributeValue::Uid(u) => Uid::new(*u),
                                 _ => None,
                             });
-                            if let (Some(uid), Some(id)) = (uid, gmail_id(attributes)) {
+                            if let (Some(uid), Some(id)) = (uid, gmail::message_id(attributes)) {
                                 self.global_ids.insert(uid, id);
                                 found.push((MsgId::from_uid(uid), id));
                             }

@@ -628,6 +628,16 @@ fn spam_and_trash_are_left_out_unless_an_include_names_them() {
         stdout(&out)
     );
 
+    // Asked for by name on the command line, it is still left out, and says why.
+    let out = env.run(&["sync", "test", "[Gmail]/Spam"]);
+    assert!(
+        common::stderr(&out).contains("\"[Gmail]/Spam\" is left out (Gmail's spam)")
+            || stdout(&out).contains("\"[Gmail]/Spam\" is left out (Gmail's spam)"),
+        "{}{}",
+        stdout(&out),
+        common::stderr(&out)
+    );
+
     // Named in folders.include, spam is synced; trash, which a wildcard matches, still not.
     env.write_config_with(
         &format!("port = {}", _proxy.port()),
@@ -692,4 +702,103 @@ fn archiving_a_whole_inbox_on_gmail_is_no_mass_deletion_but_emptying_it_here_is(
     let out = env.run(&["sync"]);
     assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
     assert_eq!(env.ctl.dump("INBOX").len(), N);
+}
+
+/// One command on a plain IMAP connection: the lines answered, up to its tagged completion.
+fn imap_command(
+    reader: &mut impl std::io::BufRead,
+    stream: &mut std::net::TcpStream,
+    tag: &str,
+    command: &str,
+) -> Vec<String> {
+    use std::io::Write as _;
+    stream
+        .write_all(format!("{tag} {command}\r\n").as_bytes())
+        .expect("send");
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).expect("read") > 0,
+            "closed: {lines:?}"
+        );
+        let done = line.starts_with(&format!("{tag} "));
+        lines.push(line.trim_end().to_owned());
+        if done {
+            return lines;
+        }
+    }
+}
+
+#[test]
+fn the_gmail_stand_in_answers_and_stores_labels_as_gmail_does() {
+    // The stand-in itself, for the tests of labels: a message's labels are the folders that
+    // hold it, system labels quoted with an escaped backslash, the open folder's own left out.
+    let (env, proxy) = gmail();
+    env.ctl.create("Work");
+    labelled(
+        &env,
+        &corpus::message(SEED, 1),
+        &[ALL_MAIL, "INBOX", "Work"],
+    );
+    let mut stream = std::net::TcpStream::connect((proxy.host(), proxy.port())).expect("connect");
+    let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+    let mut greeting = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut greeting).expect("greeting");
+    let login = format!("LOGIN {} {}", env.dovecot.user(), env.dovecot.password());
+    imap_command(&mut reader, &mut stream, "a1", &login);
+    imap_command(
+        &mut reader,
+        &mut stream,
+        "a2",
+        "SELECT \"[Gmail]/All Mail\"",
+    );
+    let lines = imap_command(
+        &mut reader,
+        &mut stream,
+        "a3",
+        "UID FETCH 1:* (X-GM-LABELS)",
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("X-GM-LABELS (\"\\\\Inbox\" Work)")),
+        "{lines:?}"
+    );
+    let lines = imap_command(
+        &mut reader,
+        &mut stream,
+        "a4",
+        "UID STORE 1 +X-GM-LABELS (Family)",
+    );
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("a4 OK")),
+        "{lines:?}"
+    );
+    imap_command(&mut reader, &mut stream, "a5", "SELECT INBOX");
+    let lines = imap_command(
+        &mut reader,
+        &mut stream,
+        "a6",
+        "UID FETCH 1:* (X-GM-LABELS)",
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("X-GM-LABELS (Family Work)")),
+        "{lines:?}"
+    );
+    let lines = imap_command(
+        &mut reader,
+        &mut stream,
+        "a7",
+        "UID STORE 1 -X-GM-LABELS (Work)",
+    );
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("a7 OK")),
+        "{lines:?}"
+    );
+    assert_eq!(env.ctl.dump("Family").len(), 1);
+    assert!(env.ctl.dump("Work").is_empty());
+    assert_eq!(env.ctl.dump(ALL_MAIL).len(), 1);
 }

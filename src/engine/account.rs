@@ -293,9 +293,17 @@ impl AccountSession {
                     r.folder == folder.as_str() || r.remote_folder == folder.as_str()
                 };
                 if !reports.iter().any(|r| named(&r)) {
-                    let why = match self.account.folders.selection(folder) {
+                    let rules = self
+                        .account
+                        .folders
+                        .clone()
+                        .with_left_out(remote.left_out_by_default());
+                    let why = match rules.selection(folder) {
                         crate::folders::Selection::Included => {
                             format!("no folder named \"{folder}\" on the server or in the Maildir")
+                        }
+                        left @ crate::folders::Selection::LeftOut { .. } => {
+                            format!("folder \"{folder}\" is {left}")
                         }
                         left_out => format!(
                             "folder \"{folder}\" is left out by the configuration ({left_out} in folders.include/folders.exclude)"

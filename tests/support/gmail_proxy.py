@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An IMAP proxy that makes a private Dovecot behave like Gmail, for integration
+r"""An IMAP proxy that makes a private Dovecot behave like Gmail, for integration
 tests (standard library only).
 
 What it is for: Gmail cannot be reached from a test, yet idlewild must cope with
@@ -9,7 +9,8 @@ connections, [THROTTLED] and [OVERQUOTA] responses, and sessions that end with a
 BYE. The proxy sits between the client and a Dovecot and rewrites what passes.
 
     python3 gmail_proxy.py --target 127.0.0.1:PORT --log EVENTS.jsonl
-        [--control CONTROL.json] [--max-connections 15] [--keep-qresync] [--port P]
+        [--user U --password W] [--control CONTROL.json] [--max-connections 15]
+        [--keep-qresync] [--port P]
 
 It binds 127.0.0.1 (on a free port unless --port is given), prints the port on
 stdout (one line), and relays each connection (two threads per connection) to
@@ -46,6 +47,55 @@ What it changes:
                 its LOGIN / AUTHENTICATE is answered by the proxy:
                 `<tag> NO [ALERT] Too many simultaneous connections. (Failure)`.
                 The connection stays open (a later LOGIN may succeed).
+  labels        X-GM-LABELS in FETCH and STORE, see below.
+
+Labels. The Dovecot holds one folder per Gmail label (INBOX, Work, "[Gmail]/All
+Mail", ...); a message has label L when a copy with the same X-GUID is in folder
+L, and "[Gmail]/All Mail" holds every message. The label of a folder is its name
+as Dovecot gives it (modified UTF-7), except for INBOX and the special-use
+folders: INBOX -> \Inbox, \Sent -> \Sent, \Drafts -> \Draft, \Flagged ->
+\Starred, \Important -> \Important, \Junk -> \Spam, \Trash -> \Trash, and \All
+has no label. The label work is done on a side connection of the proxy's own
+(--user / --password; one per client connection, opened when first needed,
+never in the "open" / "close" events nor counted against --max-connections).
+A command that asks for labels is held until every earlier command of its
+connection has had its tagged response relayed, so that it sees their effects
+and its answer keeps its place among theirs.
+  FETCH         the item X-GM-LABELS (any case, among other items) is taken out
+                of the command and X-GUID put in (once); before the command is
+                forwarded the proxy maps every X-GUID to the folders holding it
+                (LIST, then EXAMINE + `UID FETCH 1:* (X-GUID)` per selectable
+                folder), and each `* N FETCH` with an X-GUID gets
+                `X-GM-LABELS (...)`: system labels as quoted strings with an
+                escaped backslash (`"\\Inbox"`, as Gmail sends them), other
+                labels as an atom where the name is one, else quoted. Gmail's
+                quirk is copied: the label of the folder the client has selected
+                is left out. X-GM-MSGID / X-GM-THRID are sent only when the
+                client asked for them (or for X-GUID).
+  STORE         `[UID] STORE set [+|-]X-GM-LABELS[.SILENT] (labels)` (a single
+                label may go without parentheses) is not forwarded. Labels are
+                atoms, quoted strings or literals; \Inbox, \Sent, \Draft or
+                \Drafts, \Starred, \Important, \Spam, \Trash (also quoted, any
+                case) name the system folders, INBOX in any case is INBOX, any
+                other label is a folder name (UTF-8 is turned into modified
+                UTF-7). On the side connection the messages' X-GUIDs are fetched
+                in the client's selected folder; `+` UID COPYs each message from
+                there into every label folder lacking it (CREATEing the folder
+                first if there is none: Gmail creates labels on use), `-` flags
+                its copies in the label folders \Deleted and UID EXPUNGEs them,
+                and the plain form does both, leaving the message in exactly
+                the folders named (and All Mail; the selected folder too only if
+                named). Then `* N FETCH (UID u X-GM-LABELS (...))` per message,
+                the labels after the change, the selected folder's left out as
+                in FETCH (not with .SILENT; N is the sequence number on the side
+                connection, which is the client's as long as the client has seen
+                every expunge) and `<tag> OK Success`. \All, the All Mail
+                folder, an unknown system label, a \Noselect folder or a name
+                Dovecot will not create: `<tag> NO [CANNOT] ...`, before any
+                message is copied or expunged.
+                Removing the label of the selected folder expunges the message
+                there; the client sees it on its next command. A side connection
+                that fails: `<tag> NO [UNAVAILABLE] ...` (FETCH too).
 
 CONTROL.json, re-read (when its mtime, size or inode changed) before each client
 command; missing, empty or unparsable means {}:
@@ -72,6 +122,9 @@ command is logged before it is forwarded, a body before it is relayed:
   {"conn": i, "body": SIZE, "folder": "NAME"}   a `* N FETCH` with a BODY[],
         BODY[]<0> or RFC822 literal; NAME is the folder as the client named it
         in SELECT / EXAMINE ("" if none is selected)
+  {"conn": i, "labels": "+" | "-" | "=", "folders": ["NAME", ...], "guids": n}
+        a label STORE carried out (after its "cmd" event): the folders its
+        labels name, and how many distinct messages (X-GUIDs) it touched
 Connections are numbered 1, 2, ... in the order accepted.
 
 COMPRESS=DEFLATE (if the server offers it) works: after its OK the proxy inflates
@@ -79,6 +132,7 @@ and deflates both sides itself.
 """
 
 import argparse
+import base64
 import hashlib
 import ipaddress
 import json
@@ -110,6 +164,33 @@ BODY_ITEM = re.compile(rb"(?:^|[ (])(?:BODY\[\](?:<0>)?|RFC822) \Z", re.I)
 CAPABILITY_CODE = re.compile(rb"\[CAPABILITY ([^\]]*)\]", re.I)
 CAPABILITY_LINE = re.compile(rb"\A(\* CAPABILITY )([^\r\n]*)", re.I)
 SEARCHES = {b"SEARCH", b"SORT", b"THREAD"}
+# A STORE of labels: `tag [UID] STORE set [(modifiers)] [+|-]X-GM-LABELS[.SILENT] ...`.
+LABEL_STORE = re.compile(
+    rb"\A(\S+) (UID )?STORE (\S+) (?:\([^)]*\) )?([+-]?)X-GM-LABELS(\.SILENT)?(?: (.*))?\Z",
+    re.I | re.S,
+)
+# Special-use attribute -> Gmail's system label; \All has none.
+SYSTEM_LABELS = [
+    (b"\\SENT", b"\\Sent"),
+    (b"\\DRAFTS", b"\\Draft"),
+    (b"\\FLAGGED", b"\\Starred"),
+    (b"\\IMPORTANT", b"\\Important"),
+    (b"\\JUNK", b"\\Spam"),
+    (b"\\TRASH", b"\\Trash"),
+]
+# A system label a client may name (upper case) -> the special-use of its folder.
+LABEL_FOLDERS = {
+    b"\\SENT": b"\\SENT",
+    b"\\DRAFT": b"\\DRAFTS",
+    b"\\DRAFTS": b"\\DRAFTS",
+    b"\\STARRED": b"\\FLAGGED",
+    b"\\IMPORTANT": b"\\IMPORTANT",
+    b"\\SPAM": b"\\JUNK",
+    b"\\TRASH": b"\\TRASH",
+}
+ATOM_SPECIALS = set(b'(){%*"\\]')
+# The order of labels in X-GM-LABELS: these first, then the others by name.
+LABEL_ORDER = [b"\\Inbox", b"\\Important", b"\\Starred", b"\\Sent", b"\\Draft", b"\\Spam", b"\\Trash"]
 
 
 class Closed(Exception):
@@ -196,6 +277,341 @@ def split_items(data):
     return items
 
 
+def tokens(data):
+    """The tokens of IMAP data: atoms and quoted strings as bytes (unquoted),
+    parenthesised lists as Python lists. Literals must have been inlined (see
+    `inline`); NIL is the atom b"NIL"."""
+    out, stack, cur, i, n = [], [], None, 0, len(data)
+    cur = out
+    while i < n:
+        c = data[i]
+        if c == 0x20:
+            i += 1
+        elif c == 0x28:
+            new = []
+            cur.append(new)
+            stack.append(cur)
+            cur = new
+            i += 1
+        elif c == 0x29:
+            if stack:
+                cur = stack.pop()
+            i += 1
+        elif c == 0x22:
+            j, buf = i + 1, bytearray()
+            while j < n and data[j] != 0x22:
+                if data[j] == 0x5C and j + 1 < n:
+                    j += 1
+                buf.append(data[j])
+                j += 1
+            cur.append(bytes(buf))
+            i = j + 1
+        else:
+            j = i
+            while j < n and data[j] not in b" ()":
+                j += 1
+            cur.append(data[i:j])
+            i = j
+    return out
+
+
+def inline(parts):
+    """One line of text from a command or response read as [line, literal]
+    parts: each `{N}` is replaced by its literal, quoted (for `tokens`)."""
+    out = b""
+    for line, literal in parts:
+        text, _ = split_eol(line)
+        if literal is not None:
+            m = LITERAL.search(line)
+            text = line[: m.start()] + quote(literal)
+        out += text
+    return out
+
+
+def is_atom(name):
+    return (
+        bool(name)
+        and all(0x21 <= c <= 0x7E and c not in ATOM_SPECIALS for c in name)
+        and name.upper() != b"NIL"
+    )
+
+
+def label_text(label):
+    """A label as Gmail writes it in X-GM-LABELS: system labels quoted with the
+    backslash escaped, other names as an atom where they are one."""
+    if label.startswith(b"\\") or not is_atom(label):
+        return quote(label)
+    return label
+
+
+def mutf7(name):
+    """A UTF-8 folder name in modified UTF-7 (RFC 3501 5.1.3); ASCII names that
+    are not valid UTF-8 pass unchanged."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return name
+    if text.isascii():
+        return name
+    out, pending = [], []
+
+    def flush():
+        if pending:
+            raw = "".join(pending).encode("utf-16-be")
+            out.append("&" + base64.b64encode(raw).decode().rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for ch in text:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            pending.append(ch)
+    flush()
+    return "".join(out).encode()
+
+
+def is_inbox(name):
+    return name is not None and name.upper() == b"INBOX"
+
+
+def same_folder(a, b):
+    return a == b or (is_inbox(a) and is_inbox(b))
+
+
+class SideError(Exception):
+    """The side connection failed, or the server refused what it needs."""
+
+
+class SideRefused(SideError):
+    """The server answered a side command with NO or BAD."""
+
+    def __init__(self, status, text, message):
+        super().__init__(message)
+        self.status = status
+        self.text = text
+
+
+class Side:
+    """The proxy's own plain connection to the target, for the label work of
+    one client connection (used by that connection's client thread only)."""
+
+    def __init__(self, target, user, password):
+        self.target = target
+        self.user = user
+        self.password = password
+        self.sock = None
+        self.reader = None
+        self.count = 0
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+        self.reader = None
+
+    def _open(self):
+        if self.user is None or self.password is None:
+            raise SideError("no --user / --password given to the proxy")
+        try:
+            self.sock = socket.create_connection(self.target, timeout=60)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.reader = Reader(self.sock)
+            greeting = self.reader.readline()
+        except (OSError, Closed) as e:
+            self.close()
+            raise SideError("cannot reach the server: %s" % e)
+        if not greeting.upper().startswith(b"* OK"):
+            self.close()
+            raise SideError("greeting: %s" % text_of(greeting.strip()))
+        status, text, _ = self.run(
+            b"LOGIN " + quote(self.user.encode()) + b" " + quote(self.password.encode())
+        )
+        if status != b"OK":
+            self.close()
+            raise SideError("LOGIN: %s" % text_of(text))
+
+    def run(self, command):
+        """Sends `command`; returns (status, text, untagged responses with the
+        `* ` taken off and literals inlined)."""
+        if self.sock is None:
+            self._open()
+        self.count += 1
+        tag = b"P%d" % self.count
+        untagged = []
+        try:
+            self.sock.sendall(tag + b" " + command + b"\r\n")
+            while True:
+                parts = []
+                while True:
+                    line = self.reader.readline()
+                    m = LITERAL.search(line)
+                    if not m:
+                        parts.append([line, None])
+                        break
+                    parts.append([line, self.reader.read(int(m.group(1)))])
+                text = inline(parts)
+                if text.startswith(tag + b" "):
+                    words = text.split(b" ", 2)
+                    status = words[1].upper() if len(words) > 1 else b""
+                    return status, words[2] if len(words) > 2 else b"", untagged
+                if text.startswith(b"* "):
+                    untagged.append(text[2:])
+                elif text.startswith(b"+"):
+                    raise SideError("unexpected continuation request")
+        except (OSError, Closed) as e:
+            self.close()
+            raise SideError("connection lost: %s" % (e or "closed"))
+
+    def ok(self, command):
+        status, text, untagged = self.run(command)
+        if status != b"OK":
+            what = text_of(command.split(b" ", 1)[0])
+            raise SideRefused(status, text, "%s: %s %s" % (what, text_of(status), text_of(text)))
+        return untagged
+
+    def folders(self):
+        """[(name, attributes upper-cased)] of every folder, as LIST gives them."""
+        status, _, untagged = self.run(b'LIST "" "*" RETURN (SPECIAL-USE)')
+        if status != b"OK":
+            untagged = self.ok(b'LIST "" "*"')
+        out = []
+        for text in untagged:
+            if not text[:5].upper() == b"LIST ":
+                continue
+            t = tokens(text[5:])
+            if len(t) < 3 or not isinstance(t[0], list) or isinstance(t[2], list):
+                continue
+            out.append((t[2], {a.upper() for a in t[0] if isinstance(a, bytes)}))
+        return out
+
+    def open_folder(self, name, write=False):
+        """SELECTs (or EXAMINEs) `name`; returns its number of messages."""
+        untagged = self.ok((b"SELECT " if write else b"EXAMINE ") + quote(name))
+        exists = 0
+        for text in untagged:
+            m = re.match(rb"(\d+) EXISTS\Z", text, re.I)
+            if m:
+                exists = int(m.group(1))
+        return exists
+
+    def guids(self, command):
+        """[(sequence number, uid, X-GUID)] from the `* N FETCH` responses of a
+        FETCH command that asks for UID and X-GUID."""
+        out = []
+        for text in self.ok(command):
+            m = re.match(rb"(\d+) FETCH ", text, re.I)
+            if not m:
+                continue
+            t = tokens(text[m.end() :])
+            if not t or not isinstance(t[0], list):
+                continue
+            items = t[0]
+            fields = {}
+            for k in range(0, len(items) - 1, 2):
+                if isinstance(items[k], bytes):
+                    fields[items[k].upper()] = items[k + 1]
+            uid, guid = fields.get(b"UID"), fields.get(b"X-GUID")
+            if isinstance(uid, bytes) and uid.isdigit() and isinstance(guid, bytes):
+                out.append((int(m.group(1)), int(uid), guid))
+        return out
+
+
+class Labels:
+    """Which folders hold which X-GUID, read on a side connection."""
+
+    def __init__(self, side):
+        listed = side.folders()
+        self.folders = [name for name, _ in listed]
+        self.attrs = {name: attrs for name, attrs in listed}
+        # guid -> {folder: [uid, ...]}
+        self.where = {}
+        for name in self.folders:
+            if not self.selectable(name):
+                continue
+            if side.open_folder(name) == 0:
+                continue
+            for _, uid, guid in side.guids(b"UID FETCH 1:* (UID X-GUID)"):
+                self.where.setdefault(guid, {}).setdefault(name, []).append(uid)
+
+    def selectable(self, name):
+        attrs = self.attrs.get(name, set())
+        return b"\\NOSELECT" not in attrs and b"\\NONEXISTENT" not in attrs
+
+    def is_all(self, name):
+        return b"\\ALL" in self.attrs.get(name, set())
+
+    def label(self, name):
+        """Gmail's label for folder `name`, or None (All Mail)."""
+        if is_inbox(name):
+            return b"\\Inbox"
+        attrs = self.attrs.get(name, set())
+        if b"\\ALL" in attrs:
+            return None
+        for use, label in SYSTEM_LABELS:
+            if use in attrs:
+                return label
+        return name
+
+    def special(self, use):
+        for name in self.folders:
+            if use in self.attrs[name]:
+                return name
+        return None
+
+    def folder(self, label):
+        """(folder named by a label a client sent, None) or (None, reason)."""
+        if label.startswith(b"\\"):
+            key = label.upper()
+            if key == b"\\INBOX":
+                return b"INBOX", None
+            use = LABEL_FOLDERS.get(key)
+            if use is None:
+                return None, "no such system label"
+            name = self.special(use)
+            if name is None:
+                return None, "no folder for this label"
+            return name, None
+        if is_inbox(label):
+            return b"INBOX", None
+        name = mutf7(label)
+        if (
+            not name
+            or any(c < 0x20 or c == 0x7F or c in b"%*" for c in name)
+            or name.startswith(b"/")
+            or name.endswith(b"/")
+            or b"//" in name
+        ):
+            return None, "not a valid label name"
+        if name in self.attrs:
+            if self.is_all(name):
+                return None, "All Mail is not a label"
+            if not self.selectable(name):
+                return None, "not a folder that can hold messages"
+        return name, None
+
+    def text(self, folders, selected):
+        """`X-GM-LABELS (...)` for a message in `folders`, the selected folder's
+        label left out (Gmail's quirk)."""
+        out = set()
+        for name in folders:
+            if selected is not None and same_folder(name, selected):
+                continue
+            label = self.label(name)
+            if label is not None:
+                out.add(label)
+
+        def key(label):
+            if label in LABEL_ORDER:
+                return (0, LABEL_ORDER.index(label), label)
+            return (1, 0, label)
+
+        return b"X-GM-LABELS (" + b" ".join(label_text(l) for l in sorted(out, key=key)) + b")"
+
+
 class Reader:
     """Buffered reads from a socket, optionally inflating (COMPRESS=DEFLATE)."""
 
@@ -269,6 +685,8 @@ class Proxy:
 
     def __init__(self, args):
         self.target = args.target
+        self.user = args.user
+        self.password = args.password
         self.max_connections = args.max_connections
         self.keep_qresync = args.keep_qresync
         self.control_path = args.control
@@ -383,6 +801,13 @@ class Connection:
         self.literal_tag = None
         self.literal_refused = False
         self.commands = 0
+        # Tagged responses taken out of `pending` but not yet sent to the client,
+        # and the condition a command that must wait for them waits on.
+        self.relaying = 0
+        self.answered = threading.Condition(self.lock)
+        self.closed = False
+        # The side connection for labels, opened when first needed.
+        self.side = None
 
     # --- life cycle --------------------------------------------------------
 
@@ -416,6 +841,8 @@ class Connection:
                         s.close()
                     except OSError:
                         pass
+            if self.side is not None:
+                self.side.close()
             self.proxy.release(self.id)
             self.proxy.log({"conn": self.id, "event": "close"})
 
@@ -432,6 +859,9 @@ class Connection:
 
     def shutdown(self):
         """Ends both sides; what was sent is still delivered."""
+        with self.lock:
+            self.closed = True
+            self.answered.notify_all()
         for s in (self.client, self.server):
             if s is not None:
                 try:
@@ -494,8 +924,36 @@ class Connection:
         ):
             answer = b"* ENABLED\r\n" + self.tagged_ok(tag, b"Success")
 
+        if answer is None and name == b"STORE" and LABEL_STORE.match(text):
+            logged, full = self.absorb(first)
+            self.proxy.log({"conn": self.id, "cmd": text_of(logged)})
+            self.cw.send(self.store_labels(tag, full))
+            if bye:
+                self.expire()
+            return
+
+        fetch = None
+        if answer is None and name == b"FETCH":
+            _, want_labels, want_ids = fetch_items(first)
+            if want_labels:
+                # The labels are read once the earlier commands are answered, so
+                # that what they changed is seen.
+                self.wait_for_answers()
+                with self.lock:
+                    folder = self.folder
+                labels = None
+                if folder is not None:
+                    try:
+                        labels = Labels(self.side_connection())
+                    except SideError as e:
+                        answer = b"%s NO [UNAVAILABLE] X-GM-LABELS: %s\r\n" % (
+                            tag,
+                            str(e).encode("utf-8", "replace"),
+                        )
+                fetch = {"labels": labels, "selected": folder, "ids": want_ids}
+
         if answer is not None:
-            logged = self.absorb(first)
+            logged, _ = self.absorb(first)
             self.proxy.log({"conn": self.id, "cmd": text_of(logged)})
             if refused:
                 self.proxy.log({"conn": self.id, "event": "refused"})
@@ -515,22 +973,155 @@ class Connection:
             info["compress"] = True
         if bye:
             info["bye"] = True
+        if fetch is not None:
+            info["fetch"] = fetch
         self.forward(first, tag, name, info)
 
     def absorb(self, line):
         """Reads the rest of a command the proxy answers itself; sends `+` for
-        its synchronising literals. Returns the command as logged."""
+        its synchronising literals. Returns the command as logged and as one
+        line with its literals inlined (see `inline`)."""
         logged = b""
+        parts = []
         while True:
             text, _ = split_eol(line)
             logged += text
             m = LITERAL.search(line)
             if not m:
-                return logged
+                parts.append([line, None])
+                return logged, inline(parts)
             if not m.group(2):
                 self.cw.send(b"+ go ahead\r\n")
-            self.cr.read(int(m.group(1)))
+            parts.append([line, self.cr.read(int(m.group(1)))])
             line = self.cr.readline()
+
+    def wait_for_answers(self):
+        """Blocks until every command forwarded so far has had its tagged
+        response sent to the client."""
+        with self.lock:
+            while (self.pending or self.relaying) and not self.closed:
+                self.answered.wait(1.0)
+            if self.closed:
+                raise Closed()
+
+    def side_connection(self):
+        if self.side is None:
+            self.side = Side(self.proxy.target, self.proxy.user, self.proxy.password)
+        return self.side
+
+    def store_labels(self, tag, full):
+        """Carries out `tag [UID] STORE set [+|-]X-GM-LABELS[.SILENT] labels` on
+        the side connection; returns the answer for the client."""
+        m = LABEL_STORE.match(full)
+        if not m:
+            return b"%s BAD Invalid arguments.\r\n" % tag
+        uid, sequence_set = m.group(2) is not None, m.group(3)
+        mode = {b"+": "+", b"-": "-", b"": "="}[m.group(4)]
+        silent = m.group(5) is not None
+        given = tokens(m.group(6) or b"")
+        if len(given) == 1 and isinstance(given[0], list):
+            given = given[0]
+        if not m.group(6) or any(isinstance(g, list) for g in given):
+            return b"%s BAD Invalid arguments.\r\n" % tag
+        self.wait_for_answers()
+        with self.lock:
+            selected = self.folder
+        if selected is None:
+            return b"%s BAD No mailbox selected.\r\n" % tag
+        side = self.side_connection()
+        try:
+            labels = Labels(side)
+            targets = []
+            for label in given:
+                name, why = labels.folder(label)
+                if name is None:
+                    return b"%s NO [CANNOT] Invalid label %s: %s.\r\n" % (
+                        tag,
+                        quote(label),
+                        why.encode(),
+                    )
+                if name not in targets:
+                    targets.append(name)
+            # The selected folder as listed (INBOX may have been selected as "inbox").
+            current = next((f for f in labels.folders if same_folder(f, selected)), selected)
+            side.open_folder(current)
+            try:
+                found = side.guids(
+                    (b"UID FETCH " if uid else b"FETCH ") + sequence_set + b" (UID X-GUID)"
+                )
+            except SideRefused as e:
+                return b"%s %s %s\r\n" % (tag, e.status, e.text)
+            first_uid = {}
+            for _, u, g in found:
+                first_uid.setdefault(g, u)
+            self.proxy.log(
+                {
+                    "conn": self.id,
+                    "labels": mode,
+                    "folders": [text_of(t) for t in targets],
+                    "guids": len(first_uid),
+                }
+            )
+            if mode == "-":
+                add = []
+                remove = [t for t in targets if t in labels.attrs]
+            else:
+                for name in targets:
+                    if name in labels.attrs:
+                        continue
+                    status, text, _ = side.run(b"CREATE " + quote(name))
+                    if status != b"OK" and b"[ALREADYEXISTS]" not in text.upper():
+                        return b"%s NO [CANNOT] Cannot create label %s: %s\r\n" % (
+                            tag,
+                            quote(name),
+                            text,
+                        )
+                    labels.attrs[name] = set()
+                    labels.folders.append(name)
+                add = targets
+                remove = []
+                if mode == "=":
+                    remove = [
+                        f
+                        for f in labels.folders
+                        if f not in targets and labels.selectable(f) and not labels.is_all(f)
+                    ]
+            # Copies first, so that a message is never without its folders.
+            side.open_folder(current)
+            for name in add:
+                if same_folder(name, current):
+                    continue
+                lacking = [g for g in first_uid if name not in labels.where.get(g, {})]
+                if not lacking:
+                    continue
+                side.ok(
+                    b"UID COPY " + uid_set(first_uid[g] for g in lacking) + b" " + quote(name)
+                )
+                for g in lacking:
+                    labels.where.setdefault(g, {})[name] = []
+            for name in remove:
+                uids = [u for g in first_uid for u in labels.where.get(g, {}).get(name, [])]
+                if not uids:
+                    continue
+                side.open_folder(name, write=True)
+                side.ok(b"UID STORE " + uid_set(uids) + b" +FLAGS.SILENT (\\Deleted)")
+                side.ok(b"UID EXPUNGE " + uid_set(uids))
+                for g in first_uid:
+                    labels.where.get(g, {}).pop(name, None)
+        except SideError as e:
+            return b"%s NO [UNAVAILABLE] X-GM-LABELS: %s\r\n" % (
+                tag,
+                str(e).encode("utf-8", "replace"),
+            )
+        out = b""
+        if not silent:
+            for n, u, g in found:
+                out += b"* %d FETCH (UID %d %s)\r\n" % (
+                    n,
+                    u,
+                    labels.text(labels.where.get(g, {}).keys(), selected),
+                )
+        return out + self.tagged_ok(tag, b"Success")
 
     def forward(self, line, tag, name, info):
         logged = b""
@@ -582,7 +1173,7 @@ class Connection:
 
     def rewrite_command(self, line, name, index):
         if name == b"FETCH" and index == 0:
-            line = fetch_items(line)
+            line = fetch_items(line)[0]
         elif name == b"ENABLE" and index == 0 and not self.proxy.keep_qresync:
             text, eol = split_eol(line)
             words = text.split(b" ")
@@ -639,7 +1230,11 @@ class Connection:
         tag = words[0]
         status = words[1].upper() if len(words) > 1 else b""
         with self.lock:
-            info = self.pending.pop(tag, None) or {}
+            info = self.pending.pop(tag, None)
+            known = info is not None
+            info = info or {}
+            if known:
+                self.relaying += 1
             if self.literal_tag == tag:
                 self.literal_refused = True
                 self.literal_tag = None
@@ -657,20 +1252,31 @@ class Connection:
             # Not seen from Dovecot: a tagged response with a literal goes as it is.
             parts[0][0] = first
             data = b"".join(p[0] + (p[1] or b"") for p in parts)
-        if info.get("compress") and status == b"OK":
-            self.sr.start_inflate()
-            self.cr.start_inflate()
-            self.sw.start_deflate()
-            self.cw.send(data)
-            self.cw.start_deflate()
-        else:
-            self.cw.send(data)
+        try:
+            if info.get("compress") and status == b"OK":
+                self.sr.start_inflate()
+                self.cr.start_inflate()
+                self.sw.start_deflate()
+                self.cw.send(data)
+                self.cw.start_deflate()
+            else:
+                self.cw.send(data)
+        finally:
+            if known:
+                with self.lock:
+                    self.relaying -= 1
+                    self.answered.notify_all()
         if info.get("bye"):
             self.expire()
 
     def fetch_response(self, parts):
+        # A command that asks for labels is forwarded when no earlier one is
+        # pending, so the oldest pending command is the one answered.
+        with self.lock:
+            oldest = next(iter(self.pending.values()), None)
+        fetch = oldest.get("fetch") if oldest else None
         for part in parts:
-            part[0] = FETCH_GUID.sub(self.fetch_id, part[0])
+            part[0] = FETCH_GUID.sub(lambda m: self.fetch_id(m, fetch), part[0])
             if part[1] is not None:
                 before = LITERAL.split(part[0])[0]
                 if BODY_ITEM.search(before):
@@ -685,11 +1291,17 @@ class Connection:
                         }
                     )
 
-    def fetch_id(self, m):
+    def fetch_id(self, m, fetch):
         if m.group(1) is not None:
             return m.group(1)
-        n = self.proxy.id_for(unquote(m.group(2)))
-        return b"X-GM-MSGID %d X-GM-THRID %d" % (n, n)
+        guid = unquote(m.group(2))
+        n = self.proxy.id_for(guid)
+        ids = b"X-GM-MSGID %d X-GM-THRID %d" % (n, n)
+        if fetch is None or fetch["labels"] is None:
+            return ids
+        labels = fetch["labels"]
+        text = labels.text(labels.where.get(guid, {}).keys(), fetch["selected"])
+        return ids + b" " + text if fetch["ids"] else text
 
     def tagged_ok(self, tag, text):
         if self.proxy.current().get("throttled"):
@@ -728,30 +1340,50 @@ def mailbox_argument(text):
 
 
 def fetch_items(line):
-    """`X-GM-MSGID` / `X-GM-THRID` in a FETCH command's items become one `X-GUID`."""
+    """`X-GM-MSGID` / `X-GM-THRID` in a FETCH command's items become one `X-GUID`,
+    and `X-GM-LABELS` is taken out (an `X-GUID` put in for it). Returns (line,
+    whether labels were asked for, whether ids (or X-GUID) were)."""
     text, eol = split_eol(line)
     m = re.match(rb"(\S+ (?:UID )?FETCH \S+ )(.*)\Z", text, re.I | re.S)
     if not m or LITERAL.search(line):
-        return line
+        return line, False, False
     head, rest = m.groups()
     if rest.startswith(b"("):
         end = closing_paren(rest, 0)
         if end < 0:
-            return line
+            return line, False, False
         items, tail, open_, close = rest[1:end], rest[end + 1 :], b"(", b")"
     else:
         items, _, tail = rest.partition(b" ")
         tail = b" " + tail if tail else b""
         open_ = close = b""
-    out, seen = [], False
+    out, seen, labels = [], False, False
     for item in split_items(items):
-        if item.upper() in (b"X-GM-MSGID", b"X-GM-THRID"):
+        upper = item.upper()
+        if upper == b"X-GM-LABELS":
+            labels = True
+            continue
+        if upper in (b"X-GM-MSGID", b"X-GM-THRID", b"X-GUID"):
             if seen:
                 continue
             seen = True
             item = b"X-GUID"
         out.append(item)
-    return head + open_ + b" ".join(out) + close + tail + eol
+    ids = seen
+    if labels and not seen:
+        out.append(b"X-GUID")
+    return head + open_ + b" ".join(out) + close + tail + eol, labels, ids
+
+
+def uid_set(uids):
+    """A UID set for the numbers given: `1:3,7`."""
+    ranges = []
+    for u in sorted(set(uids)):
+        if ranges and u == ranges[-1][1] + 1:
+            ranges[-1][1] = u
+        else:
+            ranges.append([u, u])
+    return b",".join(b"%d" % a if a == b else b"%d:%d" % (a, b) for a, b in ranges)
 
 
 def loopback_target(text):
@@ -773,6 +1405,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", required=True, type=loopback_target, help="HOST:PORT (loopback)")
     ap.add_argument("--log", required=True)
+    ap.add_argument("--user", help="for the side connection that reads and changes labels")
+    ap.add_argument("--password")
     ap.add_argument("--control")
     ap.add_argument("--max-connections", type=int, default=15)
     ap.add_argument("--keep-qresync", action="store_true")

@@ -5,6 +5,14 @@
 //! `[OVERQUOTA]` and `* BYE Session expired` on demand. It logs every command, connection and
 //! body download.
 //!
+//! Labels are folders: a message has Gmail label L when a copy of it (same X-GUID) is in folder
+//! L. `X-GM-LABELS` in a FETCH is answered from that (`"\\Inbox"` for INBOX, `"\\Sent"`,
+//! `"\\Starred"`, ... for the special-use folders, nothing for All Mail, and, as Gmail does,
+//! nothing for the folder the client has selected), and `STORE [+|-]X-GM-LABELS` copies the
+//! messages into the label folders (creating them) or expunges them there. The proxy does this
+//! on a connection of its own, logged in as the Dovecot test user; tests read the result per
+//! folder with their own IMAP client.
+//!
 //! Use [`gmail_dovecot_options`] for the Dovecot behind it, so that the folders look like
 //! Gmail's (`[Gmail]/All Mail`, ...). The proxy picks its own free port and keeps its log and
 //! control file in a private temporary directory; dropping the value kills it (by its process
@@ -52,6 +60,10 @@ impl GmailProxy {
             .arg(format!("{}:{}", dovecot.host(), dovecot.port()))
             .arg("--max-connections")
             .arg(max_connections.to_string())
+            .arg("--user")
+            .arg(dovecot.user())
+            .arg("--password")
+            .arg(dovecot.password())
             .arg("--log")
             .arg(dir.path().join("events.jsonl"))
             .arg("--control")
@@ -106,7 +118,9 @@ impl GmailProxy {
     }
 
     /// Every event logged so far, in order: `{"conn": i, "event": "open" | "close" |
-    /// "refused"}`, `{"conn": i, "cmd": "..."}`, `{"conn": i, "body": size, "folder": "..."}`.
+    /// "refused"}`, `{"conn": i, "cmd": "..."}`, `{"conn": i, "body": size, "folder": "..."}`,
+    /// `{"conn": i, "labels": "+" | "-" | "=", "folders": ["..."], "guids": n}` (a label STORE
+    /// carried out, after its `cmd` event).
     pub fn events(&self) -> Vec<Value> {
         let text =
             std::fs::read_to_string(self.dir.path().join("events.jsonl")).unwrap_or_default();

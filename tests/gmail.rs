@@ -802,3 +802,40 @@ fn the_gmail_stand_in_answers_and_stores_labels_as_gmail_does() {
     assert!(env.ctl.dump("Work").is_empty());
     assert_eq!(env.ctl.dump(ALL_MAIL).len(), 1);
 }
+
+#[test]
+fn the_daemon_comes_back_after_gmail_ends_its_sessions_and_misses_no_mail() {
+    use common::daemon::{Daemon, eventually};
+    // Gmail ends a session after about an hour with an OAuth token ("* BYE Session expired,
+    // please login again."): here every connection ends after its 20th command, IDLE ones too.
+    let (env, proxy) = gmail();
+    labelled(&env, &corpus::message(SEED, 1), &["INBOX", ALL_MAIL]);
+    proxy.control(serde_json::json!({ "bye_after_commands": 20 }));
+    let daemon = Daemon::start(&env, None);
+    eventually(Duration::from_secs(30), "the first message", || {
+        copies_of(&env, &["INBOX"], 1).len() == 1
+    });
+    for i in 2..6 {
+        labelled(&env, &corpus::message(SEED, i), &["INBOX", ALL_MAIL]);
+        eventually(Duration::from_secs(30), "each new message", || {
+            copies_of(&env, &["INBOX"], i).len() == 1
+        });
+    }
+    // Sessions the server ended: those that reached their 20th command.
+    let mut commands: BTreeMap<u64, usize> = BTreeMap::new();
+    for event in proxy.events().iter().filter(|e| e.get("cmd").is_some()) {
+        *commands
+            .entry(event["conn"].as_u64().unwrap_or(0))
+            .or_default() += 1;
+    }
+    let ended = commands.values().filter(|n| **n >= 20).count();
+    assert!(
+        ended >= 1,
+        "no session was ended: {commands:?}\n{}",
+        daemon.log_tail()
+    );
+    drop(daemon);
+    proxy.control(serde_json::json!({}));
+    env.sync_ok(&[]);
+    in_step(&env);
+}

@@ -680,11 +680,26 @@ fn idle_folders(
 ) -> BTreeSet<FolderName> {
     let budget = account.watch.max_connections.saturating_sub(1) as usize;
     let idle = &account.watch.idle_set;
-    reports
+    // When more folders match than connections allow, INBOX first, then by the order of the
+    // patterns in `idle` and by name: which folders get a push must not depend on the order
+    // the last sync's folders happened to finish in.
+    let mut wanted: Vec<(bool, usize, FolderName)> = reports
         .iter()
         .filter(|r| r.removed.is_none())
-        .filter(|r| idle.is_match(&r.folder) || idle.is_match(&r.remote_folder))
-        .filter_map(|r| FolderName::new(&r.remote_folder))
+        .filter_map(|r| {
+            let first = idle
+                .matches(&r.folder)
+                .into_iter()
+                .chain(idle.matches(&r.remote_folder))
+                .min()?;
+            let name = FolderName::new(&r.remote_folder)?;
+            Some((name != FolderName::inbox(), first, name))
+        })
+        .collect();
+    wanted.sort();
+    wanted
+        .into_iter()
+        .map(|(_, _, name)| name)
         .take(budget)
         .collect()
 }
@@ -901,6 +916,45 @@ fn rationed_wait(error: &(dyn std::error::Error + 'static)) -> Option<Duration> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_more_folders_to_watch_than_connections_inbox_and_the_first_patterns_win() {
+        let text = r#"
+[general]
+state_dir = "/tmp/iw-state"
+
+[accounts.a]
+idle = ["Lists/*", "*"]
+max_connections = 4
+
+[accounts.a.remote]
+type = "imap"
+host = "imap.example.org"
+user = "me"
+password = "x"
+
+[accounts.a.local]
+type = "maildir"
+path = "/tmp/iw-mail/a"
+"#;
+        let config = crate::config::parse(std::path::Path::new("/c.toml"), text).expect("config");
+        let report = |name: &str| crate::engine::FolderReport {
+            folder: name.into(),
+            remote_folder: name.into(),
+            ..Default::default()
+        };
+        // The order the last sync's folders finished in.
+        let reports: Vec<_> = ["Archive", "Zeta", "Lists/b", "INBOX", "Lists/a", "Drafts"]
+            .into_iter()
+            .map(report)
+            .collect();
+        let watched: Vec<String> = idle_folders(&config.accounts[0], &reports)
+            .into_iter()
+            .map(|f| f.to_string())
+            .collect();
+        // Three connections to watch with (one syncs).
+        assert_eq!(watched, vec!["INBOX", "Lists/a", "Lists/b"]);
+    }
 
     #[test]
     fn a_rationing_server_is_left_alone_at_least_as_long_as_it_asked() {

@@ -10,7 +10,6 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Env, stdout};
@@ -350,20 +349,9 @@ fn kill_9_during_a_labelled_initial_sync_loses_and_doubles_nothing() {
     let mut kills = 0;
     for _ in 0..12 {
         let delay = Duration::from_millis(rng.range(20, 400) as u64);
-        let mut child = env
-            .command(&["-q", "sync"])
-            .env("IDLEWILD_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn idlewild");
-        std::thread::sleep(delay);
-        if child.try_wait().expect("wait").is_none() {
+        if common::sync_and_kill(&env, delay) {
             kills += 1;
         }
-        // SIGKILL: no destructor, no flush.
-        let _ = child.kill();
-        let _ = child.wait();
     }
     env.sync_ok(&[]);
     let checked = check(&env, &expected);
@@ -431,34 +419,13 @@ fn gmail_s_daily_limit_stops_the_sync_and_the_next_run_downloads_only_the_rest()
 
 #[test]
 fn a_server_at_its_connection_limit_is_waited_for_not_taken_for_a_wrong_password() {
-    use std::io::{BufRead as _, BufReader, Write as _};
     let env = Env::with(gmail_dovecot_options());
     let proxy = GmailProxy::start_with(&env.dovecot, 1, false);
     env.write_config(&format!("port = {}", proxy.port()));
     labelled(&env, &corpus::message(SEED, 1), &["INBOX", ALL_MAIL]);
     // Another client (a phone, say) holds the account's only connection.
-    let held = std::net::TcpStream::connect((proxy.host(), proxy.port())).expect("connect");
-    let mut reader = BufReader::new(held.try_clone().expect("clone"));
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("greeting");
-    (&held)
-        .write_all(
-            format!(
-                "a1 LOGIN {} {}\r\n",
-                env.dovecot.user(),
-                env.dovecot.password()
-            )
-            .as_bytes(),
-        )
-        .expect("login");
-    loop {
-        line.clear();
-        reader.read_line(&mut line).expect("login answer");
-        if line.starts_with("a1 ") {
-            assert!(line.starts_with("a1 OK"), "{line}");
-            break;
-        }
-    }
+    let (held, done) = RawImap::login(&env, &proxy);
+    assert!(done.starts_with("a1 OK"), "{done}");
 
     let out = env.run(&["sync"]);
     let log = common::stderr(&out);
@@ -473,7 +440,6 @@ fn a_server_at_its_connection_limit_is_waited_for_not_taken_for_a_wrong_password
     );
     assert_eq!(proxy.refused(), 1);
 
-    drop(reader);
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
     // With max_connections = 4 the sync asks for more lanes than the server allows: it
@@ -704,28 +670,50 @@ fn archiving_a_whole_inbox_on_gmail_is_no_mass_deletion_but_emptying_it_here_is(
     assert_eq!(env.ctl.dump("INBOX").len(), N);
 }
 
-/// One command on a plain IMAP connection: the lines answered, up to its tagged completion.
-fn imap_command(
-    reader: &mut impl std::io::BufRead,
-    stream: &mut std::net::TcpStream,
-    tag: &str,
-    command: &str,
-) -> Vec<String> {
-    use std::io::Write as _;
-    stream
-        .write_all(format!("{tag} {command}\r\n").as_bytes())
-        .expect("send");
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).expect("read") > 0,
-            "closed: {lines:?}"
-        );
-        let done = line.starts_with(&format!("{tag} "));
-        lines.push(line.trim_end().to_owned());
-        if done {
-            return lines;
+/// A plain IMAP connection to the stand-in, logged in, for what idlewild does not send.
+struct RawImap {
+    stream: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+    tags: usize,
+}
+
+impl RawImap {
+    /// Connects and logs in; returns the login's completion line too.
+    fn login(env: &Env, proxy: &GmailProxy) -> (RawImap, String) {
+        let stream = std::net::TcpStream::connect((proxy.host(), proxy.port())).expect("connect");
+        let reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+        let mut imap = RawImap {
+            stream,
+            reader,
+            tags: 0,
+        };
+        let mut greeting = String::new();
+        std::io::BufRead::read_line(&mut imap.reader, &mut greeting).expect("greeting");
+        let login = format!("LOGIN {} {}", env.dovecot.user(), env.dovecot.password());
+        let done = imap.run(&login).pop().expect("completion");
+        (imap, done)
+    }
+
+    /// One command: the lines answered, up to its tagged completion (the last line).
+    fn run(&mut self, command: &str) -> Vec<String> {
+        use std::io::{BufRead as _, Write as _};
+        self.tags += 1;
+        let tag = format!("a{}", self.tags);
+        self.stream
+            .write_all(format!("{tag} {command}\r\n").as_bytes())
+            .expect("send");
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.reader.read_line(&mut line).expect("read") > 0,
+                "closed: {lines:?}"
+            );
+            let done = line.starts_with(&format!("{tag} "));
+            lines.push(line.trim_end().to_owned());
+            if done {
+                return lines;
+            }
         }
     }
 }
@@ -741,59 +729,29 @@ fn the_gmail_stand_in_answers_and_stores_labels_as_gmail_does() {
         &corpus::message(SEED, 1),
         &[ALL_MAIL, "INBOX", "Work"],
     );
-    let mut stream = std::net::TcpStream::connect((proxy.host(), proxy.port())).expect("connect");
-    let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
-    let mut greeting = String::new();
-    std::io::BufRead::read_line(&mut reader, &mut greeting).expect("greeting");
-    let login = format!("LOGIN {} {}", env.dovecot.user(), env.dovecot.password());
-    imap_command(&mut reader, &mut stream, "a1", &login);
-    imap_command(
-        &mut reader,
-        &mut stream,
-        "a2",
-        "SELECT \"[Gmail]/All Mail\"",
-    );
-    let lines = imap_command(
-        &mut reader,
-        &mut stream,
-        "a3",
-        "UID FETCH 1:* (X-GM-LABELS)",
-    );
+    let (mut imap, _) = RawImap::login(&env, &proxy);
+    imap.run("SELECT \"[Gmail]/All Mail\"");
+    let lines = imap.run("UID FETCH 1:* (X-GM-LABELS)");
     assert!(
         lines
             .iter()
             .any(|l| l.contains("X-GM-LABELS (\"\\\\Inbox\" Work)")),
         "{lines:?}"
     );
-    let lines = imap_command(
-        &mut reader,
-        &mut stream,
-        "a4",
-        "UID STORE 1 +X-GM-LABELS (Family)",
-    );
+    let lines = imap.run("UID STORE 1 +X-GM-LABELS (Family)");
     assert!(
         lines.last().is_some_and(|l| l.starts_with("a4 OK")),
         "{lines:?}"
     );
-    imap_command(&mut reader, &mut stream, "a5", "SELECT INBOX");
-    let lines = imap_command(
-        &mut reader,
-        &mut stream,
-        "a6",
-        "UID FETCH 1:* (X-GM-LABELS)",
-    );
+    imap.run("SELECT INBOX");
+    let lines = imap.run("UID FETCH 1:* (X-GM-LABELS)");
     assert!(
         lines
             .iter()
             .any(|l| l.contains("X-GM-LABELS (Family Work)")),
         "{lines:?}"
     );
-    let lines = imap_command(
-        &mut reader,
-        &mut stream,
-        "a7",
-        "UID STORE 1 -X-GM-LABELS (Work)",
-    );
+    let lines = imap.run("UID STORE 1 -X-GM-LABELS (Work)");
     assert!(
         lines.last().is_some_and(|l| l.starts_with("a7 OK")),
         "{lines:?}"

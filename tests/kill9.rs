@@ -8,35 +8,10 @@ mod common;
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{Env, set_local_flags};
 use support::corpus::{self, Rng};
-
-/// Runs `idlewild sync` and kills it with SIGKILL after `delay`, unless it finished first.
-/// Returns whether it was killed.
-fn sync_and_kill(env: &Env, delay: Duration) -> bool {
-    let mut child = env
-        .command(&["-q", "sync"])
-        .env("IDLEWILD_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn idlewild");
-    let start = Instant::now();
-    while start.elapsed() < delay {
-        if child.try_wait().expect("wait").is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let killed = child.try_wait().expect("wait").is_none();
-    // Child::kill sends SIGKILL: no destructor, no flush, no lock release but the kernel's.
-    let _ = child.kill();
-    let _ = child.wait();
-    killed
-}
 
 /// What each folder must hold at the end: Message-IDs, each exactly once.
 type Expected = BTreeMap<String, Vec<String>>;
@@ -132,7 +107,7 @@ fn kill_9_at_random_points_never_loses_or_duplicates() {
     for _ in 0..20 {
         let delay = full.mul_f64(rng.below(100) as f64 / 100.0 * 0.9);
         runs += 1;
-        if sync_and_kill(&env, delay) {
+        if common::sync_and_kill(&env, delay) {
             kills += 1;
         }
     }
@@ -203,7 +178,7 @@ fn kill_9_at_random_points_never_loses_or_duplicates() {
             add(&mut expected, "Local", corpus::message_id(seed, id));
             let delay = incremental.mul_f64(rng.below(100) as f64 / 100.0);
             runs += 1;
-            if sync_and_kill(&env, delay) {
+            if common::sync_and_kill(&env, delay) {
                 kills += 1;
             }
         }

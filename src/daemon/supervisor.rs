@@ -864,23 +864,7 @@ fn credential_error<'a>(
         if let Some(found) = e.downcast_ref::<CredentialError>() {
             return Some(found);
         }
-        if let Some(crate::store::StoreError::Credentials(found)) =
-            e.downcast_ref::<crate::store::StoreError>()
-        {
-            return Some(found);
-        }
-        if let Some(crate::engine::SyncError::Store {
-            source: crate::store::StoreError::Credentials(found),
-            ..
-        }) = e.downcast_ref::<crate::engine::SyncError>()
-        {
-            return Some(found);
-        }
-        if let Some(crate::engine::account::AccountError::Sync(crate::engine::SyncError::Store {
-            source: crate::store::StoreError::Credentials(found),
-            ..
-        })) = e.downcast_ref::<crate::engine::account::AccountError>()
-        {
+        if let Some(crate::store::StoreError::Credentials(found)) = store_error(e) {
             return Some(found);
         }
         next = e.source();
@@ -891,26 +875,31 @@ fn credential_error<'a>(
 /// How long the server asked to be left alone, when the error's chain holds a rationing
 /// refusal (`StoreError::Rationed`: a bandwidth or connection limit, throttling).
 fn rationed_wait(error: &(dyn std::error::Error + 'static)) -> Option<Duration> {
-    use crate::engine::SyncError;
-    use crate::engine::account::AccountError;
     let mut next = Some(error);
     while let Some(e) = next {
-        let store = e
-            .downcast_ref::<crate::store::StoreError>()
-            .or_else(|| match e.downcast_ref::<SyncError>() {
-                Some(SyncError::Store { source, .. }) => Some(source),
-                _ => None,
-            })
-            .or_else(|| match e.downcast_ref::<AccountError>() {
-                Some(AccountError::Sync(SyncError::Store { source, .. })) => Some(source),
-                _ => None,
-            });
-        if let Some(wait) = store.and_then(crate::store::StoreError::rationed) {
+        if let Some(wait) = store_error(e).and_then(crate::store::StoreError::rationed) {
             return Some(wait);
         }
         next = e.source();
     }
     None
+}
+
+/// The store error `e` is, or carries as its own (the engine's and the account's wrappers).
+fn store_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a crate::store::StoreError> {
+    use crate::engine::SyncError;
+    use crate::engine::account::AccountError;
+    e.downcast_ref::<crate::store::StoreError>()
+        .or_else(|| match e.downcast_ref::<SyncError>() {
+            Some(SyncError::Store { source, .. }) => Some(source),
+            _ => None,
+        })
+        .or_else(|| match e.downcast_ref::<AccountError>() {
+            Some(AccountError::Sync(SyncError::Store { source, .. })) => Some(source),
+            _ => None,
+        })
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use idlewild::model::Flags;
 
@@ -347,4 +348,28 @@ pub fn assert_no_folder_inside_maildir_dirs(root: &Path) {
             );
         }
     }
+}
+
+/// Runs `idlewild sync` and kills it with SIGKILL after `delay`, unless it finished first.
+/// Returns whether it was killed.
+pub fn sync_and_kill(env: &Env, delay: Duration) -> bool {
+    let mut child = env
+        .command(&["-q", "sync"])
+        .env("IDLEWILD_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn idlewild");
+    let start = Instant::now();
+    while start.elapsed() < delay {
+        if child.try_wait().expect("wait").is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let killed = child.try_wait().expect("wait").is_none();
+    // Child::kill sends SIGKILL: no destructor, no flush, no lock release but the kernel's.
+    let _ = child.kill();
+    let _ = child.wait();
+    killed
 }

@@ -105,12 +105,11 @@ impl Done {
 
 /// Whether a `[THROTTLED]` from `host` is news: none was reported for it this past hour.
 fn throttling_news(host: &str) -> bool {
-    static REPORTED: std::sync::Mutex<Option<HashMap<String, std::time::Instant>>> =
-        std::sync::Mutex::new(None);
+    static REPORTED: std::sync::LazyLock<std::sync::Mutex<HashMap<String, std::time::Instant>>> =
+        std::sync::LazyLock::new(Default::default);
     let mut reported = REPORTED
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let reported = reported.get_or_insert_with(HashMap::new);
     let now = std::time::Instant::now();
     match reported.get(host) {
         Some(at) if now.duration_since(*at) < Duration::from_secs(3600) => false,

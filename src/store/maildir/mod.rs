@@ -1000,47 +1000,43 @@ impl Store for MaildirStore {
         let Ok(dir) = self.folder_dir(folder) else {
             return Ok(None);
         };
-        // The guesses cost a failed link each; the file list is read only when they miss.
-        let mut guesses = vec![
-            dir.join("new").join(id.as_str()),
+        // Where idlewild would have named it; the folder's file list only when that misses.
+        let guessed = [
             dir.join("cur")
                 .join(format!("{}:2,{}", id, flags.maildir_letters())),
-        ];
-        let mut listed = false;
-        while let Some(path) = guesses.pop() {
-            // Only a plain file is linked: link(2) would link a symbolic link itself.
-            match source_of(&self.root, &dir, &path) {
-                Ok(Source::File) => {}
-                Ok(_) => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if guesses.is_empty() && !listed {
-                        listed = true;
-                        guesses.extend(self.listed_twin(&dir, id)?);
-                    }
-                    continue;
-                }
-                Err(e) => return Err(StoreError::io(&path, e)),
-            }
-            let link = staging.join(format!("{TEMP_PREFIX}ln-{}", new_unique()));
-            match fs::hard_link(&path, &link) {
-                Ok(()) => {
-                    return Ok(Some(Staged {
-                        source_id: id.clone(),
-                        internal_date: file_date(&path),
-                        path: link,
-                        temporary: true,
-                    }));
-                }
-                // Renamed by a mail client a moment ago: the message is simply downloaded.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    // Another filesystem, a link limit, no permission: downloaded, too.
-                    tracing::debug!(file = %path.display(), "cannot link: {e}");
-                    return Ok(None);
-                }
+            dir.join("new").join(id.as_str()),
+        ]
+        .into_iter()
+        .find(|p| fs::symlink_metadata(p).is_ok());
+        let path = match guessed {
+            Some(path) => path,
+            None => match self.listed_twin(&dir, id)? {
+                Some(path) => path,
+                None => return Ok(None),
+            },
+        };
+        // Only a plain file is linked: link(2) would link a symbolic link itself.
+        match source_of(&self.root, &dir, &path) {
+            Ok(Source::File) => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(&path, e)),
+        }
+        let link = staging.join(format!("{TEMP_PREFIX}ln-{}", new_unique()));
+        match fs::hard_link(&path, &link) {
+            Ok(()) => Ok(Some(Staged {
+                source_id: id.clone(),
+                internal_date: file_date(&path),
+                path: link,
+                temporary: true,
+            })),
+            // Renamed by a mail client a moment ago, another filesystem, a link limit, no
+            // permission: the message is simply downloaded.
+            Err(e) => {
+                tracing::debug!(file = %path.display(), "cannot link: {e}");
+                Ok(None)
             }
         }
-        Ok(None)
     }
 
     fn reserves_ids(&self) -> bool {

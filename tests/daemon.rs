@@ -255,3 +255,68 @@ fn a_burst_of_500_arrivals_is_a_few_syncs_not_500() {
     assert!(syncs <= 25, "{syncs} syncs for one burst of 500 arrivals");
     eprintln!("500 arrivals took {syncs} syncs");
 }
+
+/// Mail that arrives after the first sync has listed INBOX but before the server watch has
+/// opened it (here: delivered by the first sync's postsync hook) is reported by no server
+/// push. It must still arrive at once, not at the next interval.
+fn mail_delivered_as_the_first_sync_ends_arrives_at_once(env: &Env) {
+    let mark = env.dir.path().join("delivered");
+    let ops = env.dir.path().join("ops.json");
+    let message = String::from_utf8_lossy(&corpus::message(3, 1)).into_owned();
+    let json = serde_json::json!([{"op": "append", "folder": "INBOX", "message": message}]);
+    std::fs::write(&ops, json.to_string()).expect("ops");
+    let script = format!(
+        "test -e '{mark}' && exit 0; touch '{mark}'; python3 '{ctl}' --host 127.0.0.1 --port {port} --user '{user}' --password '{password}' < '{ops}'",
+        mark = mark.display(),
+        ctl = support::imapctl::ImapCtl::script().display(),
+        port = env.dovecot.port(),
+        user = env.dovecot.user(),
+        password = env.dovecot.password(),
+        ops = ops.display(),
+    );
+    let text = std::fs::read_to_string(env.config_path()).expect("config");
+    std::fs::write(
+        env.config_path(),
+        format!(
+            "{text}\n[accounts.test.hooks]\npostsync = [\"sh\", \"-c\", {}]\n",
+            toml::Value::String(script)
+        ),
+    )
+    .expect("config");
+    // A Maildir that exists already is watched from the start, so the first sync is the one
+    // after which the server watch starts (a new one is synced once more, then watched). The
+    // first sync has nothing to write there, so no local change wakes the daemon either.
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(env.maildir().join("INBOX").join(sub)).expect("maildir");
+    }
+    let daemon = Daemon::start(env, None);
+    daemon.expect_notify("READY=1", Duration::from_secs(20));
+    eventually(Duration::from_secs(10), "the first sync's hook ran", || {
+        mark.exists()
+    });
+    // The interval (the default, many minutes) is far away: only a sync the watch start
+    // asked for brings the message.
+    eventually(
+        Duration::from_secs(10),
+        "the message delivered by the hook",
+        || local_count(env) == 1,
+    );
+    drop(daemon);
+}
+
+#[test]
+fn mail_delivered_as_the_first_sync_ends_arrives_at_once_with_notify() {
+    let env = Env::new();
+    mail_delivered_as_the_first_sync_ends_arrives_at_once(&env);
+}
+
+#[test]
+fn mail_delivered_as_the_first_sync_ends_arrives_at_once_with_idle() {
+    // Without NOTIFY the daemon watches INBOX with an IDLE connection of its own.
+    let caps = "IMAP4rev1 LITERAL+ SASL-IR ENABLE UIDPLUS MOVE CONDSTORE QRESYNC IDLE";
+    let env = Env::with(support::dovecot::DovecotOptions {
+        extra_config: vec![format!("protocol imap {{\n  imap_capability = {caps}\n}}")],
+        ..Default::default()
+    });
+    mail_delivered_as_the_first_sync_ends_arrives_at_once(&env);
+}

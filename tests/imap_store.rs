@@ -731,3 +731,44 @@ async fn the_folder_listing_tells_how_many_messages_each_folder_holds() {
     assert_eq!(store.message_count_hint(&folder("Entwürfe")), Some(3));
     store.close().await;
 }
+
+/// Dovecot answers STATUS (and LIST-STATUS) for the selected folder from the session's view,
+/// which only a command such as NOOP brings up to date: a token read that way would still
+/// show the folder as it was, and the mail delivered since would be skipped.
+async fn token_after_delivery(capabilities: Option<&str>) {
+    let d = match capabilities {
+        None => Dovecot::start().unwrap(),
+        Some(caps) => Dovecot::start_with(support::dovecot::DovecotOptions {
+            extra_config: vec![format!("protocol imap {{\n  imap_capability = {caps}\n}}")],
+            ..Default::default()
+        })
+        .unwrap(),
+    };
+    let ctl = ImapCtl::new(&d);
+    ctl.append("INBOX", b"Subject: 1\r\n\r\nbody\r\n", &[]);
+    let mut store = connect(&d).await;
+    store.list_folders().await.unwrap();
+    let before = store.scan(&folder("INBOX")).await.unwrap().token;
+    assert!(before.is_some());
+    ctl.append("INBOX", b"Subject: 2\r\n\r\nbody\r\n", &[]);
+    store.list_folders().await.unwrap();
+    let after = store.change_token(&folder("INBOX")).await.unwrap();
+    assert_ne!(
+        after, before,
+        "the token still shows the folder before the delivery"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_delivery_to_the_folder_last_listed_changes_its_token() {
+    token_after_delivery(None).await;
+}
+
+#[tokio::test]
+async fn a_delivery_to_the_folder_last_listed_changes_its_token_without_unselect() {
+    token_after_delivery(Some(
+        "IMAP4rev1 LITERAL+ SASL-IR ENABLE UIDPLUS MOVE CONDSTORE QRESYNC IDLE LIST-EXTENDED LIST-STATUS",
+    ))
+    .await;
+}

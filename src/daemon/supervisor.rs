@@ -444,6 +444,12 @@ impl Supervisor {
             }
             Ok(w) => {
                 tracing::info!(folders = folders.len(), "watching the folders with NOTIFY");
+                // A change made between the sync that listed the folders and this watch
+                // started was reported to no one: a sync of the folders finds it.
+                let now = Instant::now();
+                for folder in &folders {
+                    self.server_changed(folder.clone(), now);
+                }
                 Some(w)
             }
         };
@@ -575,14 +581,17 @@ impl Supervisor {
         }
         let now = Instant::now();
         match wake {
-            Wake::ServerChanged(folder) => {
-                // Watchers speak the server's names; a sync is asked for by local name.
-                let local = self.account.folders.local_name(&folder).unwrap_or(folder);
-                self.schedule.folder_changed(local, SERVER_DEBOUNCE, now);
-            }
+            Wake::ServerChanged(folder) => self.server_changed(folder, now),
             Wake::LocalChanged(folder) => self.schedule.folder_changed(folder, DEBOUNCE, now),
             Wake::LocalRescan | Wake::Reconnected => self.schedule.everything_changed(now),
         }
+    }
+
+    /// The server's `folder` may have changed: a sync of it, soon.
+    fn server_changed(&mut self, folder: FolderName, now: Instant) {
+        // Watchers speak the server's names; a sync is asked for by local name.
+        let local = self.account.folders.local_name(&folder).unwrap_or(folder);
+        self.schedule.folder_changed(local, SERVER_DEBOUNCE, now);
     }
 
     async fn on_resumed(&mut self) {
@@ -727,9 +736,17 @@ async fn watch_folder(
         )
         .await;
         let Some(mut watcher) = connected else { return };
-        if std::mem::take(&mut reconnecting) {
+        let missed = if std::mem::take(&mut reconnecting) {
             tracing::info!(folder = %folder, "watching the folder again");
-            let _ = wake.send(Wake::Reconnected).await;
+            Wake::Reconnected
+        } else {
+            // The folder was last synced before this watcher opened it, and the server
+            // reports only what changes from here on: a change made in between (a message
+            // delivered while the first sync ended) would wait for the next interval.
+            Wake::ServerChanged(folder.clone())
+        };
+        if wake.send(missed).await.is_err() {
+            return;
         }
         loop {
             let result = tokio::select! {

@@ -732,6 +732,14 @@ impl Store for ImapStore {
 
     async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError> {
         self.settle_prefetch().await?;
+        // The STATUS of the selected folder is the session's view of it, which Dovecot does
+        // not bring up to date for a LIST (RFC 3501 §6.3.10 warns of it): mail delivered since
+        // the last command would leave its token as recorded, and the folder unsynced. Leave
+        // it (UNSELECT, RFC 3691, expunges nothing); without UNSELECT its token is dropped.
+        if self.selected.is_some() && self.capabilities.has("UNSELECT") {
+            self.session.run(&Command::new("UNSELECT")).await?;
+            self.selected = None;
+        }
         // With LIST-STATUS (RFC 5819) and CONDSTORE, one round trip also tells which folders
         // changed since the last sync.
         let with_status = self.capabilities.has("LIST-STATUS") && self.capabilities.condstore();
@@ -830,8 +838,10 @@ impl Store for ImapStore {
             .iter()
             .filter_map(|(folder, server)| sizes.get(server).map(|n| (folder.clone(), *n)))
             .collect();
+        let selected = self.selected.as_ref().map(|s| s.folder.clone());
         self.listed_tokens = found
             .iter()
+            .filter(|(folder, _)| selected.as_ref() != Some(*folder))
             .filter_map(|(folder, server)| {
                 statuses
                     .get(server)

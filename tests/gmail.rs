@@ -738,11 +738,23 @@ fn the_gmail_stand_in_answers_and_stores_labels_as_gmail_does() {
             .any(|l| l.contains("X-GM-LABELS (\"\\\\Inbox\" Work)")),
         "{lines:?}"
     );
+    let modseq = |imap: &mut RawImap| -> u64 {
+        let lines = imap.run("UID FETCH 1 (MODSEQ)");
+        lines
+            .iter()
+            .find_map(|l| l.split("MODSEQ (").nth(1)?.split(')').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no MODSEQ: {lines:?}"))
+    };
+    let before = modseq(&mut imap);
     let lines = imap.run("UID STORE 1 +X-GM-LABELS (Family)");
     assert!(
-        lines.last().is_some_and(|l| l.starts_with("a4 OK")),
+        lines.last().is_some_and(|l| l.contains(" OK ")),
         "{lines:?}"
     );
+    // As on Gmail, a change of labels is a change of the message: CONDSTORE sees it.
+    assert!(modseq(&mut imap) > before);
+    let flags = env.ctl.dump(ALL_MAIL)[0].flags.clone();
+    assert!(flags.is_empty(), "the stand-in's touch left {flags:?}");
     imap.run("SELECT INBOX");
     let lines = imap.run("UID FETCH 1:* (X-GM-LABELS)");
     assert!(
@@ -753,7 +765,7 @@ fn the_gmail_stand_in_answers_and_stores_labels_as_gmail_does() {
     );
     let lines = imap.run("UID STORE 1 -X-GM-LABELS (Work)");
     assert!(
-        lines.last().is_some_and(|l| l.starts_with("a7 OK")),
+        lines.last().is_some_and(|l| l.contains(" OK ")),
         "{lines:?}"
     );
     assert_eq!(env.ctl.dump("Family").len(), 1);
@@ -794,6 +806,173 @@ fn the_daemon_comes_back_after_gmail_ends_its_sessions_and_misses_no_mail() {
     );
     drop(daemon);
     proxy.control(serde_json::json!({}));
+    env.sync_ok(&[]);
+    in_step(&env);
+}
+
+/// The folders (the stand-in's labels) that hold the corpus message `i` on the server.
+fn server_folders_of(env: &Env, i: usize) -> BTreeSet<String> {
+    let message_id = corpus::message_id(SEED, i);
+    env.ctl
+        .dump_all()
+        .into_iter()
+        .filter(|(_, messages)| {
+            messages
+                .iter()
+                .any(|m| m.message_id.as_deref() == Some(message_id.as_str()))
+        })
+        .map(|(folder, _)| folder)
+        .collect()
+}
+
+/// The keywords of the corpus message `i`'s file in the local All Mail.
+fn all_mail_keywords(env: &Env, i: usize) -> Vec<String> {
+    let files = copies_of(env, &[ALL_MAIL], i);
+    assert_eq!(files.len(), 1, "{files:?}");
+    common::local_keywords(&env.maildir().join(ALL_MAIL), &files[0])
+}
+
+#[test]
+fn labels_are_keywords_of_all_mail_and_travel_both_ways() {
+    let (env, proxy) = gmail();
+    for folder in ["Work", "Muy Importante"] {
+        env.ctl.create(folder);
+    }
+    labelled(
+        &env,
+        &corpus::message(SEED, 1),
+        &[ALL_MAIL, "INBOX", "Work", "Muy Importante"],
+    );
+    labelled(&env, &corpus::message(SEED, 2), &[ALL_MAIL]);
+    labelled(&env, &corpus::message(SEED, 3), &[ALL_MAIL, "INBOX"]);
+    // A keyword of its own (Thunderbird's first tag), which Gmail keeps apart from labels.
+    let uid1 = env.ctl.dump(ALL_MAIL)[0].uid;
+    env.ctl.store(ALL_MAIL, uid1, &["$label1"], "+");
+
+    env.sync_ok(&[]);
+    in_step(&env);
+    assert_eq!(
+        all_mail_keywords(&env, 1),
+        ["$Inbox", "$label1", "Muy=20Importante", "Work"]
+    );
+    assert!(all_mail_keywords(&env, 2).is_empty());
+    // Only All Mail's copies carry labels: the other folders are the labels already.
+    let inbox = env.maildir().join("INBOX");
+    for file in copies_of(&env, &["INBOX"], 1) {
+        assert!(common::local_keywords(&inbox, &file).is_empty());
+    }
+
+    // There: message 2 gets a label, as Gmail's web client gives it.
+    let (mut imap, _) = RawImap::login(&env, &proxy);
+    imap.run("SELECT \"[Gmail]/All Mail\"");
+    let uid2 = env.ctl.dump(ALL_MAIL)[1].uid;
+    let lines = imap.run(&format!("UID STORE {uid2} +X-GM-LABELS (Later)"));
+    assert!(
+        lines.last().is_some_and(|l| l.contains(" OK ")),
+        "{lines:?}"
+    );
+    // Here: message 1 leaves the inbox and Work and is labelled Todo; $label1 stays.
+    let all = env.maildir().join(ALL_MAIL);
+    let file1 = copies_of(&env, &[ALL_MAIL], 1).remove(0);
+    common::set_local_keywords(&all, &file1, &["$label1", "Muy=20Importante", "Todo"]);
+
+    env.sync_ok(&[]);
+    assert_eq!(all_mail_keywords(&env, 2), ["Later"]);
+    assert_eq!(
+        server_folders_of(&env, 1),
+        [ALL_MAIL, "Muy Importante", "Todo"]
+            .map(String::from)
+            .into(),
+        "labels on the server"
+    );
+    let flags = &env.ctl.dump(ALL_MAIL)[0].flags;
+    assert!(flags.contains(&"$label1".to_owned()), "{flags:?}");
+    assert!(
+        !flags.iter().any(|f| f == "Todo" || f == "$Inbox"),
+        "labels stored as keywords: {flags:?}"
+    );
+
+    // The label folders follow: Todo and Later appear here, message 1 leaves INBOX and Work.
+    env.sync_ok(&[]);
+    let (_, local) = in_step(&env);
+    assert_eq!(
+        copies_of(&env, &["INBOX", "Work"], 1),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(copies_of(&env, &["Todo"], 1).len(), 1);
+    assert_eq!(copies_of(&env, &["Later"], 2).len(), 1);
+    assert!(local.contains_key("Todo") && local.contains_key("Later"));
+    assert_eq!(
+        all_mail_keywords(&env, 1),
+        ["$label1", "Muy=20Importante", "Todo"]
+    );
+    // In step: a further run changes nothing on either side.
+    let report = sync_json(&env);
+    for key in ["flags_remote", "flags_local", "downloaded", "uploaded"] {
+        assert_eq!(total(&report, key), 0, "{key}: {report:#}");
+    }
+}
+
+#[test]
+fn a_message_written_into_all_mail_here_goes_up_with_its_labels_and_a_refused_label_stays() {
+    let (env, _proxy) = gmail();
+    env.ctl.create("Work");
+    labelled(&env, &corpus::message(SEED, 1), &[ALL_MAIL, "INBOX"]);
+    env.sync_ok(&[]);
+    let all = env.maildir().join(ALL_MAIL);
+    env.deliver_locally(
+        ALL_MAIL,
+        "1700000000.M1P1.gmailtest",
+        &corpus::message(SEED, 2),
+        Some("S"),
+    );
+    let file = copies_of(&env, &[ALL_MAIL], 2).remove(0);
+    common::set_local_keywords(&all, &file, &["$Inbox", "Work", "$label1"]);
+    // And a label Gmail will not give (the stand-in, like Gmail, refuses `[Gmail]`, which is
+    // no label but the parent of the system folders) on the message already there.
+    let file1 = copies_of(&env, &[ALL_MAIL], 1).remove(0);
+    common::set_local_keywords(&all, &file1, &["$Inbox", "[Gmail=5D"]);
+
+    let out = env.sync_ok(&[]);
+    assert_eq!(
+        server_folders_of(&env, 2),
+        [ALL_MAIL, "INBOX", "Work"].map(String::from).into(),
+        "labels of the uploaded message"
+    );
+    let uploaded = env
+        .ctl
+        .dump(ALL_MAIL)
+        .into_iter()
+        .find(|m| m.message_id.as_deref() == Some(corpus::message_id(SEED, 2).as_str()))
+        .expect("uploaded");
+    assert!(
+        uploaded.flags.contains(&"$label1".to_owned()),
+        "{:?}",
+        uploaded.flags
+    );
+    assert!(
+        !uploaded.flags.iter().any(|f| f == "Work" || f == "$Inbox"),
+        "{:?}",
+        uploaded.flags
+    );
+    // The refused label is said once, kept here, and holds back nothing else.
+    let log = common::stderr(&out);
+    assert_eq!(log.matches("[Gmail=5D").count(), 1, "{log}");
+    assert_eq!(
+        server_folders_of(&env, 1),
+        [ALL_MAIL, "INBOX"].map(String::from).into()
+    );
+    assert_eq!(all_mail_keywords(&env, 1), ["$Inbox", "[Gmail=5D"]);
+
+    // Not tried again at every run, and nothing else moves.
+    let out = env.sync_ok(&[]);
+    assert!(
+        !common::stderr(&out).contains("[Gmail=5D"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(all_mail_keywords(&env, 1), ["$Inbox", "[Gmail=5D"]);
+    assert_eq!(all_mail_keywords(&env, 2), ["$Inbox", "$label1", "Work"]);
     env.sync_ok(&[]);
     in_step(&env);
 }

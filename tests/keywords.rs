@@ -7,7 +7,7 @@ mod support;
 
 use std::path::Path;
 
-use common::{Env, set_local_flags, stdout};
+use common::{Env, local_keywords, set_local_flags, stdout};
 use support::corpus;
 
 /// The keywords of the server's message with this Message-ID.
@@ -37,30 +37,6 @@ fn local_file(env: &Env, folder: &str, message_id: &str) -> std::path::PathBuf {
                 .contains(&format!("Message-ID: {message_id}"))
         })
         .unwrap_or_else(|| panic!("no message {message_id} in local {folder}"))
-}
-
-/// The keywords a local file carries, read the way Dovecot reads them: its lowercase info
-/// letters through the folder's `dovecot-keywords`.
-fn local_keywords(folder_dir: &Path, file: &Path) -> Vec<String> {
-    let table = std::fs::read_to_string(folder_dir.join("dovecot-keywords")).unwrap_or_default();
-    let name = file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let info = name.split_once(":2,").map(|(_, i)| i).unwrap_or("");
-    let mut keywords: Vec<String> = info
-        .chars()
-        .filter(char::is_ascii_lowercase)
-        .filter_map(|c| {
-            let index = (c as u8 - b'a').to_string();
-            table
-                .lines()
-                .find_map(|l| l.split_once(' ').filter(|(i, _)| *i == index))
-                .map(|(_, k)| k.to_owned())
-        })
-        .collect();
-    keywords.sort();
-    keywords
 }
 
 fn message_id(seed: u64, i: usize) -> String {

@@ -228,6 +228,64 @@ impl Env {
     }
 }
 
+/// The keywords a local file carries, read the way Dovecot reads them: its lowercase info
+/// letters through the folder's `dovecot-keywords`.
+pub fn local_keywords(folder_dir: &Path, file: &Path) -> Vec<String> {
+    let table = std::fs::read_to_string(folder_dir.join("dovecot-keywords")).unwrap_or_default();
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let info = name.split_once(":2,").map(|(_, i)| i).unwrap_or("");
+    let mut keywords: Vec<String> = info
+        .chars()
+        .filter(char::is_ascii_lowercase)
+        .filter_map(|c| {
+            let index = (c as u8 - b'a').to_string();
+            table
+                .lines()
+                .find_map(|l| l.split_once(' ').filter(|(i, _)| *i == index))
+                .map(|(_, k)| k.to_owned())
+        })
+        .collect();
+    keywords.sort();
+    keywords
+}
+
+/// Gives a local file exactly `keywords` (its system flags stay), as a mail client does:
+/// letters from the folder's `dovecot-keywords`, where a keyword not yet there is added.
+pub fn set_local_keywords(folder_dir: &Path, file: &Path, keywords: &[&str]) -> PathBuf {
+    let path = folder_dir.join("dovecot-keywords");
+    let mut table = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut letters = String::new();
+    for keyword in keywords {
+        let index = match table
+            .lines()
+            .find_map(|l| l.split_once(' ').filter(|(_, k)| k == keyword))
+        {
+            Some((i, _)) => i.parse::<u8>().expect("index"),
+            None => {
+                let next = table
+                    .lines()
+                    .filter_map(|l| l.split_once(' ')?.0.parse::<u8>().ok())
+                    .max()
+                    .map_or(0, |i| i + 1);
+                table.push_str(&format!("{next} {keyword}\n"));
+                next
+            }
+        };
+        letters.push(char::from(b'a' + index));
+    }
+    std::fs::write(&path, &table).expect("write dovecot-keywords");
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let info = name.split_once(":2,").map(|(_, i)| i).unwrap_or("");
+    let system: String = info.chars().filter(|c| !c.is_ascii_lowercase()).collect();
+    set_local_flags(file, &format!("{system}{letters}"))
+}
+
 /// Renames a Maildir file to carry `info` flags, as a mail client does.
 pub fn set_local_flags(path: &Path, info: &str) -> PathBuf {
     let name = path

@@ -96,6 +96,9 @@ and its answer keeps its place among theirs.
                 Removing the label of the selected folder expunges the message
                 there; the client sees it on its next command. A side connection
                 that fails: `<tag> NO [UNAVAILABLE] ...` (FETCH too).
+                A message whose labels were stored gets a new MODSEQ in All Mail,
+                as on Gmail (Dovecot gives none to a copy made elsewhere): its
+                copy there has the keyword $GmailProxyTouched set and removed.
 
 CONTROL.json, re-read (when its mtime, size or inode changed) before each client
 command; missing, empty or unparsable means {}:
@@ -164,6 +167,10 @@ BODY_ITEM = re.compile(rb"(?:^|[ (])(?:BODY\[\](?:<0>)?|RFC822) \Z", re.I)
 CAPABILITY_CODE = re.compile(rb"\[CAPABILITY ([^\]]*)\]", re.I)
 CAPABILITY_LINE = re.compile(rb"\A(\* CAPABILITY )([^\r\n]*)", re.I)
 SEARCHES = {b"SEARCH", b"SORT", b"THREAD"}
+# The keyword set and taken away again on the All Mail copies of a message whose labels
+# changed, to give them a new MODSEQ as Gmail does.
+TOUCH = b"$GmailProxyTouched"
+
 # A STORE of labels: `tag [UID] STORE set [(modifiers)] [+|-]X-GM-LABELS[.SILENT] ...`.
 LABEL_STORE = re.compile(
     rb"\A(\S+) (UID )?STORE (\S+) (?:\([^)]*\) )?([+-]?)X-GM-LABELS(\.SILENT)?(?: (.*))?\Z",
@@ -1108,6 +1115,18 @@ class Connection:
                 side.ok(b"UID EXPUNGE " + uid_set(uids))
                 for g in first_uid:
                     labels.where.get(g, {}).pop(name, None)
+            # Gmail gives a message whose labels changed a new MODSEQ, so a CONDSTORE
+            # client sees the change in All Mail; Dovecot does not for a copy made or
+            # expunged elsewhere. So the All Mail copies are touched: a keyword is set and
+            # taken away again, which leaves their flags as they were.
+            every = next((f for f in labels.folders if labels.is_all(f)), None)
+            touched = [u for g in first_uid for u in labels.where.get(g, {}).get(every, [])]
+            if every is not None and touched and (add or remove):
+                side.open_folder(every, write=True)
+                for sign in (b"+", b"-"):
+                    side.ok(
+                        b"UID STORE %s %sFLAGS.SILENT (%s)" % (uid_set(touched), sign, TOUCH)
+                    )
         except SideError as e:
             return b"%s NO [UNAVAILABLE] X-GM-LABELS: %s\r\n" % (
                 tag,

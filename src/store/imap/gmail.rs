@@ -16,7 +16,6 @@ pub(super) fn message_id(attributes: &[AttributeValue<'_>]) -> Option<u64> {
 /// with an escaped backslash (`"\\Inbox"`), and the parser leaves a quoted string's escapes in,
 /// so they are undone here; a bare atom holds no `\\` or `\"`, so undoing them changes nothing
 /// else. Names stay in modified UTF-7, as Gmail sends them.
-#[allow(dead_code)] // The labels' sync is built on this; parsing is pinned by the tests now.
 pub(super) fn labels(attributes: &[AttributeValue<'_>]) -> Option<Vec<String>> {
     attributes.iter().find_map(|a| match a {
         AttributeValue::GmailLabels(labels) => Some(labels.iter().map(|l| unescape(l)).collect()),

@@ -15,6 +15,7 @@ mod digest;
 mod fetch;
 mod gmail;
 mod idle;
+mod labels;
 mod mutf7;
 mod names;
 pub mod notify_watch;
@@ -395,7 +396,10 @@ impl ImapStore {
         mut exists: u32,
         changed_since: Option<u64>,
     ) -> Result<(BTreeMap<Uid, Flags>, u32), StoreError> {
-        let items = if self.gmail {
+        let labels = self.labels_here();
+        let items = if labels {
+            " 1:* (UID FLAGS X-GM-MSGID X-GM-LABELS)"
+        } else if self.gmail {
             " 1:* (UID FLAGS X-GM-MSGID)"
         } else {
             " 1:* (UID FLAGS)"
@@ -413,6 +417,11 @@ impl ImapStore {
                         // A FETCH without both (say, an unsolicited MODSEQ change) says
                         // nothing about the listing.
                         if let Some((uid, flags)) = uid_and_flags(attributes, &self.keywords) {
+                            let flags = if labels {
+                                self.with_labels(flags, attributes)
+                            } else {
+                                flags
+                            };
                             messages.insert(uid, flags);
                             if let Some(id) = gmail::message_id(attributes) {
                                 self.global_ids.insert(uid, id);
@@ -561,6 +570,78 @@ impl ImapStore {
 }
 
 impl ImapStore {
+    /// Whether `folder` is the one whose messages carry Gmail's labels as keywords: the `\All`
+    /// folder, in Gmail mode (see `labels`).
+    fn is_labels_folder(&self, folder: &FolderName) -> bool {
+        self.gmail && self.all_mail.as_ref() == Some(folder)
+    }
+
+    /// Whether the open folder is the labels' folder.
+    fn labels_here(&self) -> bool {
+        self.selected
+            .as_ref()
+            .is_some_and(|s| self.is_labels_folder(&s.folder))
+    }
+
+    /// `flags` with the message's labels (X-GM-LABELS in `attributes`) as keywords, as far
+    /// as the keywords' rule syncs them.
+    fn with_labels(&self, flags: Flags, attributes: &[AttributeValue<'_>]) -> Flags {
+        let Some(found) = gmail::labels(attributes) else {
+            return flags;
+        };
+        let keywords = flags
+            .keywords()
+            .union(&found.iter().filter_map(|l| labels::to_keyword(l)).collect());
+        self.keywords.to_server(flags.with_keywords(keywords))
+    }
+
+    /// `flags` without the keywords that stand for labels in the open folder, and those
+    /// labels (sorted); in any other folder, `flags` and none.
+    fn split_labels(&self, flags: &Flags) -> (Flags, Vec<String>) {
+        if !self.labels_here() {
+            return (flags.clone(), Vec::new());
+        }
+        let mut found = Vec::new();
+        let mut kept = Vec::new();
+        for keyword in flags.keywords().iter() {
+            match labels::to_label(keyword) {
+                Some(label) => found.push(label),
+                None => kept.push(keyword.clone()),
+            }
+        }
+        found.sort();
+        let rest = flags
+            .without_keywords()
+            .with_keywords(kept.into_iter().collect());
+        (rest, found)
+    }
+
+    /// `UID STORE <set> +X-GM-LABELS (...)` (or `-`) for every batch of `uids`. Labels the
+    /// server refuses count as refused keywords of the folder: kept here, said once, not
+    /// retried at every sync.
+    async fn store_labels(
+        &mut self,
+        uids: &[Uid],
+        sign: char,
+        names: &[String],
+    ) -> Result<(), StoreError> {
+        if names.is_empty() || uids.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = names.iter().map(|l| labels::quoted(l)).collect();
+        let mut refused = false;
+        for (set, _) in uidset::batches(uids, uidset::MAX_SET_LEN) {
+            let command = Command::new("UID STORE")
+                .text(format!(" {set} {sign}X-GM-LABELS ({})", list.join(" ")));
+            let done = self.session.run_unchecked(&command).await?;
+            refused |= done.status != Status::Ok;
+        }
+        if refused {
+            self.refuse(&label_keywords(names));
+        }
+        Ok(())
+    }
+
     async fn deliver_each(
         &mut self,
         messages: &[(&Staged, &Flags)],
@@ -574,6 +655,11 @@ impl ImapStore {
         }
         (ids, None)
     }
+}
+
+/// The keywords that stand for `names` (labels).
+fn label_keywords(names: &[String]) -> Keywords {
+    names.iter().filter_map(|l| labels::to_keyword(l)).collect()
 }
 
 /// The UIDs an APPEND of `count` messages got (RFC 4315 APPENDUID, in the order appended);
@@ -935,7 +1021,10 @@ impl Store for ImapStore {
         since: Option<Since>,
     ) -> Result<Listing, StoreError> {
         let since = since.filter(|_| self.capabilities.condstore());
-        let info = self.select(folder, since.filter(|_| self.qresync)).await?;
+        // QRESYNC's SELECT reports changed flags without labels, which would read as labels
+        // taken away: the labels' folder asks with CHANGEDSINCE.
+        let qresync = self.qresync && !self.is_labels_folder(folder);
+        let info = self.select(folder, since.filter(|_| qresync)).await?;
         let uid_validity = self.selected()?.uid_validity;
         let (Some(since), Some(highest_modseq)) = (since, info.highest_modseq) else {
             return Ok(Listing::Full(self.list_selected(folder, &info).await?));
@@ -945,7 +1034,7 @@ impl Store for ImapStore {
             return Ok(Listing::Full(self.list_selected(folder, &info).await?));
         }
         let mut exists = info.exists.unwrap_or(0);
-        let (changed, vanished) = if self.qresync {
+        let (changed, vanished) = if qresync {
             (info.changed.clone(), Some(info.vanished.clone()))
         } else if highest_modseq == since.highest_modseq {
             (BTreeMap::new(), None)
@@ -1134,7 +1223,9 @@ impl Store for ImapStore {
     ) -> Result<Option<MsgId>, StoreError> {
         self.settle_prefetch().await?;
         let selected = self.selected()?.clone();
-        let flags = self.storable(flags);
+        // Labels are no flags to APPEND: they are stored on the new message after it.
+        let (flags, labels) = self.split_labels(flags);
+        let flags = self.storable(&flags);
         let done = match append::append(&mut self.session, &selected.quoted, message, &flags).await
         {
             Ok(done) => done,
@@ -1171,14 +1262,27 @@ impl Store for ImapStore {
                 message.path.display()
             );
         }
-        Ok(appended_uids(&done, &selected, 1).pop().flatten())
+        let id = appended_uids(&done, &selected, 1).pop().flatten();
+        if !labels.is_empty() {
+            match id.as_ref().and_then(MsgId::uid) {
+                Some(uid) => self.store_labels(&[uid], '+', &labels).await?,
+                // Without APPENDUID the copy cannot be named: its labels count as refused.
+                None => self.refuse(&label_keywords(&labels)),
+            }
+        }
+        Ok(id)
     }
 
     async fn deliver_all(
         &mut self,
         messages: &[(&Staged, &Flags)],
     ) -> (Vec<Option<MsgId>>, Option<StoreError>) {
-        if messages.len() < 2 || !self.capabilities.has("MULTIAPPEND") {
+        // Labels are stored message by message after each APPEND.
+        let labelled = self.labels_here()
+            && messages
+                .iter()
+                .any(|(_, f)| !self.split_labels(f).1.is_empty());
+        if messages.len() < 2 || !self.capabilities.has("MULTIAPPEND") || labelled {
             return self.deliver_each(messages).await;
         }
         if let Err(e) = self.settle_prefetch().await {
@@ -1242,19 +1346,26 @@ impl Store for ImapStore {
         self.settle_prefetch().await?;
         self.selected()?;
         // One command per distinct change instead of one per message.
-        let mut groups: HashMap<(Flags, Flags), Vec<Uid>> = HashMap::new();
+        type Change = (Flags, Flags, Vec<String>, Vec<String>);
+        let mut groups: HashMap<Change, Vec<Uid>> = HashMap::new();
         for update in updates {
             let uid = update
                 .id
                 .uid()
                 .ok_or_else(|| StoreError::Invalid(format!("{} is not an IMAP UID", update.id)))?;
+            let (add, add_labels) = self.split_labels(&update.add);
+            let (remove, remove_labels) = self.split_labels(&update.remove);
             let change = (
-                self.storable(&update.add),
-                self.keywords.to_local(&update.remove),
+                self.storable(&add),
+                self.keywords.to_local(&remove),
+                add_labels,
+                remove_labels,
             );
             groups.entry(change).or_default().push(uid);
         }
-        for ((add, remove), uids) in groups {
+        for ((add, remove, add_labels, remove_labels), uids) in groups {
+            self.store_labels(&uids, '+', &add_labels).await?;
+            self.store_labels(&uids, '-', &remove_labels).await?;
             if !add.is_empty() {
                 match self.store_flags(&uids, "+FLAGS.SILENT", add.clone()).await {
                     Ok(()) => {}

@@ -6,7 +6,8 @@ set -euo pipefail
 # dovecot-imapd: private IMAP servers in the integration tests; dbus, gnome-keyring,
 # libsecret-tools, libglib2.0-bin: private buses and Secret Service; systemd: unit file checks;
 # neomutt: reads the mailbox list of hostile folder names.
-packages=(dovecot-imapd openssl python3 dbus gnome-keyring libsecret-tools libglib2.0-bin systemd neomutt)
+# notmuch: indexes a synced Maildir for the keywords-to-tags recipe.
+packages=(dovecot-imapd openssl python3 dbus gnome-keyring libsecret-tools libglib2.0-bin systemd neomutt notmuch)
 
 missing=()
 for pkg in "${packages[@]}"; do

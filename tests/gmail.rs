@@ -976,3 +976,85 @@ fn a_message_written_into_all_mail_here_goes_up_with_its_labels_and_a_refused_la
     env.sync_ok(&[]);
     in_step(&env);
 }
+
+#[test]
+fn the_notmuch_recipe_turns_all_mail_s_labels_into_tags_and_back_out() {
+    let (env, proxy) = gmail();
+    env.ctl.create("Work");
+    labelled(
+        &env,
+        &corpus::message(SEED, 1),
+        &[ALL_MAIL, "INBOX", "Work"],
+    );
+    labelled(&env, &corpus::message(SEED, 2), &[ALL_MAIL]);
+    env.sync_ok(&[]);
+
+    // A notmuch of its own over the Maildir, tagging new mail `new` and nothing from flags.
+    let config = env.dir.path().join("notmuch-config");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\npath={}\n[new]\ntags=new\nignore=dovecot-keywords;dovecot-uidlist\n[maildir]\nsynchronize_flags=false\n[user]\nname=Test\nprimary_email=test@example.com\n",
+            env.maildir().display()
+        ),
+    )
+    .expect("notmuch config");
+    let notmuch = |args: &[&str]| {
+        let out = std::process::Command::new("notmuch")
+            .args(args)
+            .env("NOTMUCH_CONFIG", &config)
+            .output()
+            .expect("notmuch (scripts/install-deps.sh installs it)");
+        assert!(
+            out.status.success(),
+            "notmuch {args:?}: {}",
+            common::stderr(&out)
+        );
+        stdout(&out)
+    };
+    let recipe = || {
+        let out = std::process::Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/notmuch-keywords"),
+        )
+        .arg(env.maildir().join(ALL_MAIL))
+        .env("NOTMUCH_CONFIG", &config)
+        .output()
+        .expect("run the recipe");
+        assert!(out.status.success(), "{}", common::stderr(&out));
+    };
+    let tags = |i: usize| -> BTreeSet<String> {
+        notmuch(&[
+            "search",
+            "--output=tags",
+            &format!(
+                "id:{}",
+                corpus::message_id(SEED, i).trim_matches(['<', '>'])
+            ),
+        ])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    };
+    notmuch(&["new", "--quiet"]);
+    recipe();
+    assert_eq!(tags(1), ["inbox", "new", "work"].map(String::from).into());
+    assert_eq!(tags(2), ["new"].map(String::from).into());
+
+    // A tag of the reader's own stays; a label taken away on Gmail goes.
+    notmuch(&[
+        "tag",
+        "+mine",
+        "--",
+        &format!(
+            "id:{}",
+            corpus::message_id(SEED, 1).trim_matches(['<', '>'])
+        ),
+    ]);
+    let (mut imap, _) = RawImap::login(&env, &proxy);
+    imap.run("SELECT \"[Gmail]/All Mail\"");
+    let uid1 = env.ctl.dump(ALL_MAIL)[0].uid;
+    imap.run(&format!("UID STORE {uid1} -X-GM-LABELS (Work)"));
+    env.sync_ok(&[]);
+    recipe();
+    assert_eq!(tags(1), ["inbox", "mine", "new"].map(String::from).into());
+}

@@ -1058,3 +1058,41 @@ fn the_notmuch_recipe_turns_all_mail_s_labels_into_tags_and_back_out() {
     recipe();
     assert_eq!(tags(1), ["inbox", "mine", "new"].map(String::from).into());
 }
+
+#[test]
+fn an_upload_cut_off_before_its_labels_keeps_them_and_stores_them_next_time() {
+    // An APPEND into All Mail succeeds, and the connection dies before the labels that follow
+    // it are stored (as a kill would leave it). The next run finds the copy, and the labels
+    // written here must reach Gmail then, not be taken for labels Gmail removed.
+    let (env, proxy) = gmail();
+    env.ctl.create("Work");
+    env.sync_ok(&[]);
+    let all = env.maildir().join(ALL_MAIL);
+    env.deliver_locally(
+        ALL_MAIL,
+        "1700000000.M1P1.gmailtest",
+        &corpus::message(SEED, 1),
+        Some("S"),
+    );
+    let file = copies_of(&env, &[ALL_MAIL], 1).remove(0);
+    common::set_local_keywords(&all, &file, &["$Inbox", "Work"]);
+    proxy.control(serde_json::json!({ "bye_on_label_store": true }));
+    let out = env.run(&["sync"]);
+    assert!(!out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(
+        server_folders_of(&env, 1),
+        [ALL_MAIL].map(String::from).into()
+    );
+
+    proxy.control(serde_json::json!({}));
+    env.sync_ok(&[]);
+    assert_eq!(all_mail_keywords(&env, 1), ["$Inbox", "Work"]);
+    assert_eq!(
+        server_folders_of(&env, 1),
+        [ALL_MAIL, "INBOX", "Work"].map(String::from).into()
+    );
+    // Uploaded once.
+    assert_eq!(env.ctl.dump(ALL_MAIL).len(), 1);
+    env.sync_ok(&[]);
+    in_step(&env);
+}

@@ -29,6 +29,22 @@ fn unclaimed_since(
         .collect()
 }
 
+/// The flags to record for a recovered upload: the intent's, with only the keywords the
+/// server copy shows. A store may give a copy some keywords only after its APPEND (Gmail's
+/// labels are stored that way), and an interrupted upload may not have had them yet: recorded
+/// as they are on the server, those are seen as set here and stored again, not taken for
+/// keywords removed there.
+fn keywords_as_on_server(intent: &Flags, on_server: Option<&Flags>) -> Flags {
+    match on_server {
+        Some(server) => {
+            let missing = intent.keywords().minus(server.keywords());
+            let kept = intent.keywords().minus(&missing);
+            intent.without_keywords().with_keywords(kept)
+        }
+        None => intent.clone(),
+    }
+}
+
 /// Settles the copies an earlier run started but did not confirm.
 pub(super) async fn recover_pending(
     remote: &mut dyn Store,
@@ -100,6 +116,11 @@ pub(super) async fn recover_pending(
         let wanted: Vec<(RecordId, u64, [u8; 32])> =
             uploads.iter().map(|u| (u.0, u.2, u.3)).collect();
         let mut confirmed = Vec::new();
+        let server_flags: HashMap<&MsgId, &Flags> = remote_snap
+            .messages
+            .iter()
+            .map(|m| (&m.id, &m.flags))
+            .collect();
         for (record, found) in recover::match_uploads(&wanted, &fingerprints) {
             let Some(Pending::Upload {
                 local: l, flags, ..
@@ -112,7 +133,9 @@ pub(super) async fn recover_pending(
             match found {
                 Some(remote_id) => {
                     tracing::info!(local = %l, remote = %remote_id, "found the server copy of an interrupted upload");
-                    confirmed.push((record, remote_id, l.clone(), flags.clone()));
+                    let on_server = server_flags.get(&remote_id).copied();
+                    let recorded = keywords_as_on_server(flags, on_server);
+                    confirmed.push((record, remote_id, l.clone(), recorded));
                 }
                 None => abandoned.push(record),
             }

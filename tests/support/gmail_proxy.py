@@ -110,6 +110,9 @@ command; missing, empty or unparsable means {}:
                                optional UID; case does not matter) are answered
                                `<tag> NO [OVERQUOTA] Account exceeded command or
                                bandwidth limits.` and not forwarded
+  {"bye_on_label_store": true} a STORE of labels is not carried out: the
+                               connection gets `* BYE Session expired...`
+                               and is closed instead
   {"bye_after_commands": K}    once a connection's K-th (or later) command has
                                been answered: `* BYE Session expired, please
                                login again.` and the connection is closed
@@ -934,6 +937,10 @@ class Connection:
         if answer is None and name == b"STORE" and LABEL_STORE.match(text):
             logged, full = self.absorb(first)
             self.proxy.log({"conn": self.id, "cmd": text_of(logged)})
+            if settings.get("bye_on_label_store"):
+                # The connection dies before the labels are stored.
+                self.expire()
+                return
             self.cw.send(self.store_labels(tag, full))
             if bye:
                 self.expire()

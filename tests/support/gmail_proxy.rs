@@ -162,7 +162,8 @@ impl GmailProxy {
     }
 
     /// Replaces the control file (atomically), which the proxy reads before each command:
-    /// `{"throttled": true}`, `{"overquota": ["FETCH", ...]}`, `{"bye_after_commands": K}`;
+    /// `{"throttled": true}`, `{"overquota": ["FETCH", ...]}`, `{"bye_after_commands": K}`,
+    /// `{"bye_on_label_store": true}`;
     /// `json!({})` turns everything off again.
     pub fn control(&self, value: Value) {
         let tmp = self.dir.path().join("control.json.tmp");

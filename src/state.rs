@@ -148,6 +148,12 @@ CREATE TABLE refused_keywords (
 ALTER TABLE messages ADD COLUMN global_id INTEGER;
 CREATE INDEX messages_global ON messages(global_id) WHERE global_id IS NOT NULL;
 "#,
+    r#"
+-- What shaped the folder's last complete sync besides its messages (read-only sides,
+-- sync_deletes, limits, keyword rules), as a fingerprint: a folder is skipped, or its local
+-- side taken from the state, only under the settings its tokens were recorded with.
+ALTER TABLE folders ADD COLUMN settings TEXT;
+"#,
 ];
 
 /// A folder's settled message pairs, the read every sync of a folder makes.
@@ -196,6 +202,8 @@ pub struct FolderState {
     /// The stores' change tokens when the folder was last in step (see [`StateDb::set_folder_status`]).
     pub remote_token: Option<String>,
     pub local_token: Option<String>,
+    /// The settings fingerprint the tokens were recorded under (`SyncOptions::settings`).
+    pub settings: Option<String>,
 }
 
 /// Where a folder stood after a complete sync: the server's numbering and the change tokens.
@@ -206,6 +214,7 @@ pub struct FolderStatus {
     pub highest_modseq: Option<u64>,
     pub remote_token: Option<String>,
     pub local_token: Option<String>,
+    pub settings: Option<String>,
 }
 
 /// A copy that was started but not confirmed when the last run ended.
@@ -369,7 +378,8 @@ impl StateDb {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, name, uid_validity, uid_next, highest_modseq, remote_token, local_token
+                "SELECT id, name, uid_validity, uid_next, highest_modseq, remote_token, local_token,
+                        settings
                  FROM folders ORDER BY name",
             )
             .map_err(|e| self.err(e))?;
@@ -383,12 +393,13 @@ impl StateDb {
                     r.get::<_, Option<i64>>(4)?,
                     r.get::<_, Option<String>>(5)?,
                     r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, name, uv, next, modseq, remote_token, local_token) =
+            let (id, name, uv, next, modseq, remote_token, local_token, settings) =
                 row.map_err(|e| self.err(e))?;
             let name = FolderName::new(&name)
                 .ok_or_else(|| self.corrupt(format!("folder name {name:?}")))?;
@@ -402,6 +413,7 @@ impl StateDb {
                 highest_modseq: modseq.and_then(|v| u64::try_from(v).ok()),
                 remote_token,
                 local_token,
+                settings,
             });
         }
         Ok(out)
@@ -469,7 +481,7 @@ impl StateDb {
         self.conn
             .execute(
                 "UPDATE folders SET uid_validity = ?2, uid_next = ?3, highest_modseq = ?4,
-                 remote_token = ?5, local_token = ?6 WHERE id = ?1",
+                 remote_token = ?5, local_token = ?6, settings = ?7 WHERE id = ?1",
                 params![
                     folder,
                     status.uid_validity.map(|v| v.get()),
@@ -477,6 +489,7 @@ impl StateDb {
                     status.highest_modseq.and_then(|m| i64::try_from(m).ok()),
                     status.remote_token,
                     status.local_token,
+                    status.settings,
                 ],
             )
             .map_err(|e| self.err(e))?;

@@ -91,36 +91,99 @@ fn a_resync_without_changes_skips_every_folder_for_a_few_hundred_bytes() {
     let env = env_with_capabilities(None);
     fill(&env, 11, 400);
     env.sync_ok(&[]);
-    let_directory_times_settle();
-    // The first re-sync sees the Maildir changed by the initial sync (its own deliveries) and
-    // lists it; the server side is already incremental.
-    let (_, second_out) = wire_bytes(&env, || {
-        env.sync_ok(&[]);
-    });
-    let out = env.sync_ok(&[]);
-    let skipped = stderr(&out).matches("unchanged on both sides").count();
-    assert_eq!(
-        skipped,
-        FOLDERS.len(),
-        "every folder is skipped once both tokens settled:\n{}",
-        stderr(&out)
-    );
-    let (sent, received) = wire_bytes(&env, || {
-        env.sync_ok(&[]);
-    });
+    // Right after the initial sync, whose deliveries changed every Maildir's directory times
+    // a moment ago: the file names are still the ones it left, so nothing is listed.
+    let skipped_right_after = |what: &str| {
+        let out = env.sync_ok(&[]);
+        let skipped = stderr(&out).matches("unchanged on both sides").count();
+        assert_eq!(
+            skipped,
+            FOLDERS.len(),
+            "every folder is skipped {what}:\n{}",
+            stderr(&out)
+        );
+    };
+    let (sent, received) = wire_bytes(&env, || skipped_right_after("right after the initial sync"));
     eprintln!(
-        "no-change re-sync: {sent} bytes sent, {received} received; the one before: {second_out} received"
+        "no-change re-sync right after the initial sync: {sent} bytes sent, {received} received"
     );
     assert!(
         received < 2048 && sent < 1024,
         "a no-change re-sync of 400 messages cost {sent} bytes up and {received} down"
     );
+    // And once the directory times are old enough to stand for the folders again.
+    let_directory_times_settle();
+    skipped_right_after("once the directory times settled");
+    let (sent, received) = wire_bytes(&env, || skipped_right_after("on the strength of the times"));
+    eprintln!("no-change re-sync: {sent} bytes sent, {received} received");
     // 400 messages listed with their flags would be well over 10 KB.
     assert!(
-        second_out < 4096,
-        "the incremental re-sync received {second_out} bytes"
+        received < 2048 && sent < 1024,
+        "a no-change re-sync of 400 messages cost {sent} bytes up and {received} down"
     );
     env.assert_in_step();
+}
+
+#[test]
+fn a_mail_client_s_change_right_after_a_sync_is_seen() {
+    // The sync's own deliveries and the client's changes fall within the same tick of the
+    // directories' clock: only the file names tell them apart.
+    let env = env_with_capabilities(None);
+    fill(&env, 16, 24);
+    env.sync_ok(&[]);
+    let files = env.local_files("Lists/rust");
+    set_local_flags(&files[0], "FS");
+    std::fs::remove_file(&files[1]).expect("delete a local message");
+    let inbox = env.local_files("INBOX");
+    let moved = inbox
+        .iter()
+        .find(|p| p.parent().is_some_and(|d| d.ends_with("new")))
+        .expect("a message in new/");
+    let name = moved.file_name().and_then(|n| n.to_str()).expect("name");
+    let cur = moved
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("folder")
+        .join("cur")
+        .join(format!("{name}:2,S"));
+    std::fs::rename(moved, &cur).expect("read by the client: moved to cur/ and seen");
+    env.deliver_locally(
+        "Entwürfe",
+        "1700000000.local9.host",
+        &corpus::message(78, 1),
+        None,
+    );
+
+    let out = env.sync_ok(&[]);
+    let skipped = stderr(&out).matches("unchanged on both sides").count();
+    assert_eq!(
+        skipped,
+        1,
+        "only Archive/2019 was left alone by the client:\n{}",
+        stderr(&out)
+    );
+    let (remote, _) = env.assert_in_step();
+    assert_eq!(env.count(&remote), 24);
+    let has_flag = |folder: &str, file: &std::path::Path, flag: &str| {
+        let content = std::fs::read(file).expect("read");
+        let id = idlewild::message::message_id(&content).expect("Message-ID");
+        env.ctl.dump(folder).iter().any(|m| {
+            m.message_id.as_deref() == Some(id.as_str()) && m.flags.iter().any(|f| f == flag)
+        })
+    };
+    let flagged = env
+        .local_files("Lists/rust")
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(":2,FS"))
+        .expect("the client's file");
+    assert!(
+        has_flag("Lists/rust", &flagged, "\\Flagged"),
+        "the client's flag reached the server"
+    );
+    assert!(
+        has_flag("INBOX", &cur, "\\Seen"),
+        "the client's read message is seen on the server"
+    );
 }
 
 fn changes_travel(capabilities: Option<&str>, expect_in_log: &str, not_in_log: Option<&str>) {

@@ -349,6 +349,7 @@ impl AccountSession {
             folder_policy: self.account.folder_policy,
             policy: self.account.policy,
             limits: self.account.limits,
+            settings: settings_fingerprint(&self.account),
         }
     }
 
@@ -508,4 +509,25 @@ impl OpenLane for AccountLanes {
             state: StateDb::open(&self.state_file)?,
         })
     }
+}
+
+/// What shapes a folder's plan besides its messages, as a short fingerprint: after a change of
+/// any of it (a side made read-only, `sync_deletes`, the limits, the keyword rules, Gmail mode)
+/// no folder is skipped as unchanged, nor its local side taken from the state, until it has
+/// been synced under the new settings.
+fn settings_fingerprint(account: &Account) -> String {
+    use sha2::{Digest, Sha256};
+    let local_keywords = match &account.local {
+        LocalConfig::Maildir(maildir) => &maildir.keywords,
+        LocalConfig::Imap(imap) => &imap.keywords,
+    };
+    let text = format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}",
+        account.policy,
+        account.limits,
+        account.remote.keywords,
+        local_keywords,
+        account.remote.gmail
+    );
+    hex::encode(&Sha256::digest(text.as_bytes())[..8])
 }

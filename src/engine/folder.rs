@@ -110,7 +110,13 @@ pub(crate) async fn sync_folder(
     let (remote_snap, local_snap) = (&listings.remote, &listings.local);
     apply::apply(cx, folder.id, local_name, remote_snap, local_snap, actions).await?;
     // The tokens were taken before the listings: a change made since, ours included, shows
-    // as a different token next time.
+    // as a different token next time, unless the store can tell the state this sync left
+    // from any later change (`Store::settled_token`).
+    let local_token = cx
+        .local
+        .settled_token(local_name, local_snap.token.as_deref())
+        .await
+        .map_err(SyncError::local)?;
     cx.state.set_folder_status(
         folder.id,
         &FolderStatus {
@@ -118,7 +124,8 @@ pub(crate) async fn sync_folder(
             uid_next: remote_snap.uid_next,
             highest_modseq: remote_snap.highest_modseq,
             remote_token: remote_snap.token.clone(),
-            local_token: local_snap.token.clone(),
+            local_token,
+            settings: Some(cx.options.settings.clone()),
         },
     )?;
     Ok(())
@@ -140,6 +147,7 @@ fn open(cx: &mut FolderSync<'_>, name: &FolderName) -> Result<FolderState, SyncE
             highest_modseq: None,
             remote_token: None,
             local_token: None,
+            settings: None,
         },
     })
 }
@@ -291,6 +299,7 @@ async fn records(
                 highest_modseq: folder.highest_modseq,
                 remote_token: None,
                 local_token: None,
+                settings: None,
             },
         )?;
     }
@@ -391,8 +400,9 @@ async fn decide(
     Ok(Some(actions))
 }
 
-/// Whether both sides still show the tokens of the last complete sync, and no copy is
-/// pending: then the folder is in step and need not be listed at all.
+/// Whether both sides still show the tokens of the last complete sync, which was made under
+/// these `settings`, and no copy is pending: then the folder is in step and need not be listed
+/// at all.
 pub(super) async fn unchanged(
     remote: &mut dyn Store,
     local: &mut dyn Store,
@@ -400,31 +410,52 @@ pub(super) async fn unchanged(
     state: &mut StateDb,
     folder: &FolderState,
     local_name: &FolderName,
+    settings: &str,
 ) -> Result<bool, SyncError> {
     let (Some(remote_was), Some(local_was)) = (&folder.remote_token, &folder.local_token) else {
         return Ok(false);
     };
+    if folder.settings.as_deref() != Some(settings) {
+        return Ok(false);
+    }
     if same_token(remote, &folder.name, remote_was, SyncError::remote)
         .await?
         .is_none()
-        || same_token(local, local_name, local_was, SyncError::local)
-            .await?
-            .is_none()
     {
         return Ok(false);
     }
-    Ok(!state.has_pending(folder.id)?)
+    let Some(local_now) = same_token(local, local_name, local_was, SyncError::local).await? else {
+        return Ok(false);
+    };
+    if state.has_pending(folder.id)? {
+        return Ok(false);
+    }
+    if &local_now != local_was {
+        // The same folder, now known by a token that is cheaper to check next time.
+        state.set_folder_status(
+            folder.id,
+            &FolderStatus {
+                uid_validity: folder.uid_validity,
+                uid_next: folder.uid_next,
+                highest_modseq: folder.highest_modseq,
+                remote_token: folder.remote_token.clone(),
+                local_token: Some(local_now),
+                settings: folder.settings.clone(),
+            },
+        )?;
+    }
+    Ok(true)
 }
 
-/// The store's change token for `folder`, if it is still the `recorded` one.
+/// The token to record for `folder` from now on, if it is still as it was when `recorded`
+/// was recorded.
 async fn same_token(
     store: &mut dyn Store,
     folder: &FolderName,
     recorded: &str,
     side: fn(StoreError) -> SyncError,
 ) -> Result<Option<String>, SyncError> {
-    let now = store.change_token(folder).await.map_err(side)?;
-    Ok(now.filter(|token| token == recorded))
+    store.unchanged_since(folder, recorded).await.map_err(side)
 }
 
 /// The local listing without reading the folder, when its change token is still the one
@@ -443,7 +474,10 @@ async fn adopt_local_listing(
     let Some(recorded) = &folder.local_token else {
         return Ok(None);
     };
-    if options.policy.readonly_local || options.policy.readonly_remote {
+    if options.policy.readonly_local
+        || options.policy.readonly_remote
+        || folder.settings.as_deref() != Some(options.settings.as_str())
+    {
         return Ok(None);
     }
     let Some(now) = same_token(local, local_name, recorded, SyncError::local).await? else {

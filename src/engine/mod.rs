@@ -56,6 +56,10 @@ pub struct SyncOptions {
     pub policy: Policy,
     /// `max_age` and `max_size`.
     pub limits: Limits,
+    /// A fingerprint of the settings that shape a folder's plan besides these (keyword rules,
+    /// Gmail mode) and including them: recorded with a folder's change tokens, which count
+    /// only under the same settings.
+    pub settings: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -571,7 +575,15 @@ pub async fn sync_folders(
                     state.set_folder_local_name(remote_name, name)?;
                     match state.folder(remote_name)? {
                         Some(folder) => {
-                            folder::unchanged(remote, local, state, &folder, name).await
+                            folder::unchanged(
+                                remote,
+                                local,
+                                state,
+                                &folder,
+                                name,
+                                &options.settings,
+                            )
+                            .await
                         }
                         None => Ok(false),
                     }

@@ -237,6 +237,33 @@ pub trait Store: Send {
         Ok(None)
     }
 
+    /// Whether `folder` is still as it was when `recorded` (a token this store gave, by
+    /// [`Store::change_token`] or [`Store::settled_token`]) was recorded: the token to record
+    /// from now on, or `None` when it may have changed.
+    async fn unchanged_since(
+        &mut self,
+        folder: &FolderName,
+        recorded: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .change_token(folder)
+            .await?
+            .filter(|token| token == recorded))
+    }
+
+    /// The token to record for `folder` at the end of a complete sync that listed it with
+    /// token `listed`: by default `listed`, so that the sync's own writes count as a change
+    /// next time. A store that can tell the state the sync left from any later change (the
+    /// Maildir, by its file names) returns a token for that state, so the next sync need not
+    /// read the folder again only because this one wrote to it.
+    async fn settled_token(
+        &mut self,
+        _folder: &FolderName,
+        listed: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(listed.map(str::to_owned))
+    }
+
     /// How many messages `folder` held when the folders were last listed, where the store
     /// learned it for free (LIST-STATUS). Only for scheduling: the biggest folders start first.
     fn message_count_hint(&self, _folder: &FolderName) -> Option<u32> {

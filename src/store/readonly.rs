@@ -57,6 +57,22 @@ impl Store for ReadOnly<'_> {
         self.inner.change_token(folder).await
     }
 
+    async fn unchanged_since(
+        &mut self,
+        folder: &FolderName,
+        recorded: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner.unchanged_since(folder, recorded).await
+    }
+
+    async fn settled_token(
+        &mut self,
+        folder: &FolderName,
+        listed: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner.settled_token(folder, listed).await
+    }
+
     fn keyword_room(&self) -> crate::model::KeywordRoom {
         self.inner.keyword_room()
     }

@@ -16,8 +16,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+mod digest;
 mod keywords;
 mod names;
+
+use digest::NamesDigest;
 
 use super::{Absence, FlagUpdate, SizeAndDate, Staged, Store, StoreError};
 use crate::config::{MaildirConfig, MaildirLayout};
@@ -86,6 +89,9 @@ struct OpenFolder {
     /// The index holds where messages of an adopted listing would be if idlewild named them
     /// (`new/ID` or `cur/ID:2,FLAGS`), not what was read: the first miss reads the folder.
     guessed: bool,
+    /// A message was not where the index said and was looked for again: the index may now
+    /// hold changes the sync's plan never saw, so it does not stand for what the sync left.
+    disturbed: bool,
     /// The folder's keyword letters (`dovecot-keywords`) as last read or written.
     table: keywords::Table,
 }
@@ -232,6 +238,9 @@ impl MaildirStore {
     fn relocate(&mut self, id: &MsgId) -> Result<Option<PathBuf>, StoreError> {
         let dir = self.open_folder()?.dir.clone();
         let rule = self.keywords.clone();
+        if let Some(open) = self.open.as_mut() {
+            open.disturbed = true;
+        }
         if let Some(open) = self.open.as_mut().filter(|open| open.guessed) {
             // One read of the folder replaces every guess, found or not.
             let (index, _) = read_folder(&dir, &open.table, &rule)?;
@@ -540,6 +549,26 @@ fn read_folder(
 ) -> Result<(HashMap<MsgId, Located>, Vec<MessageMeta>), StoreError> {
     let mut index = HashMap::new();
     let mut messages = Vec::new();
+    for_each_message_file(dir, |sub, file_name, id| {
+        if index.contains_key(&id) {
+            // A client moving new/ -> cur/ while we read both: keep one, it is one message.
+            return;
+        }
+        let flags = rule.to_server(flags_of(&file_name, table));
+        messages.push(MessageMeta {
+            id: id.clone(),
+            flags,
+        });
+        index.insert(id, Located { sub, file_name });
+    })?;
+    Ok((index, messages))
+}
+
+/// Calls `visit` with every file of `new/` and `cur/` that is a message idlewild tracks.
+fn for_each_message_file(
+    dir: &Path,
+    mut visit: impl FnMut(Sub, String, MsgId),
+) -> Result<(), StoreError> {
     for sub in [Sub::New, Sub::Cur] {
         let sub_dir = dir.join(sub.name());
         let entries = fs::read_dir(&sub_dir).map_err(|e| StoreError::io(&sub_dir, e))?;
@@ -564,19 +593,17 @@ fn read_folder(
                 tracing::warn!(file = %file_name, "skipping a file whose name is not a Maildir name idlewild can track");
                 continue;
             };
-            if index.contains_key(&id) {
-                // A client moving new/ -> cur/ while we read both: keep one, it is one message.
-                continue;
-            }
-            let flags = rule.to_server(flags_of(&file_name, table));
-            messages.push(MessageMeta {
-                id: id.clone(),
-                flags,
-            });
-            index.insert(id, Located { sub, file_name });
+            visit(sub, file_name, id);
         }
     }
-    Ok((index, messages))
+    Ok(())
+}
+
+/// The digest of the names of the message files in `dir` now.
+fn names_digest(dir: &Path) -> Result<NamesDigest, StoreError> {
+    let mut digest = NamesDigest::default();
+    for_each_message_file(dir, |sub, file_name, _| digest.add(sub, &file_name))?;
+    Ok(digest)
 }
 
 /// What a message file is, for copying it to the other side.
@@ -912,6 +939,7 @@ impl Store for MaildirStore {
             dir,
             index,
             guessed: false,
+            disturbed: false,
             table,
         });
         Ok(FolderSnapshot {
@@ -925,6 +953,52 @@ impl Store for MaildirStore {
 
     async fn change_token(&mut self, folder: &FolderName) -> Result<Option<String>, StoreError> {
         Ok(dir_token(&self.folder_dir(folder)?))
+    }
+
+    async fn unchanged_since(
+        &mut self,
+        folder: &FolderName,
+        recorded: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let dir = self.folder_dir(folder)?;
+        // Taken before the names are read: a change while they are read shows next time.
+        let now = dir_token(&dir);
+        if !NamesDigest::is_digest(recorded) {
+            return Ok(now.filter(|token| token == recorded));
+        }
+        if !is_maildir(&dir) {
+            return Ok(None);
+        }
+        if names_digest(&dir)?.token() != recorded {
+            return Ok(None);
+        }
+        // As the last sync left it: from now on its times stand for it, once they can.
+        Ok(Some(now.unwrap_or_else(|| recorded.to_owned())))
+    }
+
+    async fn settled_token(
+        &mut self,
+        folder: &FolderName,
+        listed: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        self.complete_deliveries().await?;
+        let dir = self.folder_dir(folder)?;
+        let Some(open) = self.open.as_ref().filter(|open| open.dir == dir) else {
+            return Ok(listed.map(str::to_owned));
+        };
+        if self.read_only
+            || open.disturbed
+            || (listed.is_some() && dir_token(&dir).as_deref() == listed)
+        {
+            // Nothing written here since the listing (its token still holds), or the index
+            // is not what the sync made of the folder: the listing's token stands.
+            return Ok(listed.map(str::to_owned));
+        }
+        let mut digest = NamesDigest::default();
+        for located in open.index.values() {
+            digest.add(located.sub, &located.file_name);
+        }
+        Ok(Some(digest.token()))
     }
 
     async fn adopt_listing(
@@ -968,6 +1042,7 @@ impl Store for MaildirStore {
             dir,
             index,
             guessed: true,
+            disturbed: false,
             table,
         });
         Ok(Some(FolderSnapshot {
@@ -1501,6 +1576,173 @@ mod tests {
             "{names:?}"
         );
         assert!(names.len() < 10, "the loop was walked: {names:?}");
+    }
+
+    /// Sets the times of a folder's `new/` and `cur/` back, as if its last change were old.
+    fn age(folder_dir: &Path) {
+        for sub in ["new", "cur"] {
+            File::open(folder_dir.join(sub))
+                .unwrap()
+                .set_modified(SystemTime::now() - Duration::from_secs(60))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn what_a_sync_wrote_is_settled_by_name_and_any_later_change_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mail");
+        let inbox_dir = root.join("INBOX");
+        for sub in SUBDIRS {
+            fs::create_dir_all(inbox_dir.join(sub)).unwrap();
+        }
+        fs::write(inbox_dir.join("cur/m1:2,S"), "Subject: one\n\nbody\n").unwrap();
+        fs::write(inbox_dir.join("new/m2"), "Subject: two\n\nbody\n").unwrap();
+        fs::write(dir.path().join("incoming"), "Subject: three\n\nbody\n").unwrap();
+        let mut store = MaildirStore::new(&MaildirConfig {
+            keywords: Default::default(),
+            path: root.clone(),
+            layout: MaildirLayout::Nested,
+        });
+        let inbox = FolderName::new("INBOX").unwrap();
+        let id = |s: &str| MsgId::new(s).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // A sync: list, write (a flag change, a delivery), settle.
+            age(&inbox_dir);
+            let listed = store.scan(&inbox).await.unwrap().token;
+            assert!(listed.is_some(), "old directory times are a token");
+            // Nothing written: the listing's token stands.
+            assert_eq!(
+                store
+                    .settled_token(&inbox, listed.as_deref())
+                    .await
+                    .unwrap(),
+                listed
+            );
+            store
+                .set_flags(&[FlagUpdate {
+                    id: id("m2"),
+                    add: Flags::SEEN,
+                    remove: Flags::empty(),
+                }])
+                .await
+                .unwrap();
+            let staged = Staged {
+                source_id: id("7"),
+                path: dir.path().join("incoming"),
+                temporary: false,
+                internal_date: None,
+            };
+            store.deliver(&staged, &Flags::empty(), None).await.unwrap();
+            let settled = store
+                .settled_token(&inbox, listed.as_deref())
+                .await
+                .unwrap()
+                .expect("a token for what the sync left");
+            assert_ne!(Some(&settled), listed.as_ref());
+            assert!(NamesDigest::is_digest(&settled));
+            assert_eq!(store.change_token(&inbox).await.unwrap(), None, "too young");
+
+            // Right after the sync, the folder is as it left it, though its times are young.
+            let again = store.unchanged_since(&inbox, &settled).await.unwrap();
+            assert_eq!(again.as_ref(), Some(&settled));
+            // Once its times are old, they stand for it.
+            age(&inbox_dir);
+            let clean = store
+                .unchanged_since(&inbox, &settled)
+                .await
+                .unwrap()
+                .expect("unchanged");
+            assert!(!NamesDigest::is_digest(&clean));
+            assert_eq!(store.change_token(&inbox).await.unwrap(), Some(clean));
+
+            // Any change by a mail client right after the sync, even within the same tick of
+            // the directory's clock, shows: a flag change, a move to cur/, a deletion, a delivery.
+            let changes: [(&str, &dyn Fn()); 4] = [
+                ("flag", &|| {
+                    fs::rename(inbox_dir.join("cur/m1:2,S"), inbox_dir.join("cur/m1:2,FS")).unwrap()
+                }),
+                ("move", &|| {
+                    let new = fs::read_dir(inbox_dir.join("new"))
+                        .unwrap()
+                        .next()
+                        .unwrap()
+                        .unwrap();
+                    let name = new.file_name().into_string().unwrap();
+                    fs::rename(new.path(), inbox_dir.join("cur").join(name + ":2,")).unwrap()
+                }),
+                ("delete", &|| {
+                    fs::remove_file(inbox_dir.join("cur/m2:2,S")).unwrap()
+                }),
+                ("deliver", &|| {
+                    fs::write(inbox_dir.join("new/m9"), "Subject: x\n\n").unwrap()
+                }),
+            ];
+            for (what, change) in changes {
+                store.scan(&inbox).await.unwrap();
+                let settled = store
+                    .settled_token(&inbox, None)
+                    .await
+                    .unwrap()
+                    .expect("a token for what the sync left");
+                change();
+                assert_eq!(
+                    store.unchanged_since(&inbox, &settled).await.unwrap(),
+                    None,
+                    "{what}"
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn an_index_that_learned_of_a_client_s_change_during_the_sync_is_not_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mail");
+        let inbox_dir = root.join("INBOX");
+        for sub in SUBDIRS {
+            fs::create_dir_all(inbox_dir.join(sub)).unwrap();
+        }
+        fs::write(inbox_dir.join("cur/m1:2,S"), "Subject: one\n\nbody\n").unwrap();
+        fs::write(inbox_dir.join("cur/m2:2,S"), "Subject: two\n\nbody\n").unwrap();
+        let mut store = MaildirStore::new(&MaildirConfig {
+            keywords: Default::default(),
+            path: root.clone(),
+            layout: MaildirLayout::Nested,
+        });
+        let inbox = FolderName::new("INBOX").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            age(&inbox_dir);
+            let listed = store.scan(&inbox).await.unwrap().token;
+            assert!(listed.is_some());
+            // The client flags m1 while the sync flags m2 and then m1: m1 is found again under
+            // the client's name, and the index now holds a change the plan never saw.
+            fs::rename(inbox_dir.join("cur/m1:2,S"), inbox_dir.join("cur/m1:2,FS")).unwrap();
+            let update = |id: &str| FlagUpdate {
+                id: MsgId::new(id).unwrap(),
+                add: Flags::ANSWERED,
+                remove: Flags::empty(),
+            };
+            store
+                .set_flags(&[update("m2"), update("m1")])
+                .await
+                .unwrap();
+            assert!(inbox_dir.join("cur/m1:2,FRS").exists());
+            let settled = store
+                .settled_token(&inbox, listed.as_deref())
+                .await
+                .unwrap();
+            assert_eq!(
+                settled, listed,
+                "the listing's token, which the writes changed"
+            );
+        });
     }
 
     #[test]

@@ -10,11 +10,15 @@
 //! goes into `dovecot-keywords.lock`, created exclusively (a lock that other writers respect;
 //! one older than two minutes is stale and taken over), made durable, then renamed over the
 //! file; its modification time always grows, because Dovecot rereads the file only when that
-//! time changes.
+//! time changes. While it holds the lock, idlewild notes the lock's inode in the folder's
+//! `tmp/`: only one run works on an account's folders at a time (the account lock), so a lock
+//! that note names was left by a run of ours killed while holding it, and is taken over at once
+//! instead of failing the folder for two minutes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// The file's name in the folder's directory.
@@ -26,6 +30,10 @@ pub const LETTERS: usize = 26;
 /// After how long another writer's lock is taken to be left behind by a crash (Dovecot's
 /// `KEYWORDS_LOCK_STALE_TIMEOUT`).
 const STALE_LOCK: Duration = Duration::from_secs(120);
+
+/// The note of the lock a run of ours holds, in the folder's `tmp/` (see the module
+/// documentation); it starts with the prefix of our files there, removed as leftovers.
+const LOCK_NOTE: &str = ".idlewild-keywords-lock";
 
 /// How long a write waits for a lock that is not stale before it gives up; the folder then
 /// fails this time and is synced again later.
@@ -148,7 +156,11 @@ fn update(
 ) -> io::Result<Table> {
     let path = dir.join(FILE);
     let lock = dir.join(format!("{FILE}.lock"));
-    let mut file = take_lock(&lock, now, wait)?;
+    let mut file = take_lock(dir, &lock, now, wait)?;
+    // Best effort: without the note, a lock left by a crash is stale after two minutes.
+    let _ = file
+        .metadata()
+        .and_then(|m| fs::write(note_path(dir), identity(&m)));
     let written = (|| {
         let before = read(dir)?;
         let mut table = before.clone();
@@ -171,11 +183,39 @@ fn update(
     if written.is_err() {
         let _ = fs::remove_file(&lock);
     }
+    let _ = fs::remove_file(note_path(dir));
     written
 }
 
-/// Creates the lock file exclusively, taking over a stale one, waiting a little for a live one.
-fn take_lock(lock: &Path, now: SystemTime, wait: Duration) -> io::Result<File> {
+fn note_path(dir: &Path) -> PathBuf {
+    dir.join("tmp").join(LOCK_NOTE)
+}
+
+fn identity(meta: &fs::Metadata) -> String {
+    format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// Whether `lock` is the one a run of ours noted and, having died, never removed.
+fn left_by_us(dir: &Path, lock: &Path) -> bool {
+    let (Ok(note), Ok(meta)) = (fs::read_to_string(note_path(dir)), fs::metadata(lock)) else {
+        return false;
+    };
+    note == identity(&meta)
+}
+
+/// Removes a keywords lock a run of ours left behind in the folder `dir`, and the note of it;
+/// called before our leftovers in `tmp/` are cleared, which would take the note with them.
+pub fn clear_left_lock(dir: &Path) {
+    let lock = dir.join(format!("{FILE}.lock"));
+    if left_by_us(dir, &lock) {
+        let _ = fs::remove_file(&lock);
+    }
+    let _ = fs::remove_file(note_path(dir));
+}
+
+/// Creates the lock file exclusively, taking over a stale one or one a run of ours left, waiting
+/// a little for a live one.
+fn take_lock(dir: &Path, lock: &Path, now: SystemTime, wait: Duration) -> io::Result<File> {
     let started = std::time::Instant::now();
     loop {
         match OpenOptions::new().write(true).create_new(true).open(lock) {
@@ -185,7 +225,7 @@ fn take_lock(lock: &Path, now: SystemTime, wait: Duration) -> io::Result<File> {
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|m| now.duration_since(m).ok());
-                if age.is_some_and(|age| age >= STALE_LOCK) {
+                if age.is_some_and(|age| age >= STALE_LOCK) || left_by_us(dir, lock) {
                     // Left by a writer that died; Dovecot overrides it the same way.
                     let _ = fs::remove_file(lock);
                     continue;
@@ -302,6 +342,49 @@ mod tests {
             .expect("a stale lock is taken over");
         assert_eq!(read(dir.path()).expect("read"), table);
         assert_eq!(table.letter_of("x"), Some('a'));
+    }
+
+    #[test]
+    fn a_lock_left_by_a_run_of_ours_killed_while_holding_it_is_taken_over_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(dir.path().join("tmp")).expect("tmp");
+        let lock = dir.path().join("dovecot-keywords.lock");
+        let now = SystemTime::now();
+        // What a run killed between taking the lock and renaming it leaves: the lock, noted.
+        let held = take_lock(dir.path(), &lock, now, Duration::ZERO).expect("lock");
+        fs::write(
+            note_path(dir.path()),
+            identity(&held.metadata().expect("meta")),
+        )
+        .expect("note");
+        drop(held);
+        let table = update(dir.path(), now, Duration::ZERO, |t| {
+            t.assign("x");
+        })
+        .expect("our own left lock is taken over");
+        assert_eq!(table.letter_of("x"), Some('a'));
+        assert!(!lock.exists() && !note_path(dir.path()).exists());
+
+        // A lock the note does not name (Dovecot's, taken after ours ended) is respected,
+        // and clearing our leftovers leaves it alone.
+        fs::write(note_path(dir.path()), "0:0").expect("note");
+        fs::write(&lock, "").expect("their lock");
+        let refused = update(dir.path(), now, Duration::ZERO, |t| {
+            t.assign("y");
+        });
+        assert_eq!(refused.expect_err("live").kind(), io::ErrorKind::WouldBlock);
+        clear_left_lock(dir.path());
+        assert!(lock.exists());
+        // Our own, noted, goes with the leftovers.
+        fs::remove_file(&lock).expect("unlock");
+        let held = take_lock(dir.path(), &lock, now, Duration::ZERO).expect("lock");
+        fs::write(
+            note_path(dir.path()),
+            identity(&held.metadata().expect("meta")),
+        )
+        .expect("note");
+        clear_left_lock(dir.path());
+        assert!(!lock.exists() && !note_path(dir.path()).exists());
     }
 
     #[test]

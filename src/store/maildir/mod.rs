@@ -930,6 +930,7 @@ impl Store for MaildirStore {
         // Before reading: a change during the listing must change the token.
         let token = dir_token(&dir);
         if !self.read_only {
+            keywords::clear_left_lock(&dir);
             remove_leftovers(&dir.join("tmp"));
         }
         let table =

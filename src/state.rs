@@ -154,10 +154,46 @@ CREATE INDEX messages_global ON messages(global_id) WHERE global_id IS NOT NULL;
 -- side taken from the state, only under the settings its tokens were recorded with.
 ALTER TABLE folders ADD COLUMN settings TEXT;
 "#,
+    r#"
+-- Whether a folder holds anything but settled pairs (a copy in flight, a survivor, a message
+-- on one side only), asked without reading its messages: a sync of the server's changes only
+-- plans the messages they touch, which takes a folder of pairs and nothing else.
+CREATE INDEX messages_unsettled ON messages(folder)
+    WHERE remote IS NULL OR local IS NULL OR deleted_on IS NOT NULL OR pending IS NOT NULL;
+"#,
 ];
 
 /// A folder's settled message pairs, the read every sync of a folder makes.
 const RECORDS: &str = "SELECT id, remote, local, flags, deleted_on, keywords FROM messages WHERE folder = ?1 AND pending IS NULL ORDER BY id";
+
+/// One confirmed record by its server id, through the `messages_remote` index.
+const RECORD_BY_REMOTE: &str = "SELECT id, remote, local, flags, deleted_on, keywords FROM messages WHERE folder = ?1 AND remote = ?2 AND pending IS NULL";
+
+/// Whether a folder holds only settled pairs and nothing skipped, through the partial
+/// `messages_unsettled` index (its condition must appear here as it is written there).
+const ONLY_PAIRS: &str = "SELECT NOT EXISTS (SELECT 1 FROM messages WHERE folder = ?1 AND (remote IS NULL OR local IS NULL OR deleted_on IS NOT NULL OR pending IS NOT NULL))
+    AND NOT EXISTS (SELECT 1 FROM skipped WHERE folder = ?1)";
+
+/// A row of [`RECORDS`] or [`RECORD_BY_REMOTE`], before its values are checked.
+type RecordRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<String>,
+    String,
+);
+
+fn record_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
 
 /// The `keywords` column of `flags`: the keywords, space separated (they hold no spaces).
 fn keyword_text(flags: &Flags) -> String {
@@ -558,29 +594,68 @@ impl StateDb {
     pub fn records(&self, folder: i64) -> Result<Vec<Record>, StateError> {
         let mut stmt = self.conn.prepare(RECORDS).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![folder], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })
+            .query_map(params![folder], record_row)
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, remote, local, flags, deleted_on, keywords) = row.map_err(|e| self.err(e))?;
-            out.push(Record {
-                id: RecordId(id),
-                remote: self.msg_id(remote)?,
-                local: self.msg_id(local)?,
-                flags: self.flags(flags, &keywords)?,
-                deleted_on: self.side(deleted_on)?,
-            });
+            out.push(self.record(row.map_err(|e| self.err(e))?)?);
         }
         Ok(out)
+    }
+
+    /// The confirmed records of a folder with these server ids (those it has), each found
+    /// through the index: the cost is the ids', not the folder's.
+    pub fn records_with_remote(
+        &self,
+        folder: i64,
+        ids: &[MsgId],
+    ) -> Result<Vec<Record>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(RECORD_BY_REMOTE)
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for id in ids {
+            let row = stmt
+                .query_row(params![folder, id.as_str()], record_row)
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if let Some(row) = row {
+                out.push(self.record(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the folder's records are settled pairs only (nothing in flight, no survivor, no
+    /// message on one side only) and nothing was skipped, without reading them.
+    pub fn only_pairs(&self, folder: i64) -> Result<bool, StateError> {
+        self.conn
+            .query_row(ONLY_PAIRS, params![folder], |r| r.get::<_, bool>(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// How many records of the folder have a server copy.
+    pub fn remote_count(&self, folder: i64) -> Result<usize, StateError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM messages WHERE folder = ?1 AND remote IS NOT NULL",
+                params![folder],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .map_err(|e| self.err(e))
+    }
+
+    fn record(&self, row: RecordRow) -> Result<Record, StateError> {
+        let (id, remote, local, flags, deleted_on, keywords) = row;
+        Ok(Record {
+            id: RecordId(id),
+            remote: self.msg_id(remote)?,
+            local: self.msg_id(local)?,
+            flags: self.flags(flags, &keywords)?,
+            deleted_on: self.side(deleted_on)?,
+        })
     }
 
     fn msg_id(&self, raw: Option<String>) -> Result<Option<MsgId>, StateError> {
@@ -1257,6 +1332,63 @@ mod tests {
             plan.contains("USING INDEX messages_folder") && !plan.contains("TEMP B-TREE"),
             "{plan}"
         );
+    }
+
+    fn query_plan(db: &StateDb, sql: &str, params: impl rusqlite::Params) -> String {
+        let plan: Vec<String> = db
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("prepare")
+            .query_map(params, |r| r.get::<_, String>(3))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        plan.join("; ")
+    }
+
+    #[test]
+    fn the_questions_of_a_sync_of_changes_are_answered_through_indexes() {
+        let db = StateDb::open_in_memory().expect("open");
+        let plan = query_plan(&db, RECORD_BY_REMOTE, params![1, "7"]);
+        assert!(plan.contains("USING INDEX messages_remote"), "{plan}");
+        let plan = query_plan(&db, ONLY_PAIRS, params![1]);
+        assert!(
+            plan.contains("messages_unsettled") && !plan.contains("SCAN messages"),
+            "{plan}"
+        );
+    }
+
+    #[test]
+    fn only_pairs_and_records_by_server_id() {
+        let mut db = StateDb::open_in_memory().expect("open");
+        let folder = db
+            .ensure_folder(&FolderName::new("INBOX").unwrap())
+            .unwrap()
+            .id;
+        let pairs: Vec<_> = (1..=3)
+            .map(|n| {
+                (
+                    Some(id(&n.to_string())),
+                    Some(id(&format!("l{n}"))),
+                    Flags::SEEN,
+                    None,
+                )
+            })
+            .collect();
+        db.replace_folder_pairs(folder, None, &pairs).unwrap();
+        assert!(db.only_pairs(folder).unwrap());
+        assert_eq!(db.remote_count(folder).unwrap(), 3);
+        let found = db
+            .records_with_remote(folder, &[id("3"), id("9"), id("1")])
+            .unwrap();
+        let found: Vec<_> = found.iter().map(|r| r.local.clone()).collect();
+        assert_eq!(found, vec![Some(id("l3")), Some(id("l1"))]);
+        // A survivor (deleted on one side, kept on the other) is not a pair.
+        let mut with_survivor = pairs.clone();
+        with_survivor.push((None, Some(id("l4")), Flags::SEEN, Some(Side::Remote)));
+        db.replace_folder_pairs(folder, None, &with_survivor)
+            .unwrap();
+        assert!(!db.only_pairs(folder).unwrap());
     }
 
     fn id(s: &str) -> MsgId {

@@ -77,14 +77,14 @@ fn the_daemon_reconnects_after_a_server_restart_and_catches_up() {
     std::os::unix::fs::chown(&delivered, Some(owner.uid()), Some(owner.gid())).expect("chown");
     std::thread::sleep(Duration::from_secs(1));
     env.dovecot.restart().expect("restart dovecot");
-    eventually(
+    _daemon.eventually(
         Duration::from_secs(30),
         "mail that arrived during the outage",
         || local_count(&env) == 2,
     );
     // And the push path works again.
     env.ctl.append("INBOX", &corpus::message(2, 3), &[]);
-    eventually(Duration::from_secs(10), "mail after the restart", || {
+    _daemon.eventually(Duration::from_secs(10), "mail after the restart", || {
         local_count(&env) == 3
     });
 }

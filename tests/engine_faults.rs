@@ -79,6 +79,7 @@ impl World {
         let server = MemoryServer {
             folders: src.folders.clone(),
             no_appenduid: src.no_appenduid,
+            ..MemoryServer::default()
         };
         World {
             dir,
@@ -89,7 +90,34 @@ impl World {
 
     /// Runs one sync; `fail_at` 0 means no fault. Returns whether the fault was reached.
     fn sync(&self, fail_at: usize, when: When) -> bool {
+        let (reached, result) = self.run(fail_at, when);
+        if !reached {
+            let reports = result.expect("a run without a fault succeeds");
+            for r in reports {
+                assert!(r.error.is_none() && r.refused.is_none(), "{r:?}");
+            }
+        }
+        reached
+    }
+
+    /// Whether one sync without an injected fault ended without an error.
+    fn sync_succeeds(&self) -> bool {
+        match self.run(0, When::Before).1 {
+            Ok(reports) => reports.iter().all(|r| r.error.is_none()),
+            Err(_) => false,
+        }
+    }
+
+    fn run(
+        &self,
+        fail_at: usize,
+        when: When,
+    ) -> (
+        bool,
+        Result<Vec<idlewild::engine::FolderReport>, idlewild::engine::SyncError>,
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .expect("runtime");
         rt.block_on(async {
@@ -123,13 +151,7 @@ impl World {
             )
             .await;
             let reached = fail_at > 0 && counter.load(Ordering::SeqCst) >= fail_at;
-            if !reached {
-                let reports = result.expect("a run without a fault succeeds");
-                for r in reports {
-                    assert!(r.error.is_none() && r.refused.is_none(), "{r:?}");
-                }
-            }
-            reached
+            (reached, result)
         })
     }
 
@@ -318,6 +340,38 @@ fn uploads_without_appenduid_are_found_again_not_duplicated() {
     world.change_both_sides();
     let runs = assert_interrupt_at_every_effect(&world);
     assert!(runs > 10);
+}
+
+#[test]
+fn an_upload_the_server_commits_after_the_next_run_listed_the_folder_is_not_made_twice() {
+    // No real server can be made to commit an APPEND late on demand: the in-memory one can.
+    let world = World::new();
+    assert!(!world.sync(0, When::Before));
+    let inbox = world.dir.path().join("mail/INBOX");
+    write_local(&inbox.join("new/local-50"), &message(50));
+    // The run is killed during its APPEND; the killed client's server session commits it only
+    // a moment after the next run listed INBOX (at the third listing the server answers).
+    world.server.lock().unwrap().late_appends = true;
+    assert!(!world.sync_succeeds());
+    {
+        let mut server = world.server.lock().unwrap();
+        assert_eq!(server.uncommitted.len(), 1);
+        server.late_appends = false;
+        server.commit_after_listings = 3;
+    }
+    assert!(world.sync_succeeds());
+    // Whatever is still uncommitted arrives now, as it would have by then.
+    world.server.lock().unwrap().commit_late();
+    assert!(!world.sync(0, When::Before));
+    let (remote, local) = world.contents();
+    assert_eq!(remote, local);
+    let copies = |side: &Contents| {
+        side.values()
+            .flatten()
+            .filter(|(content, _)| *content == message(50))
+            .count()
+    };
+    assert_eq!((copies(&remote), copies(&local)), (1, 1));
 }
 
 #[test]

@@ -244,6 +244,7 @@ fn names_no_server_here_accepts_stay_inside_the_maildir_and_fail_alone() {
     };
     let before = contents();
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("runtime");
     for run in 0..2 {

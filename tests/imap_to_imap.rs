@@ -307,6 +307,7 @@ fn clone_server(server: &Arc<Mutex<MemoryServer>>) -> Arc<Mutex<MemoryServer>> {
     Arc::new(Mutex::new(MemoryServer {
         folders: src.folders.clone(),
         no_appenduid: src.no_appenduid,
+        ..MemoryServer::default()
     }))
 }
 
@@ -378,6 +379,7 @@ impl World {
 
     fn sync(&self, fail_at: usize, when: When) -> bool {
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .expect("runtime");
         rt.block_on(async {

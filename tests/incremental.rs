@@ -306,7 +306,7 @@ fn a_local_change_after_skipped_runs_is_seen() {
 }
 
 #[test]
-fn an_unchanged_maildir_is_taken_from_the_state_when_only_the_server_changed() {
+fn when_only_the_server_changed_only_its_changes_are_planned() {
     let env = env_with_capabilities(None);
     fill(&env, 14, 60);
     env.sync_ok(&[]);
@@ -340,9 +340,16 @@ fn an_unchanged_maildir_is_taken_from_the_state_when_only_the_server_changed() {
 
     let out = env.sync_ok(&[]);
     let log = stderr(&out);
+    // Neither the Maildir nor the folder's records are read: the four messages the server
+    // named (three of them known) are looked up, and only they are planned.
     assert!(
-        log.contains("local side unchanged since the last sync: listed from the state"),
-        "the unchanged Maildir is not read:\n{log}"
+        log.lines()
+            .any(|l| l.contains("planned from the server's changes only")
+                && l.contains("folder=INBOX")
+                && l.contains("touched=3")
+                && l.contains("arrived=1")
+                && l.contains("pairs=15")),
+        "only the changes are planned:\n{log}"
     );
     let (remote, local) = env.assert_in_step();
     assert_eq!(env.count(&remote), 60);
@@ -401,4 +408,63 @@ fn a_maildir_changed_by_the_mail_client_is_read_again() {
         after.iter().any(|m| m.flags.iter().any(|f| f == "\\Draft")),
         "the client's flag reached the server"
     );
+}
+
+#[test]
+fn a_folder_emptied_on_the_server_is_refused_when_only_its_changes_are_planned() {
+    // The valve judges the expunges the server reported against the whole folder, though
+    // only they are planned.
+    let env = env_with_capabilities(None);
+    fill(&env, 17, 80);
+    env.sync_ok(&[]);
+    let local_before = env.local_files("INBOX").len();
+    let inbox = env.ctl.dump("INBOX");
+    let uids: Vec<_> = inbox.iter().map(|m| m.uid).collect();
+    env.ctl.expunge("INBOX", &uids);
+
+    let out = env.run(&["sync"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("planned from the server's changes only")
+                && l.contains("folder=INBOX")
+                && l.contains(&format!("touched={local_before}"))),
+        "{log}"
+    );
+    assert!(log.contains("refused"), "{log}");
+    assert_eq!(
+        env.local_files("INBOX").len(),
+        local_before,
+        "nothing deleted here"
+    );
+
+    env.sync_ok(&["--allow-mass-delete", "--folder", "INBOX"]);
+    assert!(env.local_files("INBOX").is_empty());
+    env.assert_in_step();
+}
+
+#[test]
+fn a_few_expunges_planned_alone_are_not_taken_for_a_mass_deletion() {
+    // Twelve of fifty: a quarter of the folder, though all of what is planned.
+    let env = env_with_capabilities(None);
+    fill(&env, 18, 200);
+    env.sync_ok(&[]);
+    let inbox = env.ctl.dump("INBOX");
+    assert_eq!(inbox.len(), 50);
+    let uids: Vec<_> = inbox.iter().take(12).map(|m| m.uid).collect();
+    env.ctl.expunge("INBOX", &uids);
+
+    let out = env.sync_ok(&[]);
+    assert!(
+        stderr(&out)
+            .lines()
+            .any(|l| l.contains("planned from the server's changes only")
+                && l.contains("folder=INBOX")
+                && l.contains("touched=12")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.local_files("INBOX").len(), 38);
+    env.assert_in_step();
 }

@@ -1,6 +1,7 @@
 //! One folder pair's sync: open its state, list both sides, settle what an interrupted run left
 //! behind, plan, carry the plan out, and record the change tokens last.
 
+use super::changes::{self, ChangesOnly};
 use super::{FolderReport, Observer, SyncError, SyncOptions, apply, limits, recovery};
 use crate::model::{FolderName, FolderSnapshot, MessageMeta, UidValidity};
 use crate::plan::{self, Action, Plan, Record, RecordId, Side, incremental, recover};
@@ -29,11 +30,14 @@ impl FolderSync<'_> {
 }
 
 /// Both sides' listings of a folder.
-struct Listings {
-    remote: FolderSnapshot,
-    local: FolderSnapshot,
+pub(super) struct Listings {
+    pub remote: FolderSnapshot,
+    pub local: FolderSnapshot,
     /// The folder's records, when listing needed them already (they are read once).
-    records: Option<Vec<Record>>,
+    pub records: Option<Vec<Record>>,
+    /// How many pairs the folder holds, when the listings and records are only the messages
+    /// the server's changes touch (see [`changes::changes_only`]).
+    pub known_pairs: Option<usize>,
 }
 
 /// Whether either side renumbered the folder since the last sync.
@@ -63,8 +67,8 @@ pub(crate) async fn sync_folder(
         cx.report.recovered += recovery::recover_pending(
             cx.remote,
             cx.state,
-            folder.id,
-            &listings.remote,
+            (folder.id, name),
+            &mut listings.remote,
             &listings.local,
             renumbered.remote,
         )
@@ -181,18 +185,19 @@ async fn list(
     };
     let (remote, records) = match missing {
         Some(Side::Remote) => (empty_snapshot(), None),
-        _ => remote_listing(cx.remote, cx.state, folder, since).await?,
+        _ => {
+            let fetched = match changes::changes_only(cx, folder, local_name, since).await? {
+                ChangesOnly::Listed(listings) => {
+                    record_global_ids(cx, folder, &listings.remote)?;
+                    return Ok(listings);
+                }
+                ChangesOnly::Fetched(listing) => Some(listing),
+                ChangesOnly::NotTried => None,
+            };
+            remote_listing(cx.remote, cx.state, folder, since, fetched).await?
+        }
     };
-    if folder.id >= 0 && !cx.options.dry_run {
-        // Messages copied before their global id was known (uploads, older versions) get it,
-        // so later copies of them in other folders are linked.
-        let globals: Vec<_> = remote
-            .messages
-            .iter()
-            .filter_map(|m| cx.remote.global_id(&m.id).map(|g| (m.id.clone(), g)))
-            .collect();
-        cx.state.set_global_ids(folder.id, &globals)?;
-    }
+    record_global_ids(cx, folder, &remote)?;
     // Records are read once: for the incremental listing above, or here for the local one.
     let records = match records {
         None if folder.id >= 0 && !pending && missing.is_none() => {
@@ -221,7 +226,26 @@ async fn list(
         remote,
         local,
         records,
+        known_pairs: None,
     })
+}
+
+/// Messages copied before their global id was known (uploads, older versions) get it, so
+/// later copies of them in other folders are linked.
+fn record_global_ids(
+    cx: &mut FolderSync<'_>,
+    folder: &FolderState,
+    remote: &FolderSnapshot,
+) -> Result<(), SyncError> {
+    if folder.id >= 0 && !cx.options.dry_run {
+        let globals: Vec<_> = remote
+            .messages
+            .iter()
+            .filter_map(|m| cx.remote.global_id(&m.id).map(|g| (m.id.clone(), g)))
+            .collect();
+        cx.state.set_global_ids(folder.id, &globals)?;
+    }
+    Ok(())
 }
 
 /// Compares both sides' UIDVALIDITY with the state's, and says so when either changed.
@@ -372,14 +396,17 @@ async fn decide(
             .collect(),
         _ => Default::default(),
     };
-    let plan = plan::plan_folder_linked(
+    let plan = plan::plan_folder_with(
         records,
         &listings.remote.messages,
         &listings.local.messages,
-        options.guard,
-        options.allow_mass_delete,
         options.policy,
         &linked,
+        plan::Valve {
+            guard: options.guard,
+            allow_mass_delete: options.allow_mass_delete,
+            known_pairs: listings.known_pairs,
+        },
     );
     let actions = match plan {
         Plan::Refused(refusal) => {
@@ -513,13 +540,17 @@ async fn remote_listing(
     state: &mut StateDb,
     folder: &FolderState,
     since: Option<Since>,
+    fetched: Option<Listing>,
 ) -> Result<(FolderSnapshot, Option<Vec<Record>>), SyncError> {
     let name = &folder.name;
-    let changes = match remote
-        .scan_since(name, since)
-        .await
-        .map_err(SyncError::remote)?
-    {
+    let listing = match fetched {
+        Some(listing) => listing,
+        None => remote
+            .scan_since(name, since)
+            .await
+            .map_err(SyncError::remote)?,
+    };
+    let changes = match listing {
         Listing::Full(snapshot) => return Ok((snapshot, None)),
         Listing::Changes(changes) => changes,
     };

@@ -21,6 +21,7 @@ use crate::config::MassDeleteGuard;
 use crate::folders::{self, FolderMapError, FolderRules, Problem, Selection};
 pub mod account;
 mod apply;
+mod changes;
 mod folder;
 pub mod lanes;
 mod limits;

@@ -3,9 +3,10 @@
 //! `plan::recover`'s; this reads the stores and writes the state.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use super::SyncError;
-use crate::model::{Flags, FolderSnapshot, MessageMeta, MsgId, Uid};
+use crate::model::{Flags, FolderName, FolderSnapshot, MessageMeta, MsgId, Uid};
 use crate::plan::recover::{self, Known};
 use crate::plan::{Record, RecordId};
 use crate::state::{Pending, StateDb};
@@ -45,12 +46,21 @@ fn keywords_as_on_server(intent: &Flags, on_server: Option<&Flags>) -> Flags {
     }
 }
 
-/// Settles the copies an earlier run started but did not confirm.
+/// How long the server folder must hold still before an interrupted upload not found in it is
+/// taken for lost, and how many times it is looked at again while it does not. A run killed
+/// during an APPEND leaves the command to its server session, which may still commit it a
+/// moment after the next run listed the folder: taken for lost then, the message would be
+/// uploaded again and the late copy downloaded as new mail — twice on both sides.
+const LATE_COMMIT_WAIT: Duration = Duration::from_secs(1);
+const LATE_COMMIT_LOOKS: usize = 3;
+
+/// Settles the copies an earlier run started but did not confirm. `remote_snap` is listed
+/// again (and replaced) when an upload is not found at first and the folder then changes.
 pub(super) async fn recover_pending(
     remote: &mut dyn Store,
     state: &mut StateDb,
-    folder: i64,
-    remote_snap: &FolderSnapshot,
+    (folder, name): (i64, &FolderName),
+    remote_snap: &mut FolderSnapshot,
     local_snap: &FolderSnapshot,
     validity_changed: bool,
 ) -> Result<usize, SyncError> {
@@ -95,58 +105,101 @@ pub(super) async fn recover_pending(
     recovered += confirmed_downloads.len();
     state.confirm_downloads(folder, &confirmed_downloads)?;
 
-    if !uploads.is_empty() {
-        // Candidates: server messages no pair claims, that arrived since the earliest upload
-        // started (any of them after a renumbering).
-        let claimed: HashSet<MsgId> = state
-            .records(folder)?
-            .into_iter()
-            .filter_map(|r| r.remote)
-            .collect();
-        let floor = uploads.iter().map(|u| u.1).min().unwrap_or(0);
-        let candidates = unclaimed_since(remote_snap, &claimed, floor, validity_changed);
-        let fingerprints = if candidates.is_empty() {
-            Vec::new()
-        } else {
-            remote
-                .fingerprints(&candidates)
-                .await
-                .map_err(SyncError::remote)?
-        };
-        let wanted: Vec<(RecordId, u64, [u8; 32])> =
-            uploads.iter().map(|u| (u.0, u.2, u.3)).collect();
-        let mut confirmed = Vec::new();
-        let server_flags: HashMap<&MsgId, &Flags> = remote_snap
-            .messages
-            .iter()
-            .map(|m| (&m.id, &m.flags))
-            .collect();
-        for (record, found) in recover::match_uploads(&wanted, &fingerprints) {
-            let Some(Pending::Upload {
-                local: l, flags, ..
-            }) = pending
-                .iter()
-                .find(|p| matches!(p, Pending::Upload { record: r, .. } if *r == record))
-            else {
-                continue;
-            };
-            match found {
-                Some(remote_id) => {
-                    tracing::info!(local = %l, remote = %remote_id, "found the server copy of an interrupted upload");
-                    let on_server = server_flags.get(&remote_id).copied();
-                    let recorded = keywords_as_on_server(flags, on_server);
-                    confirmed.push((record, remote_id, l.clone(), recorded));
-                }
-                None => abandoned.push(record),
-            }
-        }
+    let mut looks = 0;
+    while !uploads.is_empty() {
+        let (confirmed, lost) = find_uploads(
+            remote,
+            state,
+            folder,
+            &pending,
+            &uploads,
+            remote_snap,
+            validity_changed,
+        )
+        .await?;
         recovered += confirmed.len();
         state.confirm(&confirmed)?;
+        uploads.retain(|u| lost.contains(&u.0));
+        if uploads.is_empty() || looks == LATE_COMMIT_LOOKS {
+            break;
+        }
+        looks += 1;
+        tokio::time::sleep(LATE_COMMIT_WAIT).await;
+        let again = remote.scan(name).await.map_err(SyncError::remote)?;
+        let still = again.uid_next == remote_snap.uid_next
+            && again.messages.len() == remote_snap.messages.len();
+        *remote_snap = again;
+        if still {
+            break;
+        }
+        tracing::info!(folder = %name, "the folder changed while an interrupted upload was looked for; looking again");
     }
+    abandoned.extend(uploads.iter().map(|u| u.0));
     // Abandoned intents are dropped; the planner then sees the source message as new and copies
     // it again. Leftover staging files are cleaned by the stores.
     state.remove(&abandoned)?;
     Ok(recovered)
+}
+
+/// An interrupted upload: its record, the UIDNEXT before it, and its content's size and hash.
+type Upload = (RecordId, u32, u64, [u8; 32]);
+
+/// Looks for the server copies of interrupted uploads among the messages of `remote_snap` no
+/// pair claims: the pairs to confirm, and the uploads not found.
+async fn find_uploads(
+    remote: &mut dyn Store,
+    state: &mut StateDb,
+    folder: i64,
+    pending: &[Pending],
+    uploads: &[Upload],
+    remote_snap: &FolderSnapshot,
+    validity_changed: bool,
+) -> Result<(Vec<(RecordId, MsgId, MsgId, Flags)>, Vec<RecordId>), SyncError> {
+    // Candidates: server messages no pair claims, that arrived since the earliest upload
+    // started (any of them after a renumbering).
+    let claimed: HashSet<MsgId> = state
+        .records(folder)?
+        .into_iter()
+        .filter_map(|r| r.remote)
+        .collect();
+    let floor = uploads.iter().map(|u| u.1).min().unwrap_or(0);
+    let candidates = unclaimed_since(remote_snap, &claimed, floor, validity_changed);
+    let fingerprints = if candidates.is_empty() {
+        Vec::new()
+    } else {
+        remote
+            .fingerprints(&candidates)
+            .await
+            .map_err(SyncError::remote)?
+    };
+    let wanted: Vec<(RecordId, u64, [u8; 32])> = uploads.iter().map(|u| (u.0, u.2, u.3)).collect();
+    let server_flags: HashMap<&MsgId, &Flags> = remote_snap
+        .messages
+        .iter()
+        .map(|m| (&m.id, &m.flags))
+        .collect();
+    let mut confirmed = Vec::new();
+    let mut lost = Vec::new();
+    for (record, found) in recover::match_uploads(&wanted, &fingerprints) {
+        let Some(Pending::Upload {
+            local: l, flags, ..
+        }) = pending
+            .iter()
+            .find(|p| matches!(p, Pending::Upload { record: r, .. } if *r == record))
+        else {
+            continue;
+        };
+        match found {
+            Some(remote_id) => {
+                tracing::info!(local = %l, remote = %remote_id, "found the server copy of an interrupted upload");
+                let on_server = server_flags.get(&remote_id).copied();
+                let recorded = keywords_as_on_server(flags, on_server);
+                confirmed.push((record, remote_id, l.clone(), recorded));
+            }
+            None => lost.push(record),
+        }
+    }
+    Ok((confirmed, lost))
 }
 
 /// Pairs both sides' messages by content (`recover::rematch`), with the records as history.

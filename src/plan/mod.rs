@@ -486,6 +486,41 @@ pub fn plan_folder_linked(
     policy: Policy,
     linked: &HashSet<RecordId>,
 ) -> Plan {
+    let valve = Valve {
+        guard,
+        allow_mass_delete,
+        known_pairs: None,
+    };
+    plan_folder_with(records, remote, local, policy, linked, valve)
+}
+
+/// How the safety valve judges a plan.
+#[derive(Debug, Clone, Copy)]
+pub struct Valve {
+    pub guard: MassDeleteGuard,
+    /// Let the deletions the valve would stop go through.
+    pub allow_mass_delete: bool,
+    /// The folder's pairs, when `records` are only some of them (a plan of the messages the
+    /// server's changes touch): the share of deletions is taken of the whole folder.
+    pub known_pairs: Option<usize>,
+}
+
+/// [`plan_folder_linked`] with the valve spelled out: `records` and both listings may be only
+/// the messages some changes touch, as long as every other message is in step on both sides
+/// (then it needs no action), and `valve.known_pairs` says how many pairs the folder holds.
+pub fn plan_folder_with(
+    records: &[Record],
+    remote: &[MessageMeta],
+    local: &[MessageMeta],
+    policy: Policy,
+    linked: &HashSet<RecordId>,
+    valve: Valve,
+) -> Plan {
+    let Valve {
+        guard,
+        allow_mass_delete,
+        known_pairs,
+    } = valve;
     let remote_by_id: HashMap<&MsgId, &MessageMeta> = remote.iter().map(|m| (&m.id, m)).collect();
     let local_by_id: HashMap<&MsgId, &MessageMeta> = local.iter().map(|m| (&m.id, m)).collect();
     let mut claimed_remote = HashSet::with_capacity(records.len());
@@ -517,10 +552,12 @@ pub fn plan_folder_linked(
     }
 
     if !allow_mass_delete {
-        let known = records
-            .iter()
-            .filter(|r| r.remote.is_some() && r.local.is_some())
-            .count();
+        let known = known_pairs.unwrap_or_else(|| {
+            records
+                .iter()
+                .filter(|r| r.remote.is_some() && r.local.is_some())
+                .count()
+        });
         for on in [Side::Local, Side::Remote] {
             // A detached survivor counts like a deletion: an unmounted Maildir must not turn
             // every pair into a survivor that is never synced again.
@@ -1912,6 +1949,27 @@ mod tests {
             text.ends_with("Nothing was changed on either side."),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_plan_of_some_messages_judges_deletions_against_the_whole_folder() {
+        let guard = MassDeleteGuard::default();
+        let (records, _, local) = many(20);
+        // The server reported 20 of the folder's messages expunged.
+        let valve = |known_pairs| Valve {
+            guard,
+            allow_mass_delete: false,
+            known_pairs,
+        };
+        let none = HashSet::new();
+        assert!(matches!(
+            plan_folder_with(&records, &[], &local, P, &none, valve(Some(20))),
+            Plan::Refused(MassDeletion { known: 20, .. })
+        ));
+        assert!(matches!(
+            plan_folder_with(&records, &[], &local, P, &none, valve(Some(20_000))),
+            Plan::Actions(a) if a.len() == 20
+        ));
     }
 
     #[test]

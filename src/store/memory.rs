@@ -51,9 +51,27 @@ pub struct MemoryServer {
     pub folders: BTreeMap<FolderName, MemoryFolder>,
     /// Report APPENDUID (like a UIDPLUS server).
     pub no_appenduid: bool,
+    /// APPENDs are received but not committed, as by the server session of a client killed
+    /// during the command: `deliver` keeps them in `uncommitted` and fails as a lost
+    /// connection.
+    pub late_appends: bool,
+    /// Appends received and not yet committed: folder, content, flags.
+    pub uncommitted: Vec<(FolderName, Vec<u8>, Flags)>,
+    /// Commit `uncommitted` when this many more listings have been answered (0: only when
+    /// [`MemoryServer::commit_late`] is called).
+    pub commit_after_listings: usize,
 }
 
 impl MemoryServer {
+    /// The killed client's server session finally commits its APPENDs.
+    pub fn commit_late(&mut self) {
+        for (folder, content, flags) in std::mem::take(&mut self.uncommitted) {
+            if let Some(f) = self.folders.get_mut(&folder) {
+                f.append(content, flags);
+            }
+        }
+    }
+
     pub fn folder(&mut self, name: &str) -> &mut MemoryFolder {
         let name = FolderName::new(name).unwrap_or_else(FolderName::inbox);
         self.folders
@@ -134,7 +152,15 @@ impl Store for MemoryStore {
     }
 
     async fn scan(&mut self, folder: &FolderName) -> Result<FolderSnapshot, StoreError> {
-        let server = self.lock();
+        let mut server = self.lock();
+        match server.commit_after_listings {
+            0 => {}
+            1 => {
+                server.commit_after_listings = 0;
+                server.commit_late();
+            }
+            n => server.commit_after_listings = n - 1,
+        }
         let f = server
             .folders
             .get(folder)
@@ -232,6 +258,13 @@ impl Store for MemoryStore {
         let folder = self.selected()?;
         let content = std::fs::read(&message.path).map_err(|e| StoreError::io(&message.path, e))?;
         let mut server = self.lock();
+        if server.late_appends {
+            server.uncommitted.push((folder, content, flags.clone()));
+            return Err(StoreError::ConnectionLost {
+                host: "memory".into(),
+                detail: "killed during the APPEND".into(),
+            });
+        }
         let no_appenduid = server.no_appenduid;
         let f = server
             .folders

@@ -284,6 +284,19 @@ pub trait Store: Send {
         Ok(None)
     }
 
+    /// Like [`Store::adopt_listing`], but `messages` are only the folder's messages a sync
+    /// of the server's changes looks at; every other message is as it was when `token` was
+    /// recorded, and stays so unless the sync asks for a change. `None` when this store
+    /// cannot (the default): then the folder is listed as usual.
+    async fn adopt_changes(
+        &mut self,
+        _folder: &FolderName,
+        _messages: Vec<MessageMeta>,
+        _token: Option<String>,
+    ) -> Result<Option<FolderSnapshot>, StoreError> {
+        Ok(None)
+    }
+
     /// Like [`Store::scan`], but a store that can may answer with only what changed since
     /// `since` (same UIDVALIDITY). Opens the folder like `scan`.
     async fn scan_since(

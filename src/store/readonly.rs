@@ -94,6 +94,15 @@ impl Store for ReadOnly<'_> {
         self.inner.adopt_listing(folder, messages, token).await
     }
 
+    async fn adopt_changes(
+        &mut self,
+        folder: &FolderName,
+        messages: Vec<MessageMeta>,
+        token: Option<String>,
+    ) -> Result<Option<FolderSnapshot>, StoreError> {
+        self.inner.adopt_changes(folder, messages, token).await
+    }
+
     async fn scan_since(
         &mut self,
         folder: &FolderName,

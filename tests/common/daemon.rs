@@ -139,6 +139,16 @@ impl Daemon {
         assert!(status.success());
     }
 
+    /// [`eventually`], with the daemon's log when `check` does not hold in time.
+    pub fn eventually(&self, within: Duration, what: &str, check: impl FnMut() -> bool) {
+        if !poll(within, check) {
+            panic!(
+                "not within {within:?}: {what}\n--- daemon log\n{}",
+                self.log_tail()
+            );
+        }
+    }
+
     pub fn log_tail(&self) -> String {
         super::tail(&std::fs::read_to_string(&self.log).unwrap_or_default(), 40)
     }
@@ -169,15 +179,22 @@ impl Drop for Daemon {
 }
 
 /// Polls `check` until it holds or `within` passes.
-pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+pub fn eventually(within: Duration, what: &str, check: impl FnMut() -> bool) {
+    if !poll(within, check) {
+        panic!("not within {within:?}: {what}");
+    }
+}
+
+/// Whether `check` held before `within` passed.
+pub fn poll(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if check() {
-            return;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("not within {within:?}: {what}");
+    false
 }
 
 pub fn local_count(env: &Env) -> usize {

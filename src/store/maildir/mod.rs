@@ -20,7 +20,7 @@ mod digest;
 mod keywords;
 mod names;
 
-use digest::NamesDigest;
+use digest::{NamesDigest, Recorded};
 
 use super::{Absence, FlagUpdate, SizeAndDate, Staged, Store, StoreError};
 use crate::config::{MaildirConfig, MaildirLayout};
@@ -83,15 +83,24 @@ struct Queued {
     located: Located,
 }
 
+/// Where each message of a folder is.
+type Index = HashMap<MsgId, Located>;
+
 struct OpenFolder {
     dir: PathBuf,
-    index: HashMap<MsgId, Located>,
+    index: Index,
     /// The index holds where messages of an adopted listing would be if idlewild named them
     /// (`new/ID` or `cur/ID:2,FLAGS`), not what was read: the first miss reads the folder.
     guessed: bool,
     /// A message was not where the index said and was looked for again: the index may now
     /// hold changes the sync's plan never saw, so it does not stand for what the sync left.
     disturbed: bool,
+    /// The digest of the folder's file names as they are now, kept up to date as files are
+    /// added, renamed and removed (see `digest.rs`); `None` when not known.
+    digest: Option<NamesDigest>,
+    /// The index holds only the messages a sync of the server's changes looks at
+    /// ([`Store::adopt_changes`]), not the whole folder.
+    partial: bool,
     /// The folder's keyword letters (`dovecot-keywords`) as last read or written.
     table: keywords::Table,
 }
@@ -220,6 +229,64 @@ impl MaildirStore {
         }
     }
 
+    /// Opens `folder` with `messages` as its index, guessed from their flags (see
+    /// [`OpenFolder::guessed`]); `partial`: they are only some of the folder's messages.
+    async fn adopt(
+        &mut self,
+        folder: &FolderName,
+        messages: Vec<MessageMeta>,
+        token: Option<String>,
+        partial: bool,
+    ) -> Result<Option<FolderSnapshot>, StoreError> {
+        self.complete_deliveries().await?;
+        self.twins.clear();
+        self.open = None;
+        let dir = self.folder_dir(folder)?;
+        if !is_maildir(&dir) {
+            return Ok(None);
+        }
+        let table =
+            keywords::read(&dir).map_err(|e| StoreError::io(dir.join(keywords::FILE), e))?;
+        let index = messages
+            .iter()
+            .map(|m| {
+                let located = if m.flags.is_empty() {
+                    Located {
+                        sub: Sub::New,
+                        file_name: m.id.as_str().to_owned(),
+                    }
+                } else {
+                    Located {
+                        sub: Sub::Cur,
+                        file_name: file_name_with(
+                            m.id.as_str(),
+                            "",
+                            &self.keywords.to_local(&m.flags),
+                            &table,
+                        ),
+                    }
+                };
+                (m.id.clone(), located)
+            })
+            .collect();
+        self.open = Some(OpenFolder {
+            dir,
+            index,
+            guessed: true,
+            disturbed: false,
+            digest: token.as_deref().and_then(|t| Recorded::parse(t).digest),
+            partial,
+            table,
+        });
+        Ok(Some(FolderSnapshot {
+            uid_validity: None,
+            uid_next: None,
+            highest_modseq: None,
+            messages,
+            token,
+        }))
+    }
+
     fn open_folder(&self) -> Result<&OpenFolder, StoreError> {
         self.open
             .as_ref()
@@ -243,7 +310,7 @@ impl MaildirStore {
         }
         if let Some(open) = self.open.as_mut().filter(|open| open.guessed) {
             // One read of the folder replaces every guess, found or not.
-            let (index, _) = read_folder(&dir, &open.table, &rule)?;
+            let (index, _, _) = read_folder(&dir, &open.table, &rule)?;
             open.index = index;
             open.guessed = false;
             return Ok(open
@@ -546,10 +613,12 @@ fn read_folder(
     dir: &Path,
     table: &keywords::Table,
     rule: &KeywordRule,
-) -> Result<(HashMap<MsgId, Located>, Vec<MessageMeta>), StoreError> {
+) -> Result<(Index, Vec<MessageMeta>, NamesDigest), StoreError> {
     let mut index = HashMap::new();
     let mut messages = Vec::new();
+    let mut digest = NamesDigest::default();
     for_each_message_file(dir, |sub, file_name, id| {
+        digest.add(sub, &file_name);
         if index.contains_key(&id) {
             // A client moving new/ -> cur/ while we read both: keep one, it is one message.
             return;
@@ -561,7 +630,7 @@ fn read_folder(
         });
         index.insert(id, Located { sub, file_name });
     })?;
-    Ok((index, messages))
+    Ok((index, messages, digest))
 }
 
 /// Calls `visit` with every file of `new/` and `cur/` that is a message idlewild tracks.
@@ -597,6 +666,17 @@ fn for_each_message_file(
         }
     }
     Ok(())
+}
+
+/// Which of a folder's `new/` and `cur/` a message file is in, and its name.
+fn located_at(path: &Path) -> Option<(Sub, &str)> {
+    let name = path.file_name()?.to_str()?;
+    let sub = match path.parent()?.file_name()?.to_str()? {
+        "new" => Sub::New,
+        "cur" => Sub::Cur,
+        _ => return None,
+    };
+    Some((sub, name))
 }
 
 /// The digest of the names of the message files in `dir` now.
@@ -935,20 +1015,23 @@ impl Store for MaildirStore {
         }
         let table =
             keywords::read(&dir).map_err(|e| StoreError::io(dir.join(keywords::FILE), e))?;
-        let (index, messages) = read_folder(&dir, &table, &self.keywords)?;
+        let (index, messages, digest) = read_folder(&dir, &table, &self.keywords)?;
         self.open = Some(OpenFolder {
             dir,
             index,
             guessed: false,
             disturbed: false,
+            digest: Some(digest),
+            partial: false,
             table,
         });
+        // The names were read after the times were taken: while the times stay, so do they.
         Ok(FolderSnapshot {
             uid_validity: None,
             uid_next: None,
             highest_modseq: None,
             messages,
-            token,
+            token: Some(digest.token(token.as_deref())),
         })
     }
 
@@ -964,17 +1047,18 @@ impl Store for MaildirStore {
         let dir = self.folder_dir(folder)?;
         // Taken before the names are read: a change while they are read shows next time.
         let now = dir_token(&dir);
-        if !NamesDigest::is_digest(recorded) {
-            return Ok(now.filter(|token| token == recorded));
+        let recorded_as = Recorded::parse(recorded);
+        if recorded_as.times.is_some() && now.as_deref() == recorded_as.times {
+            return Ok(Some(recorded.to_owned()));
         }
-        if !is_maildir(&dir) {
+        let Some(digest) = recorded_as.digest else {
             return Ok(None);
-        }
-        if names_digest(&dir)?.token() != recorded {
+        };
+        if !is_maildir(&dir) || names_digest(&dir)? != digest {
             return Ok(None);
         }
         // As the last sync left it: from now on its times stand for it, once they can.
-        Ok(Some(now.unwrap_or_else(|| recorded.to_owned())))
+        Ok(Some(digest.token(now.as_deref())))
     }
 
     async fn settled_token(
@@ -987,19 +1071,27 @@ impl Store for MaildirStore {
         let Some(open) = self.open.as_ref().filter(|open| open.dir == dir) else {
             return Ok(listed.map(str::to_owned));
         };
+        let listed_times = listed.and_then(|t| Recorded::parse(t).times);
         if self.read_only
             || open.disturbed
-            || (listed.is_some() && dir_token(&dir).as_deref() == listed)
+            || (listed_times.is_some() && dir_token(&dir).as_deref() == listed_times)
         {
-            // Nothing written here since the listing (its token still holds), or the index
+            // Nothing written here since the listing (its times still hold), or the index
             // is not what the sync made of the folder: the listing's token stands.
             return Ok(listed.map(str::to_owned));
         }
-        let mut digest = NamesDigest::default();
-        for located in open.index.values() {
-            digest.add(located.sub, &located.file_name);
-        }
-        Ok(Some(digest.token()))
+        let digest = match open.digest {
+            Some(digest) => digest,
+            None if !open.partial => {
+                let mut digest = NamesDigest::default();
+                for located in open.index.values() {
+                    digest.add(located.sub, &located.file_name);
+                }
+                digest
+            }
+            None => return Ok(listed.map(str::to_owned)),
+        };
+        Ok(Some(digest.token(None)))
     }
 
     async fn adopt_listing(
@@ -1008,51 +1100,25 @@ impl Store for MaildirStore {
         messages: Vec<MessageMeta>,
         token: Option<String>,
     ) -> Result<Option<FolderSnapshot>, StoreError> {
-        self.complete_deliveries().await?;
-        self.twins.clear();
-        self.open = None;
-        let dir = self.folder_dir(folder)?;
-        if !is_maildir(&dir) {
+        self.adopt(folder, messages, token, false).await
+    }
+
+    async fn adopt_changes(
+        &mut self,
+        folder: &FolderName,
+        messages: Vec<MessageMeta>,
+        token: Option<String>,
+    ) -> Result<Option<FolderSnapshot>, StoreError> {
+        // What the sync writes must be added to a digest of the folder's names: without one,
+        // the next sync could not tell the folder unchanged, and would read it again anyway.
+        if token
+            .as_deref()
+            .and_then(|t| Recorded::parse(t).digest)
+            .is_none()
+        {
             return Ok(None);
         }
-        let table =
-            keywords::read(&dir).map_err(|e| StoreError::io(dir.join(keywords::FILE), e))?;
-        let index = messages
-            .iter()
-            .map(|m| {
-                let located = if m.flags.is_empty() {
-                    Located {
-                        sub: Sub::New,
-                        file_name: m.id.as_str().to_owned(),
-                    }
-                } else {
-                    Located {
-                        sub: Sub::Cur,
-                        file_name: file_name_with(
-                            m.id.as_str(),
-                            "",
-                            &self.keywords.to_local(&m.flags),
-                            &table,
-                        ),
-                    }
-                };
-                (m.id.clone(), located)
-            })
-            .collect();
-        self.open = Some(OpenFolder {
-            dir,
-            index,
-            guessed: true,
-            disturbed: false,
-            table,
-        });
-        Ok(Some(FolderSnapshot {
-            uid_validity: None,
-            uid_next: None,
-            highest_modseq: None,
-            messages,
-            token,
-        }))
+        self.adopt(folder, messages, token, true).await
     }
 
     fn staging_dir(&self, folder: &FolderName) -> Option<PathBuf> {
@@ -1261,6 +1327,9 @@ impl Store for MaildirStore {
             fs::rename(&q.tmp_path, &target).map_err(|e| StoreError::io(&target, e))?;
             self.mark_dirty(q.target_dir);
             if let Some(open) = self.open.as_mut() {
+                if let Some(digest) = open.digest.as_mut() {
+                    digest.add(q.located.sub, &q.located.file_name);
+                }
                 open.index.insert(q.id, q.located);
             }
         }
@@ -1311,6 +1380,18 @@ impl Store for MaildirStore {
                     self.mark_dirty(parent.to_owned());
                 }
                 self.mark_dirty(cur.clone());
+                if let Some(open) = self.open.as_mut()
+                    && let Some(digest) = open.digest.as_mut()
+                    && old_path != cur.join(&new_name)
+                {
+                    match located_at(&old_path) {
+                        Some((sub, name)) => {
+                            digest.remove(sub, name);
+                            digest.add(Sub::Cur, &new_name);
+                        }
+                        None => open.digest = None,
+                    }
+                }
                 if let Some(open) = self.open.as_mut() {
                     open.index.insert(
                         id.clone(),
@@ -1331,6 +1412,14 @@ impl Store for MaildirStore {
             if let Some((path, ())) = self.on_file(id, |path| fs::remove_file(path))? {
                 if let Some(parent) = path.parent() {
                     self.mark_dirty(parent.to_owned());
+                }
+                if let Some(open) = self.open.as_mut()
+                    && let Some(digest) = open.digest.as_mut()
+                {
+                    match located_at(&path) {
+                        Some((sub, name)) => digest.remove(sub, name),
+                        None => open.digest = None,
+                    }
                 }
                 if let Some(open) = self.open.as_mut() {
                     open.index.remove(id);
@@ -1657,8 +1746,13 @@ mod tests {
                 .await
                 .unwrap()
                 .expect("unchanged");
-            assert!(!NamesDigest::is_digest(&clean));
-            assert_eq!(store.change_token(&inbox).await.unwrap(), Some(clean));
+            let times = Recorded::parse(&clean).times.map(str::to_owned);
+            assert_eq!(store.change_token(&inbox).await.unwrap(), times);
+            assert_eq!(
+                store.unchanged_since(&inbox, &clean).await.unwrap(),
+                Some(clean.clone()),
+                "while the times stay, the names are not read"
+            );
 
             // Any change by a mail client right after the sync, even within the same tick of
             // the directory's clock, shows: a flag change, a move to cur/, a deletion, a delivery.
@@ -1696,6 +1790,91 @@ mod tests {
                     "{what}"
                 );
             }
+        });
+    }
+
+    #[test]
+    fn a_sync_of_some_messages_keeps_the_digest_of_the_whole_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mail");
+        let inbox_dir = root.join("INBOX");
+        for sub in SUBDIRS {
+            fs::create_dir_all(inbox_dir.join(sub)).unwrap();
+        }
+        for n in 0..20 {
+            fs::write(inbox_dir.join(format!("cur/m{n}:2,S")), "Subject: x\n\n").unwrap();
+        }
+        fs::write(inbox_dir.join("new/fresh"), "Subject: y\n\n").unwrap();
+        fs::write(dir.path().join("incoming"), "Subject: z\n\n").unwrap();
+        let mut store = MaildirStore::new(&MaildirConfig {
+            keywords: Default::default(),
+            path: root.clone(),
+            layout: MaildirLayout::Nested,
+        });
+        let inbox = FolderName::new("INBOX").unwrap();
+        let id = |s: &str| MsgId::new(s).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listed = store.scan(&inbox).await.unwrap().token.expect("token");
+            // A later sync looks only at three messages: it flags one, deletes one, leaves
+            // one, and delivers a new one.
+            let some = |ids: &[&str]| {
+                ids.iter()
+                    .map(|i| MessageMeta {
+                        id: id(i),
+                        flags: Flags::SEEN,
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let legacy = "12.1700000000.5:13.1700000000.7".to_owned();
+            assert!(
+                store
+                    .adopt_changes(&inbox, some(&["m1"]), Some(legacy))
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "without a digest to keep, the folder is listed"
+            );
+            store
+                .adopt_changes(&inbox, some(&["m1", "m2", "m3"]), Some(listed.clone()))
+                .await
+                .unwrap()
+                .expect("adopted");
+            store
+                .set_flags(&[FlagUpdate {
+                    id: id("m1"),
+                    add: Flags::FLAGGED,
+                    remove: Flags::empty(),
+                }])
+                .await
+                .unwrap();
+            store.delete(&[id("m2")]).await.unwrap();
+            let staged = Staged {
+                source_id: id("9"),
+                path: dir.path().join("incoming"),
+                temporary: false,
+                internal_date: None,
+            };
+            store.deliver(&staged, &Flags::SEEN, None).await.unwrap();
+            let settled = store
+                .settled_token(&inbox, Some(&listed))
+                .await
+                .unwrap()
+                .expect("settled");
+            assert_eq!(
+                Recorded::parse(&settled).digest,
+                Some(names_digest(&inbox_dir).unwrap()),
+                "the digest kept is the one of the names now"
+            );
+            assert!(
+                store
+                    .unchanged_since(&inbox, &settled)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
         });
     }
 

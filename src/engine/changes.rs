@@ -1,0 +1,125 @@
+//! A folder synced from the server's changes alone: when the local side is as the last sync
+//! left it, only the messages the server reported new, reflagged or expunged since are looked
+//! up in the state and planned — the cost of a re-sync is the change's, not the folder's.
+
+use super::SyncError;
+use super::folder::{FolderSync, Listings};
+use crate::model::{FolderName, FolderSnapshot, MessageMeta, MsgId};
+use crate::state::FolderState;
+use crate::store::{Listing, Since};
+
+/// What came of trying to sync only the server's changes.
+pub(super) enum ChangesOnly {
+    /// Both sides listed for the messages the changes touch.
+    Listed(Listings),
+    /// Not possible after all: the server's answer, already asked for, is used as usual.
+    Fetched(Listing),
+    /// Not possible: the folder is listed as usual.
+    NotTried,
+}
+
+/// The listings of a sync that plans only the messages the server reported changed (new,
+/// reflagged, expunged) since the last sync. Possible when the local side is as that sync
+/// left it, the folder's records are settled pairs only, the settings are the same, and the
+/// changes add up to the server's message count: every other message is then in step on both
+/// sides and needs nothing, so neither the folder's records nor the Maildir are read — the
+/// records the changes name are looked up by their server ids.
+pub(super) async fn changes_only(
+    cx: &mut FolderSync<'_>,
+    folder: &FolderState,
+    local_name: &FolderName,
+    since: Option<Since>,
+) -> Result<ChangesOnly, SyncError> {
+    let options = cx.options;
+    let (Some(since), Some(local_was)) = (since, folder.local_token.as_deref()) else {
+        return Ok(ChangesOnly::NotTried);
+    };
+    if options.dry_run
+        || folder.id < 0
+        || options.policy.readonly_local
+        || options.policy.readonly_remote
+        || folder.settings.as_deref() != Some(options.settings.as_str())
+        || !cx.state.only_pairs(folder.id)?
+    {
+        return Ok(ChangesOnly::NotTried);
+    }
+    let Some(local_now) = cx
+        .local
+        .unchanged_since(local_name, local_was)
+        .await
+        .map_err(SyncError::local)?
+    else {
+        return Ok(ChangesOnly::NotTried);
+    };
+    let changes = match cx
+        .remote
+        .scan_since(&folder.name, Some(since))
+        .await
+        .map_err(SyncError::remote)?
+    {
+        Listing::Changes(changes) => changes,
+        full @ Listing::Full(_) => return Ok(ChangesOnly::Fetched(full)),
+    };
+    let touched: Vec<MsgId> = changes
+        .changed
+        .iter()
+        .map(|m| m.id.clone())
+        .chain(changes.vanished.iter().flatten().cloned())
+        .collect();
+    let records = cx.state.records_with_remote(folder.id, &touched)?;
+    let pairs = cx.state.remote_count(folder.id)?;
+    let known: foldhash::HashSet<&MsgId> =
+        records.iter().filter_map(|r| r.remote.as_ref()).collect();
+    let gone = changes
+        .vanished
+        .iter()
+        .flatten()
+        .filter(|id| known.contains(id))
+        .count();
+    let arrived = changes
+        .changed
+        .iter()
+        .filter(|m| !known.contains(&m.id))
+        .count();
+    // A server without QRESYNC does not report expunges: only the count tells there were none.
+    if (pairs + arrived).checked_sub(gone) != Some(changes.exists as usize) {
+        return Ok(ChangesOnly::Fetched(Listing::Changes(changes)));
+    }
+    let local_messages = records
+        .iter()
+        .filter_map(|r| {
+            Some(MessageMeta {
+                id: r.local.clone()?,
+                flags: r.flags.clone(),
+            })
+        })
+        .collect();
+    let Some(local) = cx
+        .local
+        .adopt_changes(local_name, local_messages, Some(local_now))
+        .await
+        .map_err(SyncError::local)?
+    else {
+        return Ok(ChangesOnly::Fetched(Listing::Changes(changes)));
+    };
+    tracing::debug!(
+        folder = %folder.name,
+        touched = records.len(),
+        arrived,
+        pairs,
+        "planned from the server's changes only"
+    );
+    let remote = FolderSnapshot {
+        uid_validity: Some(changes.uid_validity),
+        uid_next: changes.uid_next,
+        highest_modseq: Some(changes.highest_modseq),
+        token: changes.token,
+        messages: changes.changed,
+    };
+    Ok(ChangesOnly::Listed(Listings {
+        remote,
+        local,
+        records: Some(records),
+        known_pairs: Some(pairs),
+    }))
+}

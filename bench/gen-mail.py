@@ -54,6 +54,20 @@ FOLDERS = [
 ]
 FOLDER_NAMES = [f[0] for f in FOLDERS]
 
+
+def use_folders(total: int) -> None:
+    """Spread the corpus over `total` folders: the seven above keep 60 % of the messages
+    (in their proportions), and `total - 7` mailing-list folders Lists/many/lNNN share the
+    rest evenly -- an account with hundreds of folders, most of them small."""
+    global FOLDERS, FOLDER_NAMES
+    base = [f for f in FOLDERS if not f[0].startswith("Lists/many/")]
+    extra = max(0, total - len(base))
+    if extra:
+        base = [(name, share * 0.6, kind) for name, share, kind in base]
+        base += [("Lists/many/l%03d" % i, 0.4 / extra, "list:many") for i in range(extra)]
+    FOLDERS = base
+    FOLDER_NAMES = [f[0] for f in FOLDERS]
+
 ME = ("Bench User", "bench@example.org")
 DATE_START = _dt.datetime(2019, 1, 1, tzinfo=_dt.timezone.utc).timestamp()
 DATE_END = _dt.datetime(2024, 12, 31, 23, 59, tzinfo=_dt.timezone.utc).timestamp()
@@ -399,7 +413,10 @@ def main():
     ap.add_argument("--owner", default=os.environ.get("BENCH_MAIL_OS_USER", "idlewild-bench"),
                     help="OS user to chown the Maildir to (with --dovecot-dir)")
     ap.add_argument("--no-doveadm", action="store_true", help="do not index with doveadm")
+    ap.add_argument("--folders", type=int, default=len(FOLDERS),
+                    help="spread the messages over this many folders (default 7; see use_folders)")
     a = ap.parse_args()
+    use_folders(a.folders)
 
     if a.dovecot_dir:
         root = os.path.join(os.path.abspath(a.dovecot_dir), "home", a.user, "Maildir")

@@ -18,6 +18,8 @@
 #   INITIAL_REPS_LARGE=1   initial-sync repetitions for sizes > LARGE (LARGE=10000)
 #   MAXSIZE_<tool>=N       skip sizes above N for that tool (default from tool.env MAX_SIZE)
 #   MUTATE_PCT=1  SEED=42  PORT=14300 (uses PORT, PORT+1, PORT+10)
+#   FOLDERS=7: folders of the corpus; more adds small Lists/many/lNNN folders holding
+#        40 % of the messages (gen-mail.py --folders); scenario names get "-fN"
 #   LATENCY=1  LATENCY_SIZE=10000  LATENCY_RTT_MS=25  LATENCY_REPS=1 (initial)
 #   LATENCY_TOOLS="$TOOLS"  LATENCY_CONTROL=0 (1: also run through the proxy with 0 ms)
 #   WORK=/dev/shm/imapbench (tmpfs: fsync is ~free, numbers are CPU/protocol bound;
@@ -45,6 +47,8 @@ LARGE=${LARGE:-10000}
 INITIAL_REPS_LARGE=${INITIAL_REPS_LARGE:-1}
 MUTATE_PCT=${MUTATE_PCT:-1}
 SEED=${SEED:-42}
+FOLDERS=${FOLDERS:-7}
+if [ "$FOLDERS" = 7 ]; then FTAG=""; else FTAG="-f$FOLDERS"; fi
 PORT=${PORT:-14300}
 PROXY_PORT=$((PORT + 10))
 LATENCY=${LATENCY:-1}
@@ -65,7 +69,7 @@ SETTLE_S=${SETTLE_S:-1.1}
 BENCH_NICE=${BENCH_NICE:--10}
 COMPRESS=${COMPRESS:-1}
 export DOVECOT_COMPRESS=$COMPRESS
-if [ "$COMPRESS" = 1 ]; then SCTAG=""; else SCTAG="-nocompress"; fi
+if [ "$COMPRESS" = 1 ]; then SCTAG="$FTAG"; else SCTAG="$FTAG-nocompress"; fi
 NICE=(nice -n "$BENCH_NICE")
 BUSER=bench
 BPASS=bench
@@ -139,13 +143,13 @@ server_up() {   # DIR
 }
 server_down() { "$BENCH/dovecot-down.sh" "$1"; }
 
-make_template() {  # SIZE -> $WORK/tmpl-SIZE
-    local size=$1 t="$WORK/tmpl-$1"
+make_template() {  # SIZE -> $WORK/tmpl-SIZE (-fFOLDERS)
+    local size=$1 t="$WORK/tmpl-$1$FTAG"
     if [ -f "$t/.done" ] && [ "$(cat "$t/.done")" = "seed=$SEED" ]; then return; fi
     log "generating corpus: $size messages (seed $SEED)"
     rm -rf "$t"
     server_up "$t"
-    python3 "$BENCH/gen-mail.py" --dovecot-dir "$t" --count "$size" --seed "$SEED" \
+    python3 "$BENCH/gen-mail.py" --dovecot-dir "$t" --count "$size" --seed "$SEED" --folders "$FOLDERS" \
         2>&1 | tail -3 >&2 || die "gen-mail failed"
     server_down "$t"
     echo "seed=$SEED" > "$t/.done"
@@ -153,7 +157,7 @@ make_template() {  # SIZE -> $WORK/tmpl-SIZE
 
 fresh_server() {  # RUNDIR SIZE : copy the template (message files hard-linked: Dovecot
                   # never rewrites a message file, only renames/unlinks; indexes copied)
-    local run=$1 size=$2 t="$WORK/tmpl-$2"
+    local run=$1 size=$2 t="$WORK/tmpl-$2$FTAG"
     [ -f "$run/dovecot.pid" ] && server_down "$run"
     rm -rf "$run"
     mkdir -p "$run"

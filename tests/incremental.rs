@@ -468,3 +468,44 @@ fn a_few_expunges_planned_alone_are_not_taken_for_a_mass_deletion() {
     assert_eq!(env.local_files("INBOX").len(), 38);
     env.assert_in_step();
 }
+
+#[test]
+fn server_changes_run_after_run_are_planned_alone_each_time() {
+    // What a sync of the server's changes writes here keeps the Maildir's digest true, so the
+    // next one needs neither the folder's records nor the Maildir either.
+    let env = env_with_capabilities(None);
+    fill(&env, 19, 80);
+    env.sync_ok(&[]);
+    let mut unseen_before = None;
+    for round in 0..3 {
+        let inbox = env.ctl.dump("INBOX");
+        env.ctl
+            .store("INBOX", inbox[round].uid, &["\\Flagged"], "+");
+        // A message that loses its only flag: its file stays in cur/ with an empty flag part,
+        // not where a message without flags is first delivered (new/); the next round flags it
+        // again, which must find it there without reading the folder.
+        if let Some(uid) = unseen_before {
+            env.ctl.store("INBOX", uid, &["\\Answered"], "+");
+        }
+        let seen = inbox
+            .iter()
+            .skip(3)
+            .find(|m| m.flags == ["\\Seen"])
+            .expect("a message only seen");
+        env.ctl.store("INBOX", seen.uid, &["\\Seen"], "-");
+        unseen_before = Some(seen.uid);
+        env.ctl.expunge("INBOX", &[inbox[10 + round].uid]);
+        env.ctl
+            .append("INBOX", &corpus::message(19, 100 + round), &[]);
+        let out = env.sync_ok(&[]);
+        assert!(
+            stderr(&out)
+                .lines()
+                .any(|l| l.contains("planned from the server's changes only")
+                    && l.contains("folder=INBOX")),
+            "round {round}:\n{}",
+            stderr(&out)
+        );
+        env.assert_in_step();
+    }
+}

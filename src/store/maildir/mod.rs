@@ -356,11 +356,14 @@ impl MaildirStore {
         id: &MsgId,
         mut op: impl FnMut(&Path) -> io::Result<T>,
     ) -> Result<Option<(PathBuf, T)>, StoreError> {
-        for attempt in 0..2 {
-            let path = if attempt == 0 {
-                self.path_of(id)?
-            } else {
-                self.relocate(id)?
+        for attempt in 0..3 {
+            let path = match attempt {
+                0 => self.path_of(id)?,
+                1 => match self.second_guess(id)? {
+                    Some(path) => Some(path),
+                    None => continue,
+                },
+                _ => self.relocate(id)?,
             };
             let Some(path) = path else {
                 return Ok(None);
@@ -372,6 +375,31 @@ impl MaildirStore {
             }
         }
         Ok(None)
+    }
+
+    /// The other name idlewild gives a message without flags, for a guessed index: `new/ID` on
+    /// delivery, `cur/ID:2,` once its last flag was taken away. Found there, the guess was
+    /// idlewild's own naming, not a change by the mail client.
+    fn second_guess(&mut self, id: &MsgId) -> Result<Option<PathBuf>, StoreError> {
+        let Some(open) = self.open.as_mut().filter(|open| open.guessed) else {
+            return Ok(None);
+        };
+        if !open.index.get(id).is_some_and(|l| l.sub == Sub::New) {
+            return Ok(None);
+        }
+        let file_name = format!("{}:2,", id.as_str());
+        let path = open.dir.join(Sub::Cur.name()).join(&file_name);
+        if fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
+        open.index.insert(
+            id.clone(),
+            Located {
+                sub: Sub::Cur,
+                file_name,
+            },
+        );
+        Ok(Some(path))
     }
 
     /// The file of message `id` of the folder at `dir` as the folder's file list has it; the

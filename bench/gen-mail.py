@@ -161,6 +161,7 @@ CITIES = ["Berlin", "Zürich", "Köln", "Malmö", "Kraków", "Lisboa", "Wien", "
 LISTS = {
     "rust": ("rust-users.lists.example.org", "Rust users discussion", "[rust-users]"),
     "debian": ("debian-devel.lists.example.org", "Debian developers", "[debian-devel]"),
+    "many": ("small.lists.example.org", "One of many small lists", "[small]"),
 }
 ATTACH_TYPES = [("application/pdf", "pdf"), ("image/jpeg", "jpg"), ("image/png", "png"),
                 ("application/zip", "zip"),

@@ -24,33 +24,22 @@ pub(super) enum ChangesOnly {
 /// changes add up to the server's message count: every other message is then in step on both
 /// sides and needs nothing, so neither the folder's records nor the Maildir are read — the
 /// records the changes name are looked up by their server ids.
+///
+/// `local_now`: the local store's token when it said the folder is as the last sync left it
+/// (asked by the caller, under [`super::folder::local_from_state`]).
 pub(super) async fn changes_only(
     cx: &mut FolderSync<'_>,
     folder: &FolderState,
     local_name: &FolderName,
     since: Option<Since>,
+    local_now: Option<&str>,
 ) -> Result<ChangesOnly, SyncError> {
-    let options = cx.options;
-    let (Some(since), Some(local_was)) = (since, folder.local_token.as_deref()) else {
+    let (Some(since), Some(local_now)) = (since, local_now) else {
         return Ok(ChangesOnly::NotTried);
     };
-    if options.dry_run
-        || folder.id < 0
-        || options.policy.readonly_local
-        || options.policy.readonly_remote
-        || folder.settings.as_deref() != Some(options.settings.as_str())
-        || !cx.state.only_pairs(folder.id)?
-    {
+    if cx.options.dry_run || folder.id < 0 || !cx.state.only_pairs(folder.id)? {
         return Ok(ChangesOnly::NotTried);
     }
-    let Some(local_now) = cx
-        .local
-        .unchanged_since(local_name, local_was)
-        .await
-        .map_err(SyncError::local)?
-    else {
-        return Ok(ChangesOnly::NotTried);
-    };
     let changes = match cx
         .remote
         .scan_since(&folder.name, Some(since))
@@ -96,7 +85,7 @@ pub(super) async fn changes_only(
         .collect();
     let Some(local) = cx
         .local
-        .adopt_changes(local_name, local_messages, Some(local_now))
+        .adopt_changes(local_name, local_messages, Some(local_now.to_owned()))
         .await
         .map_err(SyncError::local)?
     else {

@@ -183,10 +183,20 @@ async fn list(
         }),
         _ => None,
     };
+    // Whether the local side is as the last sync left it, asked once for both ways of taking
+    // it from the state (reading a Maildir's names can cost as much as listing it).
+    let local_now = match &folder.local_token {
+        Some(recorded) if !pending && missing.is_none() && local_from_state(folder, cx.options) => {
+            same_token(cx.local, local_name, recorded, SyncError::local).await?
+        }
+        _ => None,
+    };
     let (remote, records) = match missing {
         Some(Side::Remote) => (empty_snapshot(), None),
         _ => {
-            let fetched = match changes::changes_only(cx, folder, local_name, since).await? {
+            let changes_only =
+                changes::changes_only(cx, folder, local_name, since, local_now.as_deref());
+            let fetched = match changes_only.await? {
                 ChangesOnly::Listed(listings) => {
                     record_global_ids(cx, folder, &listings.remote)?;
                     return Ok(listings);
@@ -208,10 +218,9 @@ async fn list(
     let local = match missing {
         Some(Side::Local) => empty_snapshot(),
         _ => {
-            let adopted = match &records {
-                Some(records) if !pending => {
-                    let options = cx.options;
-                    adopt_local_listing(cx.local, cx.state, folder, local_name, records, options)
+            let adopted = match (&records, local_now) {
+                (Some(records), Some(now)) => {
+                    adopt_local_listing(cx.local, cx.state, folder, local_name, records, now)
                         .await?
                 }
                 _ => None,
@@ -485,31 +494,26 @@ async fn same_token(
     store.unchanged_since(folder, recorded).await.map_err(side)
 }
 
-/// The local listing without reading the folder, when its change token is still the one
-/// recorded at the end of the last complete sync: that sync left the folder as its records say
-/// (any local effect of its own would have changed the token), so the records' local ids and
-/// flags are the listing. Not with a read-only side (the records then hold that side's flags,
-/// not necessarily the local ones), messages kept as survivors, or messages the limits skipped.
+/// Whether the local side may be taken from the state when it is as the last sync left it:
+/// not with a read-only side (the records then hold that side's flags, not necessarily the
+/// local ones), nor under other settings than that sync's.
+pub(super) fn local_from_state(folder: &FolderState, options: &SyncOptions) -> bool {
+    !options.policy.readonly_local
+        && !options.policy.readonly_remote
+        && folder.settings.as_deref() == Some(options.settings.as_str())
+}
+
+/// The local listing without reading the folder, when the store said it is as the last
+/// complete sync left it (`now`, its token for that): the records' local ids and flags are
+/// then the listing. Not with messages kept as survivors, or messages the limits skipped.
 async fn adopt_local_listing(
     local: &mut dyn Store,
     state: &mut StateDb,
     folder: &FolderState,
     local_name: &FolderName,
     records: &[Record],
-    options: &SyncOptions,
+    now: String,
 ) -> Result<Option<FolderSnapshot>, SyncError> {
-    let Some(recorded) = &folder.local_token else {
-        return Ok(None);
-    };
-    if options.policy.readonly_local
-        || options.policy.readonly_remote
-        || folder.settings.as_deref() != Some(options.settings.as_str())
-    {
-        return Ok(None);
-    }
-    let Some(now) = same_token(local, local_name, recorded, SyncError::local).await? else {
-        return Ok(None);
-    };
     let mut messages = Vec::with_capacity(records.len());
     for record in records {
         match (&record.local, record.deleted_on) {

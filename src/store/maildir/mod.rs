@@ -1696,6 +1696,22 @@ mod tests {
         assert!(names.len() < 10, "the loop was walked: {names:?}");
     }
 
+    /// A Maildir tree with an empty INBOX, and a store on it.
+    fn inbox_store() -> (tempfile::TempDir, PathBuf, FolderName, MaildirStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mail");
+        let inbox_dir = root.join("INBOX");
+        for sub in SUBDIRS {
+            fs::create_dir_all(inbox_dir.join(sub)).unwrap();
+        }
+        let store = MaildirStore::new(&MaildirConfig {
+            keywords: Default::default(),
+            path: root,
+            layout: MaildirLayout::Nested,
+        });
+        (dir, inbox_dir, FolderName::new("INBOX").unwrap(), store)
+    }
+
     /// Sets the times of a folder's `new/` and `cur/` back, as if its last change were old.
     fn age(folder_dir: &Path) {
         for sub in ["new", "cur"] {
@@ -1708,21 +1724,10 @@ mod tests {
 
     #[test]
     fn what_a_sync_wrote_is_settled_by_name_and_any_later_change_shows() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("mail");
-        let inbox_dir = root.join("INBOX");
-        for sub in SUBDIRS {
-            fs::create_dir_all(inbox_dir.join(sub)).unwrap();
-        }
+        let (dir, inbox_dir, inbox, mut store) = inbox_store();
         fs::write(inbox_dir.join("cur/m1:2,S"), "Subject: one\n\nbody\n").unwrap();
         fs::write(inbox_dir.join("new/m2"), "Subject: two\n\nbody\n").unwrap();
         fs::write(dir.path().join("incoming"), "Subject: three\n\nbody\n").unwrap();
-        let mut store = MaildirStore::new(&MaildirConfig {
-            keywords: Default::default(),
-            path: root.clone(),
-            layout: MaildirLayout::Nested,
-        });
-        let inbox = FolderName::new("INBOX").unwrap();
         let id = |s: &str| MsgId::new(s).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -1823,23 +1828,12 @@ mod tests {
 
     #[test]
     fn a_sync_of_some_messages_keeps_the_digest_of_the_whole_folder() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("mail");
-        let inbox_dir = root.join("INBOX");
-        for sub in SUBDIRS {
-            fs::create_dir_all(inbox_dir.join(sub)).unwrap();
-        }
+        let (dir, inbox_dir, inbox, mut store) = inbox_store();
         for n in 0..20 {
             fs::write(inbox_dir.join(format!("cur/m{n}:2,S")), "Subject: x\n\n").unwrap();
         }
         fs::write(inbox_dir.join("new/fresh"), "Subject: y\n\n").unwrap();
         fs::write(dir.path().join("incoming"), "Subject: z\n\n").unwrap();
-        let mut store = MaildirStore::new(&MaildirConfig {
-            keywords: Default::default(),
-            path: root.clone(),
-            layout: MaildirLayout::Nested,
-        });
-        let inbox = FolderName::new("INBOX").unwrap();
         let id = |s: &str| MsgId::new(s).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -1908,20 +1902,9 @@ mod tests {
 
     #[test]
     fn an_index_that_learned_of_a_client_s_change_during_the_sync_is_not_settled() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("mail");
-        let inbox_dir = root.join("INBOX");
-        for sub in SUBDIRS {
-            fs::create_dir_all(inbox_dir.join(sub)).unwrap();
-        }
+        let (_dir, inbox_dir, inbox, mut store) = inbox_store();
         fs::write(inbox_dir.join("cur/m1:2,S"), "Subject: one\n\nbody\n").unwrap();
         fs::write(inbox_dir.join("cur/m2:2,S"), "Subject: two\n\nbody\n").unwrap();
-        let mut store = MaildirStore::new(&MaildirConfig {
-            keywords: Default::default(),
-            path: root.clone(),
-            layout: MaildirLayout::Nested,
-        });
-        let inbox = FolderName::new("INBOX").unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

@@ -590,6 +590,31 @@ impl StateDb {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// [`StateDb::message_counts`] of one folder (by server name), reading only its messages;
+    /// `None` when the state does not know it.
+    pub fn message_count(&self, name: &FolderName) -> Result<Option<FolderCount>, StateError> {
+        let seen = i64::from(Flags::SEEN.bits());
+        let deleted = i64::from(Flags::DELETED.bits());
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT count(m.id), coalesce(sum(m.flags & ?1 = 0), 0)
+                 FROM folders f LEFT JOIN messages m
+                   ON m.folder = f.id AND m.pending IS NULL AND m.flags & ?2 = 0
+                 WHERE f.name = ?3
+                 GROUP BY f.id",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_row(params![seen, deleted, name.as_str()], |r| {
+            Ok(FolderCount {
+                total: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(u32::MAX),
+                unseen: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(u32::MAX),
+            })
+        })
+        .optional()
+        .map_err(|e| self.err(e))
+    }
+
     /// The confirmed message pairs of a folder.
     pub fn records(&self, folder: i64) -> Result<Vec<Record>, StateError> {
         let mut stmt = self.conn.prepare(RECORDS).map_err(|e| self.err(e))?;
@@ -1657,5 +1682,12 @@ mod tests {
         );
         assert_eq!(counts["Empty"], FolderCount::default());
         let _ = empty;
+        // One folder alone counts the same.
+        for (name, count) in &counts {
+            let folder = FolderName::new(name).unwrap();
+            assert_eq!(db.message_count(&folder).unwrap().as_ref(), Some(count));
+        }
+        let unknown = FolderName::new("Nowhere").unwrap();
+        assert_eq!(db.message_count(&unknown).unwrap(), None);
     }
 }

@@ -256,6 +256,55 @@ fn a_burst_of_500_arrivals_is_a_few_syncs_not_500() {
     eprintln!("500 arrivals took {syncs} syncs");
 }
 
+/// A push names one folder: the daemon syncs it both ways after looking it up alone, without
+/// listing every folder of the account (hundreds on some) or walking the Maildir tree.
+#[test]
+fn a_push_in_one_folder_syncs_it_without_listing_every_folder() {
+    let env = Env::new();
+    for name in ["Archive", "Lists/rust", "Lists/debian"] {
+        env.ctl.create(name);
+    }
+    env.ctl.append("Archive", &corpus::message(3, 0), &[]);
+    let mut daemon = Daemon::start(&env, None);
+    daemon.expect_notify("READY=1", Duration::from_secs(20));
+    daemon.eventually(Duration::from_secs(10), "the first sync", || {
+        env.local_files("Archive").len() == 1
+    });
+    // The server watch starts after the first sync (and asks for a sync of its folders).
+    std::thread::sleep(Duration::from_secs(2));
+    let log = || std::fs::read_to_string(&daemon.log).unwrap_or_default();
+    let full_listings = || log().matches(r#"LIST "" "*""#).count();
+    let before = full_listings();
+    assert!(
+        before > 0,
+        "the first sync listed no folders:\n{}",
+        daemon.log_tail()
+    );
+
+    env.ctl.append("Archive", &corpus::message(3, 1), &[]);
+    daemon.eventually(
+        Duration::from_secs(10),
+        "server mail in the Maildir",
+        || env.local_files("Archive").len() == 2,
+    );
+    env.deliver_locally("Archive", "local-new.host", &corpus::message(3, 2), None);
+    daemon.eventually(Duration::from_secs(10), "local mail on the server", || {
+        env.ctl.dump("Archive").len() == 3
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        full_listings(),
+        before,
+        "a push listed every folder:\n{}",
+        daemon.log_tail()
+    );
+    assert!(log().contains("planned the named folders without listing every folder"));
+
+    daemon.signal("-TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(25)).success());
+    env.assert_in_step();
+}
+
 /// Mail that arrives after the first sync has listed INBOX but before the server watch has
 /// opened it (here: delivered by the first sync's postsync hook) is reported by no server
 /// push. It must still arrive at once, not at the next interval.

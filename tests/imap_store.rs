@@ -772,3 +772,60 @@ async fn a_delivery_to_the_folder_last_listed_changes_its_token_without_unselect
     ))
     .await;
 }
+
+/// A sync of one folder asks the server about that folder alone (its STATUS): it is found,
+/// its token and count are fresh — also for the folder the session has selected, whose STATUS
+/// Dovecot answers from the session's stale view — a folder deleted since the listing is not
+/// found, and one the session never listed is not asked about.
+#[tokio::test]
+async fn a_folder_is_looked_up_alone_with_a_fresh_token_and_count() {
+    let d = Dovecot::start().unwrap();
+    let ctl = ImapCtl::new(&d);
+    for name in ["Entwürfe", "Lists/rust", "100%"] {
+        ctl.create(name);
+    }
+    ctl.append("Entwürfe", b"Subject: 1\r\n\r\nbody\r\n", &[]);
+    ctl.append("INBOX", b"Subject: 1\r\n\r\nbody\r\n", &[]);
+    let mut store = connect(&d).await;
+    assert_eq!(
+        store.look_up_folder(&folder("INBOX")).await.unwrap(),
+        None,
+        "a folder the session never listed is looked up"
+    );
+    store.list_folders().await.unwrap();
+    let drafts = folder("Entwürfe");
+    ctl.append("Entwürfe", b"Subject: 2\r\n\r\nbody\r\n", &[]);
+    assert_eq!(store.look_up_folder(&drafts).await.unwrap(), Some(true));
+    assert_eq!(store.message_count_hint(&drafts), Some(2));
+    let looked_up = store.change_token(&drafts).await.unwrap();
+    store.list_folders().await.unwrap();
+    let listed = store.change_token(&drafts).await.unwrap();
+    assert!(listed.is_some());
+    assert_eq!(
+        looked_up, listed,
+        "the lookup left the token of the first listing"
+    );
+
+    // The selected folder, delivered to meanwhile.
+    let inbox = folder("INBOX");
+    store.scan(&inbox).await.unwrap();
+    ctl.append("INBOX", b"Subject: 2\r\n\r\nbody\r\n", &[]);
+    assert_eq!(store.look_up_folder(&inbox).await.unwrap(), Some(true));
+    assert_eq!(store.message_count_hint(&inbox), Some(2));
+    let looked_up = store.change_token(&inbox).await.unwrap();
+    store.list_folders().await.unwrap();
+    assert_eq!(looked_up, store.change_token(&inbox).await.unwrap());
+
+    ctl.delete_folder("Lists/rust");
+    assert_eq!(
+        store.look_up_folder(&folder("Lists/rust")).await.unwrap(),
+        Some(false)
+    );
+    // A LIST would take the name for a pattern; STATUS does not.
+    assert_eq!(
+        store.look_up_folder(&folder("100%")).await.unwrap(),
+        Some(true)
+    );
+    assert_eq!(store.message_count_hint(&folder("100%")), Some(0));
+    store.close().await;
+}

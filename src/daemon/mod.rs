@@ -69,6 +69,17 @@ pub struct Report {
     pub event: AccountEvent,
 }
 
+/// Messages per folder after a sync.
+#[derive(Debug, Clone)]
+pub enum Counts {
+    /// Every folder's: they take the place of the last.
+    All(BTreeMap<String, FolderCount>),
+    /// Only the folders a sync of a few folders synced (none created or removed): counting
+    /// every message of a 200,000-message account after each push would cost more than the
+    /// push.
+    Only(BTreeMap<String, FolderCount>),
+}
+
 #[derive(Debug, Clone)]
 pub enum AccountEvent {
     /// The account's lock and state are open; the counts are those of the last sync.
@@ -82,7 +93,7 @@ pub enum AccountEvent {
     Synced {
         jobs: Vec<JobId>,
         folders: Vec<FolderReport>,
-        counts: Option<BTreeMap<String, FolderCount>>,
+        counts: Option<Counts>,
     },
     /// A sync (or opening the account) failed as a whole.
     Failed {
@@ -420,8 +431,10 @@ impl Daemon {
                 counts,
             } => {
                 status.last_sync = Some(SystemTime::now());
-                if let Some(counts) = counts {
-                    status.folders = counts;
+                match counts {
+                    Some(Counts::All(counts)) => status.folders = counts,
+                    Some(Counts::Only(counts)) => status.folders.extend(counts),
+                    None => {}
                 }
                 let first = self.mbnames_due.remove(&account);
                 if first

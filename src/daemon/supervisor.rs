@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use super::backoff::{Backoff, retry};
 use super::local::LocalWatcher;
 use super::schedule::{CLOCK_CHECK, DEBOUNCE, Due, SERVER_DEBOUNCE, Schedule};
-use super::{AccountEvent, Control, Report, Wake};
+use super::{AccountEvent, Control, Counts, Report, Wake};
 use crate::config::{Account, Config};
 use crate::control::JobId;
 use crate::credentials::CredentialError;
@@ -388,10 +388,23 @@ impl Supervisor {
             jobs = ?answering,
             "synced"
         );
+        let counts = if due == Due::Folders
+            && reports
+                .iter()
+                .all(|r| r.created.is_none() && r.removed.is_none())
+        {
+            let synced: Vec<FolderName> = reports
+                .iter()
+                .filter_map(|r| FolderName::new(&r.remote_folder))
+                .collect();
+            self.session.counts_of(&synced).ok().map(Counts::Only)
+        } else {
+            self.session.counts().ok().map(Counts::All)
+        };
         self.reporter.send(AccountEvent::Synced {
             jobs: answering,
             folders: reports.clone(),
-            counts: self.session.counts().ok(),
+            counts,
         });
         if self.local_watch.is_none() && local_maildir_exists(&self.account) {
             self.local_watch = start_local_watch(&self.account, &self.wake_tx);

@@ -401,6 +401,23 @@ impl AccountSession {
             .collect())
     }
 
+    /// [`AccountSession::counts`] of the folders named (by server name) only: what a sync of
+    /// a few folders changed, without counting every message of the account.
+    pub fn counts_of(
+        &self,
+        remote: &[FolderName],
+    ) -> Result<BTreeMap<String, FolderCount>, AccountError> {
+        let rules = &self.account.folders;
+        let mut out = BTreeMap::new();
+        for folder in remote.iter().filter(|f| rules.selection(f).is_included()) {
+            if let Some(count) = self.state.message_count(folder)? {
+                let local = rules.local_name(folder).unwrap_or_else(|_| folder.clone());
+                out.insert(local.to_string(), count);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn close(&mut self) {
         if let Some(mut remote) = self.remote.take() {
             remote.close().await;

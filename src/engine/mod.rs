@@ -254,6 +254,9 @@ pub async fn plan_folders(
     state: &mut StateDb,
     options: &SyncOptions,
 ) -> Result<FolderOverview, SyncError> {
+    if let Some(overview) = plan_known_folders(remote, local, state, options).await? {
+        return Ok(overview);
+    }
     let remote_folders = remote.list_folders().await.map_err(SyncError::remote)?;
     let local_folders = local.list_folders().await.map_err(SyncError::local)?;
     // Keyed by the server name: renaming rules may change without the state losing track.
@@ -393,6 +396,100 @@ pub async fn plan_folders(
         folders: planned,
         problems: Vec::new(),
     })
+}
+
+/// How many named folders are looked up one by one (`plan_known_folders`) rather than listed
+/// with all the others: a push names one or two; a watch that starts names them all.
+const LOOKUPS_AT_MOST: usize = 4;
+
+/// A sync of named folders that the last syncs paired — the daemon's wake-ups — without
+/// listing every folder of both sides: each is looked up alone (`Store::look_up_folder`). Only
+/// when every named folder is one the state knows under the local name asked for, the rules
+/// still select it and give it that name, and both sides show it, is it planned here — as the
+/// full listing would: a known folder on both sides is synced. Anything else (a folder new,
+/// gone, renamed or unknown to a side) returns `None` and the full listing decides. A folder
+/// another side's listing would have clashed with is not looked for: the pair was synced
+/// before, and the next full sync reports the clash.
+async fn plan_known_folders(
+    remote: &mut dyn Store,
+    local: &mut dyn Store,
+    state: &mut StateDb,
+    options: &SyncOptions,
+) -> Result<Option<FolderOverview>, SyncError> {
+    // Each lookup is a round trip to the server; one listing answers for every folder.
+    if options.folders.is_empty() || options.folders.len() > LOOKUPS_AT_MOST {
+        return Ok(None);
+    }
+    let names = state.folder_local_names()?;
+    let rules = options
+        .rules
+        .clone()
+        .with_left_out(remote.left_out_by_default());
+    let mut pairs = Vec::new();
+    for asked in &options.folders {
+        let mut matching = names.iter().filter(|(_, l)| *l == asked);
+        let (Some((remote_name, local_name)), None) = (matching.next(), matching.next()) else {
+            return Ok(None);
+        };
+        if !rules.selection(remote_name).is_included()
+            || rules.local_name(remote_name).as_ref() != Ok(local_name)
+            || pairs.iter().any(|(r, _)| r == remote_name)
+        {
+            return Ok(None);
+        }
+        pairs.push((remote_name.clone(), local_name.clone()));
+    }
+    for (remote_name, local_name) in &pairs {
+        let on_remote = remote
+            .look_up_folder(remote_name)
+            .await
+            .map_err(SyncError::remote)?;
+        if on_remote != Some(true) {
+            return Ok(None);
+        }
+        let on_local = local
+            .look_up_folder(local_name)
+            .await
+            .map_err(SyncError::local)?;
+        if on_local != Some(true) {
+            return Ok(None);
+        }
+    }
+    let mut folders = Vec::new();
+    for (remote_name, local_name) in pairs {
+        let Some(known) = state.folder(&remote_name)? else {
+            return Ok(None);
+        };
+        let count = state.count(known.id)?;
+        let facts = FolderFacts {
+            known: Some(count),
+            on_remote: true,
+            on_local: true,
+            inbox: remote_name == FolderName::inbox() || local_name == FolderName::inbox(),
+            survivor: None,
+        };
+        let action = plan::restrict_folder(
+            plan::decide_folder(facts, options.folder_policy, options.allow_mass_delete),
+            options.policy,
+        );
+        folders.push(PlannedFolder {
+            remote: remote_name,
+            local: local_name,
+            on_remote: true,
+            on_local: true,
+            known: Some(count),
+            relocated_from: None,
+            step: Step::Act(action),
+        });
+    }
+    tracing::debug!(
+        folders = folders.len(),
+        "planned the named folders without listing every folder"
+    );
+    Ok(Some(FolderOverview {
+        folders,
+        problems: Vec::new(),
+    }))
 }
 
 /// Puts `actions` (one per folder acted on, in order) in place of the folders' decisions.

@@ -60,6 +60,10 @@ pub struct MemoryServer {
     /// Commit `uncommitted` when this many more listings have been answered (0: only when
     /// [`MemoryServer::commit_late`] is called).
     pub commit_after_listings: usize,
+    /// How many times every folder was listed (`list_folders`), and one folder looked up
+    /// alone (`look_up_folder`).
+    pub folder_listings: usize,
+    pub looked_up: usize,
 }
 
 impl MemoryServer {
@@ -118,7 +122,15 @@ impl Store for MemoryStore {
     }
 
     async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError> {
-        Ok(self.lock().folders.keys().cloned().collect())
+        let mut server = self.lock();
+        server.folder_listings += 1;
+        Ok(server.folders.keys().cloned().collect())
+    }
+
+    async fn look_up_folder(&mut self, folder: &FolderName) -> Result<Option<bool>, StoreError> {
+        let mut server = self.lock();
+        server.looked_up += 1;
+        Ok(Some(server.folders.contains_key(folder)))
     }
 
     async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError> {

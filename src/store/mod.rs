@@ -215,6 +215,16 @@ pub trait Store: Send {
 
     async fn create_folder(&mut self, folder: &FolderName) -> Result<(), StoreError>;
 
+    /// Whether `folder` is there, asked about it alone: a sync of a few folders the last sync
+    /// paired need not list every folder (the daemon's wake-ups, on accounts with hundreds of
+    /// folders). What a listing would learn of the folder (its change token, its message
+    /// count) is kept as a listing keeps it. `None` when the store cannot tell without a
+    /// listing; `Some(false)` only says the folder was not found this way, never that it is
+    /// gone: the caller then lists.
+    async fn look_up_folder(&mut self, _folder: &FolderName) -> Result<Option<bool>, StoreError> {
+        Ok(None)
+    }
+
     /// Why `folder`, which [`Store::list_folders`] left out, is missing. A server's listing is
     /// its word (the default); a local tree must tell a deleted folder from one it cannot see.
     async fn absence(&mut self, _folder: &FolderName) -> Absence {

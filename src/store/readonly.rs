@@ -37,6 +37,10 @@ impl Store for ReadOnly<'_> {
         self.inner.list_folders().await
     }
 
+    async fn look_up_folder(&mut self, folder: &FolderName) -> Result<Option<bool>, StoreError> {
+        self.inner.look_up_folder(folder).await
+    }
+
     async fn absence(&mut self, folder: &FolderName) -> Absence {
         self.inner.absence(folder).await
     }

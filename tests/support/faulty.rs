@@ -60,6 +60,10 @@ impl<S: Store> Store for Faulty<S> {
     async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError> {
         self.inner.list_folders().await
     }
+    async fn look_up_folder(&mut self, folder: &FolderName) -> Result<Option<bool>, StoreError> {
+        self.inner.look_up_folder(folder).await
+    }
+
     async fn absence(&mut self, folder: &FolderName) -> Absence {
         self.inner.absence(folder).await
     }

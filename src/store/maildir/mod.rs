@@ -965,6 +965,13 @@ impl Store for MaildirStore {
         Ok(out)
     }
 
+    async fn look_up_folder(&mut self, folder: &FolderName) -> Result<Option<bool>, StoreError> {
+        // The place `list_folders` would find it; anything else is for a listing to sort out.
+        Ok(Some(
+            self.root_exists() && self.folder_dir(folder).is_ok_and(|dir| is_maildir(&dir)),
+        ))
+    }
+
     async fn absence(&mut self, folder: &FolderName) -> Absence {
         let Ok(dir) = self.folder_dir(folder) else {
             // A name this layout cannot store was never here.

@@ -58,6 +58,35 @@ pub fn available(path: &Path) -> Option<u64> {
     Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
+/// Whether `path` is on a local filesystem that stamps files with nanosecond times from the
+/// kernel's clock: ext4, XFS, Btrfs, tmpfs, F2FS, ZFS, bcachefs. Network and FUSE filesystems,
+/// overlays and anything unknown answer `false`.
+pub fn keeps_fine_times(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    const FINE: [u32; 7] = [
+        0xEF53,      // ext2/3/4 (ext4's 256-byte inodes keep nanoseconds; callers check)
+        0x5846_5342, // XFS
+        0x9123_683E, // Btrfs
+        0x0102_1994, // tmpfs
+        0xF2F5_2010, // F2FS
+        0x2FC1_2FC1, // ZFS
+        0xCA45_1A4E, // bcachefs
+    ];
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `c_path` is a valid NUL-terminated string and `stat` is written by the call
+    // before it is read (only when it returns 0).
+    if unsafe { libc::statfs(c_path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: statfs returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    // The magic numbers are 32 bits; `f_type`'s width and sign vary by architecture.
+    FINE.contains(&(stat.f_type as u32))
+}
+
 /// What went wrong with local file `path`, and what to do about a full disk.
 pub fn describe(path: &Path, e: &io::Error) -> String {
     if is_full(e) {
@@ -74,6 +103,15 @@ pub fn describe(path: &Path, e: &io::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fine_times_are_known_only_on_local_filesystems_that_keep_them() {
+        // procfs is no place for mail; a path that does not exist tells nothing.
+        assert!(!super::keeps_fine_times(std::path::Path::new("/proc")));
+        assert!(!super::keeps_fine_times(std::path::Path::new(
+            "/nonexistent/idlewild"
+        )));
+    }
+
     use super::*;
 
     #[test]

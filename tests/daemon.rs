@@ -369,3 +369,124 @@ fn mail_delivered_as_the_first_sync_ends_arrives_at_once_with_idle() {
     });
     mail_delivered_as_the_first_sync_ends_arrives_at_once(&env);
 }
+
+/// The inotify watches the daemon holds, as the kernel tells them (`/proc/PID/fdinfo`): the
+/// inode of each watched directory and the events asked for.
+fn inotify_watches(pid: u32) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the daemon's fds");
+    for fd in fds.flatten() {
+        let is_inotify = std::fs::read_link(fd.path())
+            .is_ok_and(|target| target.to_string_lossy() == "anon_inode:inotify");
+        if !is_inotify {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .expect("fdinfo");
+        for line in info.lines().filter(|l| l.starts_with("inotify wd:")) {
+            let field = |key: &str| {
+                line.split_whitespace()
+                    .find_map(|f| f.strip_prefix(key))
+                    .expect("fdinfo field")
+            };
+            let ino = u64::from_str_radix(field("ino:"), 16).expect("ino");
+            let mask = u32::from_str_radix(field("mask:"), 16).expect("mask");
+            out.push((ino, mask));
+        }
+    }
+    out
+}
+
+/// The Maildir watch asks the kernel about changes only. Reads are not reported (mutt opening a
+/// folder or notmuch indexing one opens every message: with IN_OPEN those events filled the
+/// kernel's queue, and its overflow cost a rescan of every folder), and `tmp/`, where
+/// deliveries are written before they count, is not watched; `cur/` and `new/` are, and a
+/// change there still travels.
+#[test]
+fn the_maildir_watch_is_told_of_changes_not_reads() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    env.ctl.create("Archive");
+    for i in 0..20 {
+        env.ctl.append("Archive", &corpus::message(5, i), &[]);
+    }
+    let mut daemon = Daemon::start(&env, None);
+    daemon.expect_notify("READY=1", Duration::from_secs(20));
+    daemon.eventually(Duration::from_secs(10), "the first sync", || {
+        env.local_files("Archive").len() == 20
+    });
+    let pid = daemon.child.id();
+    let mut watches = Vec::new();
+    daemon.eventually(Duration::from_secs(10), "the Maildir watched", || {
+        watches = inotify_watches(pid);
+        let cur = std::fs::metadata(env.maildir().join("Archive/cur")).expect("cur");
+        watches.iter().any(|(ino, _)| *ino == cur.ino())
+    });
+    // IN_ACCESS, IN_MODIFY, IN_CLOSE_NOWRITE, IN_OPEN.
+    const READS: u32 = 0x1 | 0x2 | 0x10 | 0x20;
+    for (ino, mask) in &watches {
+        assert_eq!(
+            mask & READS,
+            0,
+            "inode {ino} is watched for reads: {mask:#x}"
+        );
+    }
+    for folder in ["INBOX", "Archive"] {
+        let maildir = env.maildir().join(folder);
+        for (sub, watched) in [("cur", true), ("new", true), ("tmp", false)] {
+            let ino = std::fs::metadata(maildir.join(sub)).expect("maildir").ino();
+            assert_eq!(
+                watches.iter().any(|(i, _)| *i == ino),
+                watched,
+                "{folder}/{sub}: {watches:?}"
+            );
+        }
+    }
+
+    // A mail client reading every message wakes nothing.
+    std::thread::sleep(Duration::from_millis(500));
+    let syncs = || {
+        std::fs::read_to_string(&daemon.log)
+            .unwrap_or_default()
+            .matches(" synced folders=")
+            .count()
+    };
+    let before = syncs();
+    for _ in 0..5 {
+        for file in env.local_files("Archive") {
+            std::fs::read(&file).expect("read a message");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(syncs(), before, "reading messages woke a sync");
+
+    // A change does: a flag set by the mail client reaches the server.
+    let files = env.local_files("Archive");
+    set_local_flags(&files[0], "FS");
+    daemon.eventually(Duration::from_secs(10), "the flag on the server", || {
+        env.ctl
+            .dump("Archive")
+            .iter()
+            .any(|m| m.flags.iter().any(|f| f == "\\Flagged"))
+    });
+    // And a folder made by the mail client is watched from then on.
+    env.deliver_locally("Projects", "local-1.host", &corpus::message(5, 100), None);
+    daemon.eventually(
+        Duration::from_secs(10),
+        "the new folder on the server",
+        || env.ctl.list().iter().any(|f| f == "Projects") && env.ctl.dump("Projects").len() == 1,
+    );
+    env.deliver_locally("Projects", "local-2.host", &corpus::message(5, 101), None);
+    daemon.eventually(
+        Duration::from_secs(10),
+        "mail in the new folder on the server",
+        || env.ctl.dump("Projects").len() == 2,
+    );
+
+    daemon.signal("-TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(25)).success());
+    env.assert_in_step();
+}

@@ -204,6 +204,26 @@ impl MaildirStore {
     /// The folder a changed path belongs to, for the daemon's file watcher: a message file in
     /// `cur/` or `new/` of a folder. Paths in `tmp/` (deliveries in progress), hidden files and
     /// anything else give `None`.
+    /// What the directory `name`, found `depth` levels below the root (the root's own entries
+    /// are at 0), is to a watch of the Maildir: part of the folder tree, a folder's messages,
+    /// or nothing that holds mail (`tmp/`, other programs' directories such as `.notmuch`).
+    pub fn dir_kind(&self, name: &str, depth: usize) -> DirKind {
+        match name {
+            "cur" | "new" => return DirKind::Messages,
+            "tmp" => return DirKind::Ignored,
+            _ => {}
+        }
+        let folder = match self.layout {
+            MaildirLayout::Nested => names::from_dir(name, depth).is_some(),
+            MaildirLayout::MaildirPlusPlus => depth == 0 && name.len() > 1 && name.starts_with('.'),
+        };
+        if folder {
+            DirKind::Tree
+        } else {
+            DirKind::Ignored
+        }
+    }
+
     pub fn folder_of_path(&self, path: &Path) -> Option<FolderName> {
         let relative = path.strip_prefix(&self.root).ok()?;
         let parts: Vec<&str> = relative.iter().map(|p| p.to_str()).collect::<Option<_>>()?;
@@ -566,6 +586,16 @@ impl MaildirStore {
     }
 }
 
+/// See [`MaildirStore::dir_kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirKind {
+    /// A folder, or a directory holding folders.
+    Tree,
+    /// A folder's `cur/` or `new/`.
+    Messages,
+    Ignored,
+}
+
 /// Why the Maildir folder at `dir` is not listed: really gone, or there in a way that cannot be
 /// seen. Only a directory that does not exist under a readable parent, or one a mail client
 /// emptied of its Maildir while sub-folders stay, is gone; a dangling symbolic link, an empty
@@ -844,6 +874,13 @@ fn file_name_with(unique: &str, old_info: &str, flags: &Flags, table: &keywords:
 /// the filesystem's timestamp granularity of the last one could leave the time as it was.
 const RACY: Duration = Duration::from_secs(2);
 
+/// The same on a local filesystem with nanosecond times (`disk::keeps_fine_times`): the kernel
+/// stamps them from its clock, which moves at least every 10 ms (HZ=100), so a change made
+/// after a time this old was read gets a later time. The daemon's syncs, a fraction of a second
+/// apart, can then trust the times instead of reading every file name again. Network
+/// filesystems keep the 2 s: their times come from another machine's clock.
+const RACY_FINE: Duration = Duration::from_millis(50);
+
 /// The change token of a Maildir folder: inode and modification time of `new/` and `cur/`,
 /// which every delivery, rename (flag change) and deletion updates. `None` when it cannot be
 /// read or is too recent to be trusted.
@@ -852,12 +889,17 @@ fn dir_token(dir: &Path) -> Option<String> {
     let now = SystemTime::now();
     let mut parts = Vec::new();
     for sub in [Sub::New, Sub::Cur] {
-        let meta = fs::metadata(dir.join(sub.name())).ok()?;
+        let path = dir.join(sub.name());
+        let meta = fs::metadata(&path).ok()?;
         let modified = meta.modified().ok()?;
-        if now.duration_since(modified).map_or(true, |age| age < RACY) {
+        let time = modified.duration_since(UNIX_EPOCH).ok()?;
+        // A time in the future (a clock set back) cannot be trusted at all.
+        let age = now.duration_since(modified).ok()?;
+        if age < RACY_FINE
+            || (age < RACY && (time.subsec_nanos() == 0 || !crate::disk::keeps_fine_times(&path)))
+        {
             return None;
         }
-        let time = modified.duration_since(UNIX_EPOCH).ok()?;
         parts.push(format!(
             "{}.{}.{}",
             meta.ino(),
@@ -1603,6 +1645,21 @@ mod tests {
         let g = |p: &str| plus.folder_of_path(Path::new(p)).map(|f| f.to_string());
         assert_eq!(g("/m/cur/1").as_deref(), Some("INBOX"));
         assert_eq!(g("/m/.Lists.rust/new/1").as_deref(), Some("Lists/rust"));
+
+        // What a watch of the tree looks into.
+        use DirKind::{Ignored, Messages, Tree};
+        assert_eq!(nested.dir_kind("INBOX", 0), Tree);
+        assert_eq!(nested.dir_kind("2019", 1), Tree);
+        assert_eq!(nested.dir_kind("cur", 1), Messages);
+        assert_eq!(nested.dir_kind("new", 2), Messages);
+        assert_eq!(nested.dir_kind("tmp", 1), Ignored);
+        assert_eq!(nested.dir_kind(".notmuch", 0), Ignored);
+        assert_eq!(plus.dir_kind(".Lists.rust", 0), Tree);
+        assert_eq!(plus.dir_kind("cur", 0), Messages);
+        assert_eq!(plus.dir_kind("new", 1), Messages);
+        assert_eq!(plus.dir_kind("tmp", 0), Ignored);
+        assert_eq!(plus.dir_kind("courierimapkeywords", 1), Ignored);
+        assert_eq!(plus.dir_kind(".", 0), Ignored);
     }
 
     #[test]
@@ -1727,6 +1784,38 @@ mod tests {
                 .set_modified(SystemTime::now() - Duration::from_secs(60))
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn times_on_a_filesystem_with_fine_times_stand_after_a_moment() {
+        // tmpfs keeps nanosecond times wherever Linux runs; a temporary directory elsewhere
+        // may not (an overlay in a container).
+        let shm = Path::new("/dev/shm");
+        let dir = if crate::disk::keeps_fine_times(shm) {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .unwrap();
+        assert!(
+            crate::disk::keeps_fine_times(dir.path()),
+            "neither /dev/shm nor the temporary directory keeps fine times"
+        );
+        let folder = dir.path().join("INBOX");
+        for sub in SUBDIRS {
+            fs::create_dir_all(folder.join(sub)).unwrap();
+        }
+        fs::write(folder.join("new/1.a.host"), b"Subject: 1\n\nbody\n").unwrap();
+        assert_eq!(dir_token(&folder), None, "a time just set is trusted");
+        std::thread::sleep(RACY_FINE + Duration::from_millis(20));
+        let token = dir_token(&folder).expect("times older than RACY_FINE are trusted");
+        assert!(RACY_FINE < RACY / 10);
+        // A change right after the token was taken shows once it can be trusted itself.
+        fs::rename(folder.join("new/1.a.host"), folder.join("cur/1.a.host:2,S")).unwrap();
+        assert_eq!(dir_token(&folder), None);
+        std::thread::sleep(RACY_FINE + Duration::from_millis(20));
+        let later = dir_token(&folder).expect("trusted again");
+        assert_ne!(later, token);
     }
 
     #[test]

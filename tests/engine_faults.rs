@@ -116,8 +116,11 @@ impl World {
         bool,
         Result<Vec<idlewild::engine::FolderReport>, idlewild::engine::SyncError>,
     ) {
+        // On a paused clock: recovery's waits for a late commit (a second each) pass at once;
+        // the engine sets no timeouts for the stores here to trip.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
+            .start_paused(true)
             .build()
             .expect("runtime");
         rt.block_on(async {

@@ -76,8 +76,8 @@ pub(crate) async fn sync_folder(
         cx.report.recovered += recovery::recover_copies_to_local(
             cx.local,
             cx.state,
-            folder.id,
-            &listings.local,
+            (folder.id, local_name),
+            &mut listings.local,
             renumbered.local,
         )
         .await?;

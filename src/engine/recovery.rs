@@ -243,15 +243,18 @@ pub(super) async fn rematch(
 
 /// Settles copies into a local side that assigns its own ids (IMAP) that an earlier run
 /// started but did not confirm: the copy is looked for by content among the local messages no
-/// pair claims, at or above the UIDNEXT recorded with the intent.
+/// pair claims, at or above the UIDNEXT recorded with the intent. A copy not found is looked
+/// for again while the folder changes, as uploads are (`LATE_COMMIT_WAIT`): the killed run's
+/// session on that server may commit its APPEND a moment later. `local_snap` is replaced by
+/// the last listing.
 pub(super) async fn recover_copies_to_local(
     local: &mut dyn Store,
     state: &mut StateDb,
-    folder: i64,
-    local_snap: &FolderSnapshot,
+    (folder, name): (i64, &FolderName),
+    local_snap: &mut FolderSnapshot,
     validity_changed: bool,
 ) -> Result<usize, SyncError> {
-    let copies: Vec<(RecordId, MsgId, Flags, u32, u64, [u8; 32])> = state
+    let mut copies: Vec<(RecordId, MsgId, Flags, u32, u64, [u8; 32])> = state
         .pending(folder)?
         .into_iter()
         .filter_map(|p| match p {
@@ -269,38 +272,60 @@ pub(super) async fn recover_copies_to_local(
     if copies.is_empty() {
         return Ok(0);
     }
-    let claimed: HashSet<MsgId> = state
+    let mut claimed: HashSet<MsgId> = state
         .records(folder)?
         .into_iter()
         .filter_map(|r| r.local)
         .collect();
-    let floor = copies.iter().map(|c| c.3).min().unwrap_or(0);
-    let candidates = unclaimed_since(local_snap, &claimed, floor, validity_changed);
-    let fingerprints = if candidates.is_empty() {
-        Vec::new()
-    } else {
-        local
-            .fingerprints(&candidates)
-            .await
-            .map_err(SyncError::local)?
-    };
-    let wanted: Vec<(RecordId, u64, [u8; 32])> = copies.iter().map(|c| (c.0, c.4, c.5)).collect();
-    let mut confirmed = Vec::new();
-    let mut abandoned = Vec::new();
-    for (record, found) in recover::match_uploads(&wanted, &fingerprints) {
-        let Some((_, remote, flags, ..)) = copies.iter().find(|c| c.0 == record) else {
-            continue;
+    let mut recovered = 0;
+    let mut looks = 0;
+    loop {
+        let floor = copies.iter().map(|c| c.3).min().unwrap_or(0);
+        let candidates = unclaimed_since(local_snap, &claimed, floor, validity_changed);
+        let fingerprints = if candidates.is_empty() {
+            Vec::new()
+        } else {
+            local
+                .fingerprints(&candidates)
+                .await
+                .map_err(SyncError::local)?
         };
-        match found {
-            Some(local_id) => {
-                tracing::info!(remote = %remote, local = %local_id, "found the local copy of an interrupted copy");
-                confirmed.push((record, remote.clone(), local_id, flags.clone()));
+        let wanted: Vec<(RecordId, u64, [u8; 32])> =
+            copies.iter().map(|c| (c.0, c.4, c.5)).collect();
+        let mut confirmed = Vec::new();
+        let mut lost = Vec::new();
+        for (record, found) in recover::match_uploads(&wanted, &fingerprints) {
+            let Some((_, remote, flags, ..)) = copies.iter().find(|c| c.0 == record) else {
+                continue;
+            };
+            match found {
+                Some(local_id) => {
+                    tracing::info!(remote = %remote, local = %local_id, "found the local copy of an interrupted copy");
+                    claimed.insert(local_id.clone());
+                    confirmed.push((record, remote.clone(), local_id, flags.clone()));
+                }
+                None => lost.push(record),
             }
-            None => abandoned.push(record),
         }
+        recovered += confirmed.len();
+        state.confirm(&confirmed)?;
+        copies.retain(|c| lost.contains(&c.0));
+        if copies.is_empty() || looks == LATE_COMMIT_LOOKS {
+            break;
+        }
+        looks += 1;
+        tokio::time::sleep(LATE_COMMIT_WAIT).await;
+        let again = local.scan(name).await.map_err(SyncError::local)?;
+        let still = again.uid_next == local_snap.uid_next
+            && again.messages.len() == local_snap.messages.len();
+        *local_snap = again;
+        if still {
+            break;
+        }
+        tracing::info!(folder = %name, "the folder changed while an interrupted copy was looked for; looking again");
     }
-    state.confirm(&confirmed)?;
     // The planner sees the server message as new again and copies it once more.
+    let abandoned: Vec<RecordId> = copies.iter().map(|c| c.0).collect();
     state.remove(&abandoned)?;
-    Ok(confirmed.len())
+    Ok(recovered)
 }

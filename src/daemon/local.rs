@@ -10,7 +10,7 @@
 //! costs a rescan of every folder. `tmp/` is not watched either (a delivery counts once it is
 //! renamed into `new/`), nor are other programs' directories such as `.notmuch`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -71,7 +71,7 @@ impl LocalWatcher {
             .add(&config.path, TREE)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", config.path.display())))?;
         tree.dirs.insert(root, (config.path.clone(), None));
-        tree.add_below(&mapper, &config.path, 0);
+        tree.add_below(&mapper, &config.path, 0, &mut HashSet::new());
         let stream = inotify.into_event_stream(vec![0u8; 64 * 1024])?;
         let task = tokio::spawn(watch(stream, tree, mapper, wake));
         Ok(Self { task })
@@ -94,8 +94,14 @@ impl Tree {
     }
 
     /// Watches `dir`'s directories that belong to the folder tree (at `depth` below the root),
-    /// and theirs.
-    fn add_below(&mut self, mapper: &MaildirStore, dir: &Path, depth: usize) {
+    /// and theirs. `visited`: the watches met in this walk.
+    fn add_below(
+        &mut self,
+        mapper: &MaildirStore,
+        dir: &Path,
+        depth: usize,
+        visited: &mut HashSet<WatchDescriptor>,
+    ) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -112,14 +118,23 @@ impl Tree {
                 continue;
             }
             if let Some(name) = entry.file_name().to_str() {
-                self.add(mapper, &path, name, depth);
+                self.add(mapper, &path, name, depth, visited);
             }
         }
     }
 
     /// Watches the directory `path`, named `name`, at `depth` below the root, if it belongs to
-    /// the folder tree, and what lies below it.
-    fn add(&mut self, mapper: &MaildirStore, path: &Path, name: &str, depth: usize) {
+    /// the folder tree, and what lies below it. A directory watched already (moved here, say:
+    /// a folder the mail client renamed) keeps its watch, which now goes by the new path, and
+    /// so do the directories below it.
+    fn add(
+        &mut self,
+        mapper: &MaildirStore,
+        path: &Path,
+        name: &str,
+        depth: usize,
+        visited: &mut HashSet<WatchDescriptor>,
+    ) {
         let mask = match mapper.dir_kind(name, depth) {
             DirKind::Messages => MESSAGES,
             DirKind::Tree => TREE,
@@ -141,16 +156,14 @@ impl Tree {
                 return;
             }
         };
-        // The same directory reached again (through a link) has the same watch: a loop.
-        if self
-            .dirs
-            .insert(wd, (path.to_owned(), Some(depth)))
-            .is_some()
-        {
+        // The same directory met again in one walk (through a link) has the same watch: a
+        // loop.
+        if !visited.insert(wd.clone()) {
             return;
         }
+        self.dirs.insert(wd, (path.to_owned(), Some(depth)));
         if mask == TREE {
-            self.add_below(mapper, path, depth + 1);
+            self.add_below(mapper, path, depth + 1, visited);
         }
     }
 }
@@ -192,7 +205,7 @@ async fn watch(
                     (event.name.as_ref(), tree.depth_inside(&event.wd))
                 && let Some(text) = name.to_str()
             {
-                tree.add(&mapper, &dir.join(name), text, depth);
+                tree.add(&mapper, &dir.join(name), text, depth, &mut HashSet::new());
             }
             Some(Wake::LocalRescan)
         } else {

@@ -10,17 +10,15 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use idlewild::config::{MaildirConfig, MaildirLayout, MassDeleteGuard};
-use idlewild::engine::{NoObserver, SyncOptions, sync_folders};
+use idlewild::engine::SyncOptions;
 use idlewild::model::{Flags, FolderName};
 use idlewild::plan::{FolderPolicy, Sides};
-use idlewild::state::StateDb;
 use idlewild::store::maildir::MaildirStore;
 use idlewild::store::memory::{MemoryServer, MemoryStore};
-use support::faulty::{Faulty, When};
+use support::faulty::{When, sync_with_fault};
 
 fn message(n: usize) -> Vec<u8> {
     format!(
@@ -116,46 +114,20 @@ impl World {
         bool,
         Result<Vec<idlewild::engine::FolderReport>, idlewild::engine::SyncError>,
     ) {
-        // On a paused clock: recovery's waits for a late commit (a second each) pass at once;
-        // the engine sets no timeouts for the stores here to trip.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let counter = Arc::new(AtomicUsize::new(0));
-            let mut remote = Faulty {
-                inner: MemoryStore::new(self.server.clone()),
-                counter: counter.clone(),
-                fail_at,
-                when,
-            };
-            let mut local = Faulty {
-                inner: MaildirStore::new(&self.maildir()),
-                counter: counter.clone(),
-                fail_at,
-                when,
-            };
-            let mut state = StateDb::open(&self.dir.path().join("state.sqlite")).expect("state");
-            let options = SyncOptions {
-                guard: MassDeleteGuard::default(),
-                scratch_dir: self.dir.path().join("scratch"),
-                folder_policy: self.policy,
-                ..SyncOptions::default()
-            };
-            let result = sync_folders(
-                &mut remote,
-                &mut local,
-                &mut state,
-                &options,
-                &mut NoObserver,
-                None,
-            )
-            .await;
-            let reached = fail_at > 0 && counter.load(Ordering::SeqCst) >= fail_at;
-            (reached, result)
-        })
+        let options = SyncOptions {
+            guard: MassDeleteGuard::default(),
+            scratch_dir: self.dir.path().join("scratch"),
+            folder_policy: self.policy,
+            ..SyncOptions::default()
+        };
+        sync_with_fault(
+            MemoryStore::new(self.server.clone()),
+            MaildirStore::new(&self.maildir()),
+            &self.dir.path().join("state.sqlite"),
+            &options,
+            fail_at,
+            when,
+        )
     }
 
     /// Changes on both sides after a first sync.

@@ -6,18 +6,16 @@ mod common;
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Seen, Side, set_mode, stdout};
-use idlewild::engine::{NoObserver, SyncOptions, sync_folders};
+use idlewild::engine::SyncOptions;
 use idlewild::model::Flags;
-use idlewild::state::StateDb;
 use idlewild::store::memory::{MemoryServer, MemoryStore};
 use support::corpus;
 use support::dovecot::{Dovecot, DovecotOptions};
-use support::faulty::{Faulty, When};
+use support::faulty::{When, sync_with_fault};
 use support::imapctl::ImapCtl;
 
 const SECOND: &str = "second";
@@ -404,44 +402,18 @@ impl World {
         bool,
         Result<Vec<idlewild::engine::FolderReport>, idlewild::engine::SyncError>,
     ) {
-        // On a paused clock: recovery's waits for a late commit (a second each) pass at once,
-        // and both stores answer without waiting on anything.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let counter = Arc::new(AtomicUsize::new(0));
-            let mut remote = Faulty {
-                inner: MemoryStore::new(self.remote.clone()),
-                counter: counter.clone(),
-                fail_at,
-                when,
-            };
-            let mut local = Faulty {
-                inner: MemoryStore::new(self.local.clone()),
-                counter: counter.clone(),
-                fail_at,
-                when,
-            };
-            let mut state = StateDb::open(&self.dir.path().join("state.sqlite")).expect("state");
-            let options = SyncOptions {
-                scratch_dir: self.dir.path().join("scratch"),
-                ..SyncOptions::default()
-            };
-            let result = sync_folders(
-                &mut remote,
-                &mut local,
-                &mut state,
-                &options,
-                &mut NoObserver,
-                None,
-            )
-            .await;
-            let reached = fail_at > 0 && counter.load(Ordering::SeqCst) >= fail_at;
-            (reached, result)
-        })
+        let options = SyncOptions {
+            scratch_dir: self.dir.path().join("scratch"),
+            ..SyncOptions::default()
+        };
+        sync_with_fault(
+            MemoryStore::new(self.remote.clone()),
+            MemoryStore::new(self.local.clone()),
+            &self.dir.path().join("state.sqlite"),
+            &options,
+            fail_at,
+            when,
+        )
     }
 
     fn change_both_sides(&self) {

@@ -45,14 +45,8 @@ const MESSAGES: WatchMask = WatchMask::CREATE
     .union(WatchMask::ONLYDIR);
 
 /// Asked of the root and the folders' directories: only directories coming and going matter
-/// there (files beside `cur/` and `new/` are not messages).
-const TREE: WatchMask = WatchMask::CREATE
-    .union(WatchMask::DELETE)
-    .union(WatchMask::MOVED_FROM)
-    .union(WatchMask::MOVED_TO)
-    .union(WatchMask::DELETE_SELF)
-    .union(WatchMask::MOVE_SELF)
-    .union(WatchMask::ONLYDIR);
+/// there (files beside `cur/` and `new/` are not messages), so nothing is asked of writes.
+const TREE: WatchMask = MESSAGES.difference(WatchMask::CLOSE_WRITE);
 
 impl LocalWatcher {
     /// Watches the folder tree under the Maildir root (which must exist). Must be called

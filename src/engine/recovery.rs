@@ -54,6 +54,20 @@ fn keywords_as_on_server(intent: &Flags, on_server: Option<&Flags>) -> Flags {
 const LATE_COMMIT_WAIT: Duration = Duration::from_secs(1);
 const LATE_COMMIT_LOOKS: usize = 3;
 
+/// Waits `LATE_COMMIT_WAIT`, lists `folder` again into `snap`, and tells whether it changed
+/// meanwhile (a late commit may have landed).
+async fn changed_after_a_while(
+    store: &mut dyn Store,
+    folder: &FolderName,
+    snap: &mut FolderSnapshot,
+) -> Result<bool, crate::store::StoreError> {
+    tokio::time::sleep(LATE_COMMIT_WAIT).await;
+    let again = store.scan(folder).await?;
+    let still = again.uid_next == snap.uid_next && again.messages.len() == snap.messages.len();
+    *snap = again;
+    Ok(!still)
+}
+
 /// Settles the copies an earlier run started but did not confirm. `remote_snap` is listed
 /// again (and replaced) when an upload is not found at first and the folder then changes.
 pub(super) async fn recover_pending(
@@ -124,12 +138,10 @@ pub(super) async fn recover_pending(
             break;
         }
         looks += 1;
-        tokio::time::sleep(LATE_COMMIT_WAIT).await;
-        let again = remote.scan(name).await.map_err(SyncError::remote)?;
-        let still = again.uid_next == remote_snap.uid_next
-            && again.messages.len() == remote_snap.messages.len();
-        *remote_snap = again;
-        if still {
+        let changed = changed_after_a_while(remote, name, remote_snap)
+            .await
+            .map_err(SyncError::remote)?;
+        if !changed {
             break;
         }
         tracing::info!(folder = %name, "the folder changed while an interrupted upload was looked for; looking again");
@@ -314,12 +326,10 @@ pub(super) async fn recover_copies_to_local(
             break;
         }
         looks += 1;
-        tokio::time::sleep(LATE_COMMIT_WAIT).await;
-        let again = local.scan(name).await.map_err(SyncError::local)?;
-        let still = again.uid_next == local_snap.uid_next
-            && again.messages.len() == local_snap.messages.len();
-        *local_snap = again;
-        if still {
+        let changed = changed_after_a_while(local, name, local_snap)
+            .await
+            .map_err(SyncError::local)?;
+        if !changed {
             break;
         }
         tracing::info!(folder = %name, "the folder changed while an interrupted copy was looked for; looking again");

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use idlewild::engine::{FolderReport, NoObserver, SyncError, SyncOptions, sync_folders};
 use idlewild::model::{Fingerprint, Flags, FolderName, FolderSnapshot, MsgId};
+use idlewild::state::StateDb;
 use idlewild::store::{Absence, FlagUpdate, SizeAndDate, Staged, Store, StoreError};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -23,6 +25,52 @@ pub struct Faulty<S> {
     pub counter: Arc<AtomicUsize>,
     pub fail_at: usize,
     pub when: When,
+}
+
+/// One sync of `remote` and `local`, each wrapped to fail at the `fail_at`-th effect of the
+/// two together (0: none), with the state at `state`: whether the fault was reached, and what
+/// the sync returned. On a paused clock: recovery's waits for a late commit (a second each)
+/// pass at once; the engine sets no timeouts for the stores here to trip.
+pub fn sync_with_fault<R: Store, L: Store>(
+    remote: R,
+    local: L,
+    state: &Path,
+    options: &SyncOptions,
+    fail_at: usize,
+    when: When,
+) -> (bool, Result<Vec<FolderReport>, SyncError>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let counter = Arc::new(AtomicUsize::new(0));
+        let mut remote = Faulty {
+            inner: remote,
+            counter: counter.clone(),
+            fail_at,
+            when,
+        };
+        let mut local = Faulty {
+            inner: local,
+            counter: counter.clone(),
+            fail_at,
+            when,
+        };
+        let mut state = StateDb::open(state).expect("state");
+        let result = sync_folders(
+            &mut remote,
+            &mut local,
+            &mut state,
+            options,
+            &mut NoObserver,
+            None,
+        )
+        .await;
+        let reached = fail_at > 0 && counter.load(Ordering::SeqCst) >= fail_at;
+        (reached, result)
+    })
 }
 
 impl<S> Faulty<S> {

@@ -179,133 +179,6 @@ impl ImapStore {
         self.session.is_alive()
     }
 
-    /// Sends a LIST for `pattern` (quoted or literal), with the folders' STATUS where the
-    /// server can answer both in one round trip, and reads what it tells.
-    async fn list(&mut self, pattern: &str) -> Result<Listed, StoreError> {
-        self.settle_prefetch().await?;
-        // The STATUS of the selected folder is the session's view of it, which Dovecot does
-        // not bring up to date for a LIST (RFC 3501 §6.3.10 warns of it): mail delivered since
-        // the last command would leave its token as recorded, and the folder unsynced. Leave
-        // it (UNSELECT, RFC 3691, expunges nothing); without UNSELECT its token is dropped.
-        if self.selected.is_some() && self.capabilities.has("UNSELECT") {
-            self.session.run(&Command::new("UNSELECT")).await?;
-            self.selected = None;
-        }
-        // With LIST-STATUS (RFC 5819) and CONDSTORE, one round trip also tells which folders
-        // changed since the last sync.
-        let with_status = self.capabilities.has("LIST-STATUS") && self.capabilities.condstore();
-        // Gmail mode needs the `\All` folder; a LIST with RETURN options tells special uses
-        // only when asked (RFC 6154 §5.1; Dovecot keeps to that, Gmail tells them anyway).
-        let special_use = self.gmail
-            && self.capabilities.has("SPECIAL-USE")
-            && self.capabilities.has("LIST-EXTENDED");
-        let returns = match (with_status, special_use) {
-            (true, true) => {
-                " RETURN (SPECIAL-USE STATUS (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ))"
-            }
-            (true, false) => " RETURN (STATUS (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ))",
-            (false, true) => " RETURN (SPECIAL-USE)",
-            (false, false) => "",
-        };
-        let command = Command::new("LIST").text(format!(" \"\" {pattern}{returns}"));
-        let tag = self.session.send(&command).await?;
-        let mut found: BTreeMap<FolderName, String> = BTreeMap::new();
-        let mut statuses: HashMap<String, String> = HashMap::new();
-        let mut sizes: HashMap<String, u32> = HashMap::new();
-        let mut archive = None;
-        let mut skipped = Vec::new();
-        loop {
-            match self.session.recv_for(&tag).await? {
-                Reply::Data(response) => {
-                    let raw = response.borrow_owner();
-                    let list = match response.parsed() {
-                        Response::MailboxData(MailboxDatum::List(list)) => list,
-                        Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
-                            let mailbox = names::unquoted(raw, mailbox);
-                            if let Some(token) = status_token(status) {
-                                statuses.insert(mailbox.to_string(), token);
-                            }
-                            let messages = status.iter().find_map(|a| match a {
-                                StatusAttribute::Messages(n) => Some(*n),
-                                _ => None,
-                            });
-                            if let Some(n) = messages {
-                                sizes.insert(mailbox.to_string(), n);
-                            }
-                            continue;
-                        }
-                        _ => continue,
-                    };
-                    let unselectable = list.name_attributes.iter().any(|a| match a {
-                        NameAttribute::NoSelect => true,
-                        // RFC 5258 §3: \NonExistent implies \Noselect.
-                        NameAttribute::Extension(name) => {
-                            name.eq_ignore_ascii_case("\\NonExistent")
-                        }
-                        _ => false,
-                    });
-                    if unselectable {
-                        continue;
-                    }
-                    let all_mail = list
-                        .name_attributes
-                        .iter()
-                        .any(|a| matches!(a, NameAttribute::All));
-                    let left_out = list.name_attributes.iter().find_map(|a| match a {
-                        NameAttribute::Junk => Some("Gmail's spam"),
-                        NameAttribute::Trash => Some("Gmail's trash"),
-                        _ => None,
-                    });
-                    // Each LIST response carries its own delimiter (RFC 3501 §7.2.2).
-                    let delimiter = match &list.delimiter {
-                        Some(d) => d.chars().next(),
-                        None => None,
-                    };
-                    let name = names::unquoted(raw, &list.name);
-                    match names::to_folder_name(&name, delimiter) {
-                        Ok(folder) => {
-                            if all_mail && self.gmail {
-                                archive = Some(folder.clone());
-                            }
-                            if let Some(why) = left_out.filter(|_| self.gmail) {
-                                skipped.push((folder.clone(), why.to_owned()));
-                            }
-                            found.insert(folder, name.into_owned());
-                        }
-                        Err(why) => tracing::warn!(
-                            host = %self.host,
-                            "skipping server folder {:?}: {why}",
-                            list.name
-                        ),
-                    }
-                }
-                Reply::Done(done) => {
-                    self.session.check(done, "LIST")?;
-                    break;
-                }
-            }
-        }
-        let tokens = found
-            .iter()
-            .filter_map(|(folder, server)| {
-                statuses
-                    .get(server)
-                    .map(|token| (folder.clone(), token.clone()))
-            })
-            .collect();
-        let sizes = found
-            .iter()
-            .filter_map(|(folder, server)| sizes.get(server).map(|n| (folder.clone(), *n)))
-            .collect();
-        Ok(Listed {
-            found,
-            tokens,
-            sizes,
-            archive,
-            left_out: skipped,
-        })
-    }
-
     fn server_name(&self, folder: &FolderName) -> Result<String, StoreError> {
         if let Some(name) = self.server_names.get(folder) {
             return Ok(name.clone());
@@ -488,29 +361,40 @@ impl ImapStore {
         {
             return Ok(None);
         }
+        // A folder that cannot be asked about is simply listed.
+        Ok(self.status(folder).await?.and_then(|s| s.token))
+    }
+
+    /// `folder`'s STATUS: its change token (with CONDSTORE) and message count; `None` when
+    /// the server refuses to answer (no such folder, or one that holds no mail).
+    async fn status(&mut self, folder: &FolderName) -> Result<Option<FolderStatus>, StoreError> {
         self.settle_prefetch().await?;
+        let items = if self.capabilities.condstore() {
+            "UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ"
+        } else {
+            "MESSAGES"
+        };
         let quoted = self.quoted_name(folder)?;
-        let command = Command::new("STATUS").text(format!(
-            " {quoted} (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)"
-        ));
-        let tag = self.session.send(&command).await?;
-        let mut token = None;
+        let tag = self
+            .session
+            .send(&Command::new("STATUS").text(format!(" {quoted} ({items})")))
+            .await?;
+        let mut answer = FolderStatus::default();
         loop {
             match self.session.recv_for(&tag).await? {
                 Reply::Data(response) => {
                     if let Response::MailboxData(MailboxDatum::Status { status, .. }) =
                         response.parsed()
                     {
-                        token = status_token(status);
+                        answer.token = status_token(status);
+                        answer.messages = status.iter().find_map(|a| match a {
+                            StatusAttribute::Messages(n) => Some(*n),
+                            _ => None,
+                        });
                     }
                 }
-                Reply::Done(done) => {
-                    if done.status != Status::Ok {
-                        // A folder that cannot be asked about is simply listed.
-                        return Ok(None);
-                    }
-                    return Ok(token);
-                }
+                Reply::Done(done) if done.status != Status::Ok => return Ok(None),
+                Reply::Done(_) => return Ok(Some(answer)),
             }
         }
     }
@@ -924,14 +808,11 @@ fn room<'a>(flags: impl Iterator<Item = &'a str>) -> KeywordRoom {
     KeywordRoom::Only(listed.into_iter().collect())
 }
 
-/// What one LIST told: the folders found with their server spelling, their change tokens and
-/// message counts (with LIST-STATUS), Gmail's All Mail and the folders it leaves out.
-struct Listed {
-    found: BTreeMap<FolderName, String>,
-    tokens: HashMap<FolderName, String>,
-    sizes: HashMap<FolderName, u32>,
-    archive: Option<FolderName>,
-    left_out: Vec<(FolderName, String)>,
+/// What a STATUS told of a folder.
+#[derive(Default)]
+struct FolderStatus {
+    token: Option<String>,
+    messages: Option<u32>,
 }
 
 /// UIDNEXT as reported, or past the last UID listed when a message arrived during the listing.
@@ -954,18 +835,127 @@ impl Store for ImapStore {
     }
 
     async fn list_folders(&mut self) -> Result<Vec<FolderName>, StoreError> {
-        let listed = self.list("\"*\"").await?;
-        let selected = self.selected.as_ref().map(|s| s.folder.clone());
-        self.listed_sizes = listed.sizes;
-        self.listed_tokens = listed.tokens;
-        // The selected folder's STATUS is the session's stale view (see `list`).
-        if let Some(selected) = selected {
-            self.listed_tokens.remove(&selected);
+        self.settle_prefetch().await?;
+        // The STATUS of the selected folder is the session's view of it, which Dovecot does
+        // not bring up to date for a LIST (RFC 3501 §6.3.10 warns of it): mail delivered since
+        // the last command would leave its token as recorded, and the folder unsynced. Leave
+        // it (UNSELECT, RFC 3691, expunges nothing); without UNSELECT its token is dropped.
+        if self.selected.is_some() && self.capabilities.has("UNSELECT") {
+            self.session.run(&Command::new("UNSELECT")).await?;
+            self.selected = None;
         }
-        self.server_names = listed.found.clone().into_iter().collect();
-        self.all_mail = listed.archive;
-        self.left_out = listed.left_out;
-        Ok(listed.found.into_keys().collect())
+        // With LIST-STATUS (RFC 5819) and CONDSTORE, one round trip also tells which folders
+        // changed since the last sync.
+        let with_status = self.capabilities.has("LIST-STATUS") && self.capabilities.condstore();
+        // Gmail mode needs the `\All` folder; a LIST with RETURN options tells special uses
+        // only when asked (RFC 6154 §5.1; Dovecot keeps to that, Gmail tells them anyway).
+        let special_use = self.gmail
+            && self.capabilities.has("SPECIAL-USE")
+            && self.capabilities.has("LIST-EXTENDED");
+        let command = match (with_status, special_use) {
+            (true, true) => Command::new("LIST").text(
+                " \"\" \"*\" RETURN (SPECIAL-USE STATUS (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ))",
+            ),
+            (true, false) => Command::new("LIST")
+                .text(" \"\" \"*\" RETURN (STATUS (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ))"),
+            (false, true) => Command::new("LIST").text(" \"\" \"*\" RETURN (SPECIAL-USE)"),
+            (false, false) => Command::new("LIST").text(" \"\" \"*\""),
+        };
+        let tag = self.session.send(&command).await?;
+        let mut found: BTreeMap<FolderName, String> = BTreeMap::new();
+        let mut statuses: HashMap<String, String> = HashMap::new();
+        let mut sizes: HashMap<String, u32> = HashMap::new();
+        let mut archive = None;
+        let mut skipped = Vec::new();
+        loop {
+            match self.session.recv_for(&tag).await? {
+                Reply::Data(response) => {
+                    let raw = response.borrow_owner();
+                    let list = match response.parsed() {
+                        Response::MailboxData(MailboxDatum::List(list)) => list,
+                        Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
+                            let mailbox = names::unquoted(raw, mailbox);
+                            if let Some(token) = status_token(status) {
+                                statuses.insert(mailbox.to_string(), token);
+                            }
+                            let messages = status.iter().find_map(|a| match a {
+                                StatusAttribute::Messages(n) => Some(*n),
+                                _ => None,
+                            });
+                            if let Some(n) = messages {
+                                sizes.insert(mailbox.to_string(), n);
+                            }
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    let unselectable = list.name_attributes.iter().any(|a| match a {
+                        NameAttribute::NoSelect => true,
+                        // RFC 5258 §3: \NonExistent implies \Noselect.
+                        NameAttribute::Extension(name) => {
+                            name.eq_ignore_ascii_case("\\NonExistent")
+                        }
+                        _ => false,
+                    });
+                    if unselectable {
+                        continue;
+                    }
+                    let all_mail = list
+                        .name_attributes
+                        .iter()
+                        .any(|a| matches!(a, NameAttribute::All));
+                    let left_out = list.name_attributes.iter().find_map(|a| match a {
+                        NameAttribute::Junk => Some("Gmail's spam"),
+                        NameAttribute::Trash => Some("Gmail's trash"),
+                        _ => None,
+                    });
+                    // Each LIST response carries its own delimiter (RFC 3501 §7.2.2).
+                    let delimiter = match &list.delimiter {
+                        Some(d) => d.chars().next(),
+                        None => None,
+                    };
+                    let name = names::unquoted(raw, &list.name);
+                    match names::to_folder_name(&name, delimiter) {
+                        Ok(folder) => {
+                            if all_mail && self.gmail {
+                                archive = Some(folder.clone());
+                            }
+                            if let Some(why) = left_out.filter(|_| self.gmail) {
+                                skipped.push((folder.clone(), why.to_owned()));
+                            }
+                            found.insert(folder, name.into_owned());
+                        }
+                        Err(why) => tracing::warn!(
+                            host = %self.host,
+                            "skipping server folder {:?}: {why}",
+                            list.name
+                        ),
+                    }
+                }
+                Reply::Done(done) => {
+                    self.session.check(done, "LIST")?;
+                    break;
+                }
+            }
+        }
+        self.listed_sizes = found
+            .iter()
+            .filter_map(|(folder, server)| sizes.get(server).map(|n| (folder.clone(), *n)))
+            .collect();
+        let selected = self.selected.as_ref().map(|s| s.folder.clone());
+        self.listed_tokens = found
+            .iter()
+            .filter(|(folder, _)| selected.as_ref() != Some(*folder))
+            .filter_map(|(folder, server)| {
+                statuses
+                    .get(server)
+                    .map(|token| (folder.clone(), token.clone()))
+            })
+            .collect();
+        self.server_names = found.clone().into_iter().collect();
+        self.all_mail = archive;
+        self.left_out = skipped;
+        Ok(found.into_keys().collect())
     }
 
     async fn look_up_folder(&mut self, folder: &FolderName) -> Result<Option<bool>, StoreError> {
@@ -975,7 +965,7 @@ impl Store for ImapStore {
             return Ok(None);
         }
         self.settle_prefetch().await?;
-        // The selected folder's STATUS is the session's stale view (see `list`).
+        // The selected folder's STATUS is the session's stale view (see `list_folders`).
         if self.selected.as_ref().is_some_and(|s| s.folder == *folder) {
             if !self.capabilities.has("UNSELECT") {
                 return Ok(None);
@@ -985,40 +975,15 @@ impl Store for ImapStore {
         }
         // STATUS rather than a LIST of the one name: Dovecot answers it without going through
         // the folder list (a few ms less per push on an account with hundreds of folders).
-        let items = if self.capabilities.condstore() {
-            "UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ"
-        } else {
-            "MESSAGES"
+        let Some(answer) = self.status(folder).await? else {
+            // Gone, or not a folder that can hold mail: a listing tells which.
+            return Ok(Some(false));
         };
-        let quoted = self.quoted_name(folder)?;
-        let tag = self
-            .session
-            .send(&Command::new("STATUS").text(format!(" {quoted} ({items})")))
-            .await?;
-        let (mut token, mut messages) = (None, None);
-        loop {
-            match self.session.recv_for(&tag).await? {
-                Reply::Data(response) => {
-                    if let Response::MailboxData(MailboxDatum::Status { status, .. }) =
-                        response.parsed()
-                    {
-                        token = status_token(status);
-                        messages = status.iter().find_map(|a| match a {
-                            StatusAttribute::Messages(n) => Some(*n),
-                            _ => None,
-                        });
-                    }
-                }
-                // Gone, or not a folder that can hold mail: a listing tells which.
-                Reply::Done(done) if done.status != Status::Ok => return Ok(Some(false)),
-                Reply::Done(_) => break,
-            }
-        }
-        match token {
+        match answer.token {
             Some(token) => self.listed_tokens.insert(folder.clone(), token),
             None => self.listed_tokens.remove(folder),
         };
-        match messages {
+        match answer.messages {
             Some(n) => self.listed_sizes.insert(folder.clone(), n),
             None => self.listed_sizes.remove(folder),
         };

@@ -35,6 +35,10 @@
 #        that unrelated jobs on a shared machine disturb wall times less (0 = off)
 #   SETTLE_S=1.1: pause between a mutation and the measured sync, so that no tool
 #        sees files modified "this second" (mbsync sleeps 1 s in that case)
+#   BUSY_WRITER=0: 1 = while each step is measured, a dd writes a large file on WORK's
+#        filesystem over and over (a user copying a big file beside the mail): the cost
+#        of each tool's way of making mail durable when the disk is busy; scenario
+#        names get "-busy"
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "$0")" && pwd)
@@ -67,6 +71,9 @@ QUIET_BUDGET=${QUIET_BUDGET:-300}
 QUIET_SPENT=0
 SETTLE_S=${SETTLE_S:-1.1}
 BENCH_NICE=${BENCH_NICE:--10}
+BUSY_WRITER=${BUSY_WRITER:-0}
+BUSY_PID=""
+if [ "$BUSY_WRITER" = 1 ]; then FTAG="$FTAG-busy"; fi
 COMPRESS=${COMPRESS:-1}
 export DOVECOT_COMPRESS=$COMPRESS
 if [ "$COMPRESS" = 1 ]; then SCTAG="$FTAG"; else SCTAG="$FTAG-nocompress"; fi
@@ -112,6 +119,7 @@ START=$(date +%s)
 RUNNING_DIRS=()
 PROXY_PID=""
 cleanup() {
+    busy_stop
     if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null || true; fi
     for d in "${RUNNING_DIRS[@]}"; do "$BENCH/dovecot-down.sh" "$d" 2>/dev/null || true; done
 }
@@ -211,6 +219,21 @@ print(i, o, n)
 PY
 }
 
+busy_start() {  # with BUSY_WRITER=1: a dd writing 2 GiB files on WORK's filesystem, one after another
+    [ "$BUSY_WRITER" = 1 ] || return 0
+    setsid bash -c 'while :; do dd if=/dev/zero of="$1/busy.dd" bs=1M count=2048 status=none; rm -f "$1/busy.dd"; done' \
+        busy "$WORK" </dev/null >/dev/null 2>&1 &
+    BUSY_PID=$!
+    sleep 1   # the writer's dirty pages pile up before the tool starts
+}
+busy_stop() {
+    [ -n "$BUSY_PID" ] || return 0
+    kill -- "-$BUSY_PID" 2>/dev/null || true
+    wait "$BUSY_PID" 2>/dev/null || true
+    BUSY_PID=""
+    rm -f "$WORK/busy.dd"
+}
+
 measure_step() {  # SCENARIO TOOL SIZE STEP REP RUNDIR
     local sc=$1 tool=$2 size=$3 step=$4 rep=$5 run=$6
     local tag="$sc-$tool-$size-$step-$rep" L="$WORK/logs" qw dlog off wire
@@ -218,10 +241,12 @@ measure_step() {  # SCENARIO TOOL SIZE STEP REP RUNDIR
     dlog="$run/log/dovecot.log"
     sync
     off=$(stat -c %s "$dlog" 2>/dev/null || echo 0)
+    busy_start
     "${NICE[@]}" python3 "$BENCH/measure.py" --json "$L/$tag.json" --server-pid "$(cat "$run/dovecot.pid")" \
         --log "$L/$tag.log" --time-v "$L/$tag.timev" --timeout "$CMD_TIMEOUT" --cwd "$run/state" \
         --quiet-wait "$qw" --quiet-cores "$QUIET_CORES" \
         -- sh -c "exec $TOOL_CMD" >/dev/null
+    busy_stop
     sleep 0.2   # measure.py waited for the imap processes to exit; let the log process write
     wire=$(wire_bytes "$dlog" "$off" 2>/dev/null || echo "0 0 0")
     python3 "$BENCH/verify.py" --port "$PORT" --user "$BUSER" --password "$BPASS" \

@@ -628,6 +628,23 @@ impl StateDb {
         Ok(out)
     }
 
+    /// Hands every confirmed record of a folder to `visit`, one at a time: a folder is gone
+    /// through without holding all its records at once.
+    pub fn for_each_record(
+        &self,
+        folder: i64,
+        mut visit: impl FnMut(Record),
+    ) -> Result<(), StateError> {
+        let mut stmt = self.conn.prepare_cached(RECORDS).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![folder], record_row)
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            visit(self.record(row.map_err(|e| self.err(e))?)?);
+        }
+        Ok(())
+    }
+
     /// The confirmed records of a folder with these server ids (those it has), each found
     /// through the index: the cost is the ids', not the folder's.
     pub fn records_with_remote(

@@ -509,3 +509,110 @@ fn server_changes_run_after_run_are_planned_alone_each_time() {
         env.assert_in_step();
     }
 }
+
+#[test]
+fn when_both_sides_changed_only_the_messages_either_touched_are_planned() {
+    let env = env_with_capabilities(None);
+    fill(&env, 19, 80);
+    env.sync_ok(&[]);
+    let_directory_times_settle();
+    env.sync_ok(&[]);
+    let inbox = env.ctl.dump("INBOX");
+    assert_eq!(inbox.len(), 20);
+
+    // The mail client: one message flagged, one deleted, one delivered.
+    let files = env.local_files("INBOX");
+    let message_id_of = |p: &std::path::Path| {
+        idlewild::message::message_id(&std::fs::read(p).expect("read")).expect("Message-ID")
+    };
+    let flagged_here = message_id_of(&files[0]);
+    set_local_flags(&files[0], "F");
+    let deleted_here = message_id_of(&files[1]);
+    std::fs::remove_file(&files[1]).expect("delete");
+    env.deliver_locally(
+        "INBOX",
+        "1700000000.M1P1.client",
+        &corpus::message(91, 1),
+        None,
+    );
+    // The server: another message answered, another expunged, one new.
+    let others: Vec<_> = inbox
+        .iter()
+        .filter(|m| {
+            let id = m.message_id.as_deref();
+            id != Some(flagged_here.as_str()) && id != Some(deleted_here.as_str())
+        })
+        .collect();
+    env.ctl.store("INBOX", others[0].uid, &["\\Answered"], "+");
+    env.ctl.expunge("INBOX", &[others[1].uid]);
+    env.ctl.append("INBOX", &corpus::message(92, 1), &[]);
+    let_directory_times_settle();
+
+    let out = env.sync_ok(&["--folder", "INBOX"]);
+    let log = stderr(&out);
+    // The four records either side touched (three of them still on each side) and one new
+    // message on each side, out of 20 pairs.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("planned from both sides' changes only")
+                && l.contains("folder=INBOX")
+                && l.contains("planned=4")
+                && l.contains("remote=4")
+                && l.contains("local=4")
+                && l.contains("pairs=20")),
+        "only the changes are planned:\n{log}"
+    );
+    let (remote, local) = env.assert_in_step();
+    assert_eq!(env.count(&remote), env.count(&local));
+    let after = env.ctl.dump("INBOX");
+    assert_eq!(after.len(), 20, "20 - 1 deleted here - 1 expunged + 2 new");
+    let flagged = after
+        .iter()
+        .find(|m| m.message_id.as_deref() == Some(flagged_here.as_str()))
+        .expect("the flagged message");
+    assert!(flagged.flags.iter().any(|f| f == "\\Flagged"));
+    assert!(
+        !after
+            .iter()
+            .any(|m| m.message_id.as_deref() == Some(deleted_here.as_str())),
+        "the deletion reached the server"
+    );
+}
+
+#[test]
+fn a_maildir_emptied_by_the_client_is_refused_when_only_the_changes_are_planned() {
+    // The valve judges the deletions against the folder's pairs, though only they are planned.
+    let env = env_with_capabilities(None);
+    fill(&env, 20, 80);
+    env.sync_ok(&[]);
+    let_directory_times_settle();
+    env.sync_ok(&[]);
+    env.ctl
+        .store("INBOX", env.ctl.dump("INBOX")[0].uid, &["\\Flagged"], "+");
+    let files = env.local_files("INBOX");
+    for file in &files[..15] {
+        std::fs::remove_file(file).expect("delete");
+    }
+    let_directory_times_settle();
+
+    let out = env.run(&["sync", "--folder", "INBOX"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("planned from both sides' changes only")
+                && l.contains("folder=INBOX")
+                && l.contains("pairs=20")),
+        "{log}"
+    );
+    assert!(log.contains("refused"), "{log}");
+    assert_eq!(
+        env.ctl.dump("INBOX").len(),
+        20,
+        "nothing deleted on the server"
+    );
+
+    env.sync_ok(&["--allow-mass-delete", "--folder", "INBOX"]);
+    assert_eq!(env.ctl.dump("INBOX").len(), 5);
+    env.assert_in_step();
+}

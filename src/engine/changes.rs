@@ -4,7 +4,8 @@
 
 use super::SyncError;
 use super::folder::{FolderSync, Listings};
-use crate::model::{FolderName, FolderSnapshot, MessageMeta, MsgId};
+use crate::model::{FolderChanges, FolderName, FolderSnapshot, MessageMeta, MsgId};
+use crate::plan::incremental::Narrowing;
 use crate::state::FolderState;
 use crate::store::{Listing, Since};
 
@@ -12,8 +13,9 @@ use crate::store::{Listing, Since};
 pub(super) enum ChangesOnly {
     /// Both sides listed for the messages the changes touch.
     Listed(Listings),
-    /// Not possible after all: the server's answer, already asked for, is used as usual.
-    Fetched(Listing),
+    /// Not possible after all: the server's answer, already asked for, is used as usual, and
+    /// so is the local listing when it was read.
+    Fetched(Listing, Option<FolderSnapshot>),
     /// Not possible: the folder is listed as usual.
     NotTried,
 }
@@ -25,16 +27,21 @@ pub(super) enum ChangesOnly {
 /// sides and needs nothing, so neither the folder's records nor the Maildir are read — the
 /// records the changes name are looked up by their server ids.
 ///
-/// `local_now`: the local store's token when it said the folder is as the last sync left it
-/// (asked by the caller, under [`super::folder::local_from_state`]).
+/// When the local side changed, it is listed in full and compared with the records as they
+/// are read one by one ([`Narrowing`]): only the records either side touched are
+/// kept and planned, so the plan and what is held in memory are the change's size.
+///
+/// `local`: what the caller asked of the local side, under [`super::folder::local_from_state`]:
+/// `Some(Some(token))` when the store said the folder is as the last sync left it (its token
+/// for that), `Some(None)` when it changed, `None` when it was not asked.
 pub(super) async fn changes_only(
     cx: &mut FolderSync<'_>,
     folder: &FolderState,
     local_name: &FolderName,
     since: Option<Since>,
-    local_now: Option<&str>,
+    local: Option<Option<&str>>,
 ) -> Result<ChangesOnly, SyncError> {
-    let (Some(since), Some(local_now)) = (since, local_now) else {
+    let (Some(since), Some(local_now)) = (since, local) else {
         return Ok(ChangesOnly::NotTried);
     };
     if cx.options.dry_run || folder.id < 0 || !cx.state.only_pairs(folder.id)? {
@@ -47,7 +54,10 @@ pub(super) async fn changes_only(
         .map_err(SyncError::remote)?
     {
         Listing::Changes(changes) => changes,
-        full @ Listing::Full(_) => return Ok(ChangesOnly::Fetched(full)),
+        full @ Listing::Full(_) => return Ok(ChangesOnly::Fetched(full, None)),
+    };
+    let Some(local_now) = local_now else {
+        return narrowed(cx, folder, local_name, changes).await;
     };
     let touched: Vec<MsgId> = changes
         .changed
@@ -72,7 +82,7 @@ pub(super) async fn changes_only(
         .count();
     // A server without QRESYNC does not report expunges: only the count tells there were none.
     if (pairs + arrived).checked_sub(gone) != Some(changes.exists as usize) {
-        return Ok(ChangesOnly::Fetched(Listing::Changes(changes)));
+        return Ok(ChangesOnly::Fetched(Listing::Changes(changes), None));
     }
     let local_messages = records
         .iter()
@@ -89,7 +99,7 @@ pub(super) async fn changes_only(
         .await
         .map_err(SyncError::local)?
     else {
-        return Ok(ChangesOnly::Fetched(Listing::Changes(changes)));
+        return Ok(ChangesOnly::Fetched(Listing::Changes(changes), None));
     };
     tracing::debug!(
         folder = %folder.name,
@@ -110,5 +120,51 @@ pub(super) async fn changes_only(
         local,
         records: Some(records),
         known_pairs: Some(pairs),
+    }))
+}
+
+/// The listings of a sync whose local side changed since the last one: the local side is
+/// listed in full, the records are compared with it as they stream from the state, and only
+/// the messages either side touched are planned.
+async fn narrowed(
+    cx: &mut FolderSync<'_>,
+    folder: &FolderState,
+    local_name: &FolderName,
+    changes: FolderChanges,
+) -> Result<ChangesOnly, SyncError> {
+    let local = cx.local.scan(local_name).await.map_err(SyncError::local)?;
+    // A local side that renumbered (an IMAP one) is paired again by content, from everything.
+    if local.uid_validity != cx.state.local_uid_validity(folder.id)? {
+        return Ok(ChangesOnly::Fetched(Listing::Changes(changes), Some(local)));
+    }
+    let mut narrowing = Narrowing::new(&changes, &local.messages);
+    cx.state
+        .for_each_record(folder.id, |record| narrowing.add(record))?;
+    let Some(kept) = narrowing.finish() else {
+        return Ok(ChangesOnly::Fetched(Listing::Changes(changes), Some(local)));
+    };
+    tracing::debug!(
+        folder = %folder.name,
+        planned = kept.records.len(),
+        remote = kept.remote.len(),
+        local = kept.local.len(),
+        pairs = kept.pairs,
+        "planned from both sides' changes only"
+    );
+    let remote = FolderSnapshot {
+        uid_validity: Some(changes.uid_validity),
+        uid_next: changes.uid_next,
+        highest_modseq: Some(changes.highest_modseq),
+        token: changes.token,
+        messages: kept.remote,
+    };
+    Ok(ChangesOnly::Listed(Listings {
+        remote,
+        local: FolderSnapshot {
+            messages: kept.local,
+            ..local
+        },
+        records: Some(kept.records),
+        known_pairs: Some(kept.pairs),
     }))
 }

@@ -187,21 +187,25 @@ async fn list(
     // it from the state (reading a Maildir's names can cost as much as listing it).
     let local_now = match &folder.local_token {
         Some(recorded) if !pending && missing.is_none() && local_from_state(folder, cx.options) => {
-            same_token(cx.local, local_name, recorded, SyncError::local).await?
+            Some(same_token(cx.local, local_name, recorded, SyncError::local).await?)
         }
         _ => None,
     };
+    let mut local_listed = None;
     let (remote, records) = match missing {
         Some(Side::Remote) => (empty_snapshot(), None),
         _ => {
-            let changes_only =
-                changes::changes_only(cx, folder, local_name, since, local_now.as_deref());
+            let asked = local_now.as_ref().map(Option::as_deref);
+            let changes_only = changes::changes_only(cx, folder, local_name, since, asked);
             let fetched = match changes_only.await? {
                 ChangesOnly::Listed(listings) => {
                     record_global_ids(cx, folder, &listings.remote)?;
                     return Ok(listings);
                 }
-                ChangesOnly::Fetched(listing) => Some(listing),
+                ChangesOnly::Fetched(listing, local) => {
+                    local_listed = local;
+                    Some(listing)
+                }
                 ChangesOnly::NotTried => None,
             };
             remote_listing(cx.remote, cx.state, folder, since, fetched).await?
@@ -215,10 +219,11 @@ async fn list(
         }
         known => known,
     };
-    let local = match missing {
-        Some(Side::Local) => empty_snapshot(),
-        _ => {
-            let adopted = match (&records, local_now) {
+    let local = match (missing, local_listed) {
+        (Some(Side::Local), _) => empty_snapshot(),
+        (None | Some(Side::Remote), Some(listed)) => listed,
+        (None | Some(Side::Remote), None) => {
+            let adopted = match (&records, local_now.flatten()) {
                 (Some(records), Some(now)) => {
                     adopt_local_listing(cx.local, cx.state, folder, local_name, records, now)
                         .await?
@@ -317,8 +322,11 @@ async fn records(
         None if folder.id >= 0 => cx.state.records(folder.id)?,
         None => Vec::new(),
     };
-    let first_with_mail_on_both =
-        records.is_empty() && !remote_snap.messages.is_empty() && !local_snap.messages.is_empty();
+    // Records narrowed to the changes (`known_pairs`) are only some of the folder's.
+    let first_with_mail_on_both = records.is_empty()
+        && listings.known_pairs.is_none()
+        && !remote_snap.messages.is_empty()
+        && !local_snap.messages.is_empty();
     if renumbered.remote || renumbered.local || first_with_mail_on_both {
         records = rematched(cx, folder.id, records, listings, renumbered.local).await?;
     } else if folder.uid_validity.is_none() && !cx.options.dry_run {

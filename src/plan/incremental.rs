@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use foldhash::{HashMap, HashSet};
+
 use crate::model::{Flags, FolderChanges, FolderSnapshot, MessageMeta, MsgId};
 use crate::plan::Record;
 
@@ -61,6 +63,150 @@ pub fn with_vanished(
     FolderChanges {
         vanished: Some(vanished),
         ..changes.clone()
+    }
+}
+
+/// What a folder's plan needs when both sides are known by their changes: the server's since
+/// the last sync, and the local side by a full listing compared with the records as they
+/// stream by. Only the records either side touched are kept, with both sides' entries for
+/// them and the messages no record knows; every other record is a pair in step on both sides,
+/// for which the planner would decide nothing.
+///
+/// A record the server did not report keeps the flags the state recorded on the server side
+/// (as in [`rebuild`]); a record that is not a settled pair is always kept, so the planner sees
+/// everything it would see with the whole folder.
+pub struct Narrowing<'a> {
+    changes: &'a FolderChanges,
+    local: &'a [MessageMeta],
+    local_at: HashMap<&'a MsgId, usize>,
+    local_seen: Vec<bool>,
+    changed_at: HashMap<&'a MsgId, usize>,
+    changed_seen: Vec<bool>,
+    vanished: HashSet<&'a MsgId>,
+    kept: Narrowed,
+    /// Records with a server copy, and how many of those the server expunged.
+    on_server: usize,
+    gone: usize,
+    seen_any: bool,
+}
+
+/// The records and both sides' messages a plan over the changes alone works with.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Narrowed {
+    pub records: Vec<Record>,
+    pub remote: Vec<MessageMeta>,
+    pub local: Vec<MessageMeta>,
+    /// How many settled pairs the folder holds (the mass-deletion valve's base).
+    pub pairs: usize,
+}
+
+impl<'a> Narrowing<'a> {
+    /// `changes`: the server's since the last sync; `local`: every message the local side
+    /// lists now.
+    pub fn new(changes: &'a FolderChanges, local: &'a [MessageMeta]) -> Self {
+        Self {
+            changes,
+            local,
+            local_at: local.iter().enumerate().map(|(i, m)| (&m.id, i)).collect(),
+            local_seen: vec![false; local.len()],
+            changed_at: changes
+                .changed
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (&m.id, i))
+                .collect(),
+            changed_seen: vec![false; changes.changed.len()],
+            vanished: changes.vanished.iter().flatten().collect(),
+            kept: Narrowed::default(),
+            on_server: 0,
+            gone: 0,
+            seen_any: false,
+        }
+    }
+
+    /// Takes in one of the folder's records; each record once.
+    pub fn add(&mut self, record: Record) {
+        self.seen_any = true;
+        // Counted as the planner counts them without a base given.
+        if record.remote.is_some() && record.local.is_some() {
+            self.kept.pairs += 1;
+        }
+        let pair = record.remote.is_some() && record.local.is_some() && record.deleted_on.is_none();
+        // The server side: reported changed, expunged, or as the state recorded it.
+        let mut remote_touched = false;
+        let mut remote = None;
+        if let Some(id) = &record.remote {
+            self.on_server += 1;
+            if self.vanished.contains(id) {
+                self.gone += 1;
+                remote_touched = true;
+            } else if let Some(&at) = self.changed_at.get(id) {
+                self.changed_seen[at] = true;
+                remote_touched = true;
+                remote = Some(self.changes.changed[at].clone());
+            } else {
+                remote = Some(MessageMeta {
+                    id: id.clone(),
+                    flags: record.flags.clone(),
+                });
+            }
+        }
+        // The local side: listed with other flags than recorded, or not listed at all.
+        let mut local_touched = record.local.is_some();
+        let mut local = None;
+        if let Some(&at) = record.local.as_ref().and_then(|id| self.local_at.get(id)) {
+            self.local_seen[at] = true;
+            local_touched = self.local[at].flags != record.flags;
+            local = Some(at);
+        }
+        if pair && !remote_touched && !local_touched {
+            return;
+        }
+        self.kept.remote.extend(remote);
+        self.kept
+            .local
+            .extend(local.map(|at| self.local[at].clone()));
+        self.kept.records.push(record);
+    }
+
+    /// The narrowed plan's input, or `None` when it cannot be trusted: the server's count does
+    /// not come to what the state and the changes say (expunges a server without QRESYNC does
+    /// not report), or the folder has no records at all (a first sync pairs by content).
+    pub fn finish(self) -> Option<Narrowed> {
+        let Narrowing {
+            changes,
+            local,
+            local_seen,
+            changed_seen,
+            mut kept,
+            on_server,
+            gone,
+            seen_any,
+            ..
+        } = self;
+        if !seen_any {
+            return None;
+        }
+        let arrived = changes
+            .changed
+            .iter()
+            .zip(&changed_seen)
+            .filter(|(_, seen)| !**seen)
+            .map(|(m, _)| m.clone());
+        let before = kept.remote.len();
+        kept.remote.extend(arrived);
+        let arrived = kept.remote.len() - before;
+        if (on_server + arrived).checked_sub(gone) != Some(changes.exists as usize) {
+            return None;
+        }
+        kept.local.extend(
+            local
+                .iter()
+                .zip(&local_seen)
+                .filter(|(_, seen)| !**seen)
+                .map(|(m, _)| m.clone()),
+        );
+        Some(kept)
     }
 }
 
@@ -209,5 +355,120 @@ mod tests {
         let records = [record(1, Flags::empty()), local_only];
         let snapshot = rebuild(&records, &changes(1, vec![], Some(vec![]))).expect("counts agree");
         assert_eq!(listed(&snapshot), vec![(1, Flags::empty())]);
+    }
+
+    mod properties {
+        use super::*;
+        use crate::plan::{MassDeleteGuard, Plan, Policy, Side, Valve, plan_folder_with};
+        use proptest::prelude::*;
+
+        fn flags() -> impl Strategy<Value = Flags> {
+            (0u8..16).prop_map(|b| Flags::from_bits(b).expect("valid bits"))
+        }
+
+        fn sorted(plan: Plan) -> Result<Vec<String>, String> {
+            match plan {
+                Plan::Actions(actions) => {
+                    let mut shown: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
+                    shown.sort();
+                    Ok(shown)
+                }
+                Plan::Refused(refusal) => Err(refusal.to_string()),
+            }
+        }
+
+        proptest! {
+            /// Planning over what the narrowing keeps decides exactly what planning over the
+            /// whole folder (the server's listing rebuilt from the records and its changes, the
+            /// full local listing) decides, valve included; or the narrowing declines.
+            #[test]
+            fn a_narrowed_plan_is_the_whole_folder_s_plan(
+                cases in proptest::collection::vec(
+                    (0u8..4, 0u8..4, 0u8..4, flags(), flags(), flags()), 0..40),
+                arrivals in proptest::collection::vec(flags(), 0..4),
+                new_local in proptest::collection::vec(flags(), 0..4),
+                miscount in 0u8..8,
+                (readonly_remote, readonly_local, sync_deletes, allow_mass_delete)
+                    in (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+            ) {
+                let mut records = Vec::new();
+                let mut changed = Vec::new();
+                let mut vanished = Vec::new();
+                let mut local = Vec::new();
+                let mut exists = 0u32;
+                for (i, (shape, server, here, base, rf, lf)) in cases.iter().enumerate() {
+                    let n = i as u32 + 1;
+                    // shape: 0 a pair, 1 server copy only, 2 local copy only, 3 a survivor of
+                    // a deletion on the server.
+                    let (remote, local_id, deleted_on) = match shape {
+                        0 => (Some(uid(n)), MsgId::new(format!("l{n}")), None),
+                        1 => (Some(uid(n)), None, None),
+                        2 => (None, MsgId::new(format!("l{n}")), None),
+                        _ => (None, MsgId::new(format!("l{n}")), Some(Side::Remote)),
+                    };
+                    if remote.is_some() {
+                        // server: 0/1 as recorded, 2 reflagged, 3 expunged.
+                        match server {
+                            2 => { changed.push(MessageMeta { id: uid(n), flags: rf.clone() }); exists += 1; }
+                            3 => vanished.push(uid(n)),
+                            _ => exists += 1,
+                        }
+                    }
+                    if let Some(id) = &local_id {
+                        // here: 0/1 as recorded, 2 reflagged, 3 deleted.
+                        match here {
+                            2 => local.push(MessageMeta { id: id.clone(), flags: lf.clone() }),
+                            3 => {}
+                            _ => local.push(MessageMeta { id: id.clone(), flags: base.clone() }),
+                        }
+                    }
+                    records.push(Record { id: RecordId(i64::from(n)), remote, local: local_id, flags: base.clone(), deleted_on });
+                }
+                for (i, f) in arrivals.iter().enumerate() {
+                    changed.push(MessageMeta { id: uid(1000 + i as u32), flags: f.clone() });
+                    exists += 1;
+                }
+                for (i, f) in new_local.iter().enumerate() {
+                    local.push(MessageMeta { id: MsgId::new(format!("new{i}")).expect("valid"), flags: f.clone() });
+                }
+                // Now and then the server's count disagrees (an unreported expunge).
+                if miscount == 0 {
+                    exists += 1;
+                }
+                let changes = FolderChanges {
+                    uid_validity: UidValidity::new(7).expect("non-zero"),
+                    uid_next: Some(2000),
+                    highest_modseq: 50,
+                    exists,
+                    changed,
+                    vanished: Some(vanished),
+                    token: None,
+                };
+                let policy = Policy { readonly_remote, readonly_local: readonly_local && !readonly_remote, sync_deletes };
+                let valve = |known_pairs| Valve { guard: MassDeleteGuard { max_percent: 50, min_messages: 2 }, allow_mass_delete, known_pairs };
+                let linked = Default::default();
+
+                let mut narrowing = Narrowing::new(&changes, &local);
+                for r in records.iter().cloned() {
+                    narrowing.add(r);
+                }
+                let narrowed = narrowing.finish();
+                let whole = rebuild(&records, &changes);
+                prop_assert_eq!(narrowed.is_some(), whole.is_some() && !records.is_empty());
+                let (Some(narrowed), Some(whole)) = (narrowed, whole) else { return Ok(()); };
+                let full = plan_folder_with(&records, &whole.messages, &local, policy, &linked, valve(None));
+                let part = plan_folder_with(&narrowed.records, &narrowed.remote, &narrowed.local, policy, &linked, valve(Some(narrowed.pairs)));
+                prop_assert_eq!(sorted(part), sorted(full));
+                // Only what changed is kept: every record left out is a pair in step.
+                let untouched = records.len() - narrowed.records.len();
+                let in_step = cases
+                    .iter()
+                    .filter(|(shape, server, here, base, _, lf)| {
+                        *shape == 0 && *server < 2 && (*here < 2 || (*here == 2 && lf == base))
+                    })
+                    .count();
+                prop_assert_eq!(untouched, in_step);
+            }
+        }
     }
 }

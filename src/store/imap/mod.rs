@@ -1305,7 +1305,7 @@ impl Store for ImapStore {
             Err(e) => return Err(e),
         };
         if message.temporary
-            && let Err(e) = tokio::fs::remove_file(&message.path).await
+            && let Err(e) = std::fs::remove_file(&message.path)
         {
             tracing::warn!(
                 "cannot remove staged file {} after delivery: {e}",
@@ -1363,7 +1363,7 @@ impl Store for ImapStore {
         }
         for (message, _) in messages {
             if message.temporary {
-                let _ = tokio::fs::remove_file(&message.path).await;
+                let _ = std::fs::remove_file(&message.path);
             }
         }
         (appended_uids(&done, &selected, messages.len()), None)

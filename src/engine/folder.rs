@@ -53,15 +53,16 @@ struct Renumbered {
 /// Syncs one folder pair: `name` on the server (also its key in the state), `local_name` in the
 /// local store. `missing` names a side where the folder does not exist yet (only in a dry run,
 /// which does not create it): that side is planned as empty. Whether the folder changed at all
-/// was asked before.
+/// was asked before; `local_changed` when the local side said it did (see [`Tokens`]).
 pub(crate) async fn sync_folder(
     cx: &mut FolderSync<'_>,
     name: &FolderName,
     local_name: &FolderName,
     missing: Option<Side>,
+    local_changed: bool,
 ) -> Result<(), SyncError> {
     let folder = open(cx, name)?;
-    let mut listings = list(cx, &folder, local_name, missing).await?;
+    let mut listings = list(cx, &folder, local_name, missing, local_changed).await?;
     let renumbered = renumbered(cx.state, &folder, &listings)?;
     if !cx.options.dry_run {
         cx.report.recovered += recovery::recover_pending(
@@ -173,6 +174,7 @@ async fn list(
     folder: &FolderState,
     local_name: &FolderName,
     missing: Option<Side>,
+    local_changed: bool,
 ) -> Result<Listings, SyncError> {
     // Interrupted copies need the full listing to be found again.
     let pending = folder.id >= 0 && cx.state.has_pending(folder.id)?;
@@ -186,6 +188,14 @@ async fn list(
     // Whether the local side is as the last sync left it, asked once for both ways of taking
     // it from the state (reading a Maildir's names can cost as much as listing it).
     let local_now = match &folder.local_token {
+        Some(_)
+            if local_changed
+                && !pending
+                && missing.is_none()
+                && local_from_state(folder, cx.options) =>
+        {
+            Some(None)
+        }
         Some(recorded) if !pending && missing.is_none() && local_from_state(folder, cx.options) => {
             Some(same_token(cx.local, local_name, recorded, SyncError::local).await?)
         }
@@ -444,6 +454,16 @@ async fn decide(
     Ok(Some(actions))
 }
 
+/// What asking both sides' change tokens told of a folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tokens {
+    /// Both sides as the last complete sync left them: the folder need not be listed.
+    InStep,
+    /// Something changed. `local_changed`: the local side was asked and said so (a Maildir
+    /// read its names to tell), so it is not asked again before it is listed.
+    Changed { local_changed: bool },
+}
+
 /// Whether both sides still show the tokens of the last complete sync, which was made under
 /// these `settings`, and no copy is pending: then the folder is in step and need not be listed
 /// at all.
@@ -455,24 +475,29 @@ pub(super) async fn unchanged(
     folder: &FolderState,
     local_name: &FolderName,
     settings: &str,
-) -> Result<bool, SyncError> {
+) -> Result<Tokens, SyncError> {
+    const CHANGED: Tokens = Tokens::Changed {
+        local_changed: false,
+    };
     let (Some(remote_was), Some(local_was)) = (&folder.remote_token, &folder.local_token) else {
-        return Ok(false);
+        return Ok(CHANGED);
     };
     if folder.settings.as_deref() != Some(settings) {
-        return Ok(false);
+        return Ok(CHANGED);
     }
     if same_token(remote, &folder.name, remote_was, SyncError::remote)
         .await?
         .is_none()
     {
-        return Ok(false);
+        return Ok(CHANGED);
     }
     let Some(local_now) = same_token(local, local_name, local_was, SyncError::local).await? else {
-        return Ok(false);
+        return Ok(Tokens::Changed {
+            local_changed: true,
+        });
     };
     if state.has_pending(folder.id)? {
-        return Ok(false);
+        return Ok(CHANGED);
     }
     if &local_now != local_was {
         // The same folder, now known by a token that is cheaper to check next time.
@@ -488,7 +513,7 @@ pub(super) async fn unchanged(
             },
         )?;
     }
-    Ok(true)
+    Ok(Tokens::InStep)
 }
 
 /// The token to record for `folder` from now on, if it is still as it was when `recorded`

@@ -217,6 +217,7 @@ async fn sync_job(
         remote: remote_name,
         local: name,
         missing,
+        local_changed,
         mut report,
         ..
     } = job;
@@ -229,7 +230,7 @@ async fn sync_job(
         observer,
         report: &mut report,
     };
-    let result = engine::sync_folder(&mut cx, &remote_name, &name, missing)
+    let result = engine::sync_folder(&mut cx, &remote_name, &name, missing, local_changed)
         .instrument(span)
         .await;
     (order, report, result)

@@ -657,6 +657,7 @@ pub async fn sync_folders(
                             remote: remote_name.clone(),
                             local: name.clone(),
                             missing,
+                            local_changed: false,
                             first_sync: planned.known.is_none(),
                             report,
                         });
@@ -668,7 +669,9 @@ pub async fn sync_folders(
             FolderAction::Sync => {
                 let unchanged = async {
                     if options.dry_run {
-                        return Ok(false);
+                        return Ok(folder::Tokens::Changed {
+                            local_changed: false,
+                        });
                     }
                     state.set_folder_local_name(remote_name, name)?;
                     match state.folder(remote_name)? {
@@ -683,24 +686,27 @@ pub async fn sync_folders(
                             )
                             .await
                         }
-                        None => Ok(false),
+                        None => Ok(folder::Tokens::Changed {
+                            local_changed: false,
+                        }),
                     }
                 }
                 .instrument(span.clone())
                 .await;
                 match unchanged {
-                    Ok(false) => {
+                    Ok(folder::Tokens::Changed { local_changed }) => {
                         jobs.push(FolderJob {
                             order,
                             remote: remote_name.clone(),
                             local: name.clone(),
                             missing: None,
+                            local_changed,
                             first_sync: planned.known.is_none(),
                             report,
                         });
                         continue;
                     }
-                    Ok(true) => {
+                    Ok(folder::Tokens::InStep) => {
                         tracing::debug!(folder = %name, remote = %remote_name, "unchanged on both sides since the last sync");
                         Ok(())
                     }
@@ -761,6 +767,8 @@ pub(crate) struct FolderJob {
     pub local: FolderName,
     /// The side it is still missing from (a dry run creates nothing).
     pub missing: Option<Side>,
+    /// The local side said it changed since the last sync (see `folder::Tokens`).
+    pub local_changed: bool,
     /// The state does not know the folder yet: all of its mail is to be copied.
     pub first_sync: bool,
     pub report: FolderReport,

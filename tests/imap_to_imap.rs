@@ -15,7 +15,7 @@ use idlewild::model::Flags;
 use idlewild::store::memory::{MemoryServer, MemoryStore};
 use support::corpus;
 use support::dovecot::{Dovecot, DovecotOptions};
-use support::faulty::{When, sync_with_fault};
+use support::faulty::{Outcome, When, ended_clean, fault_reached, sync_with_fault};
 use support::imapctl::ImapCtl;
 
 const SECOND: &str = "second";
@@ -375,33 +375,17 @@ impl World {
         }
     }
 
+    /// Runs one sync; `fail_at` 0 means no fault. Returns whether the fault was reached.
     fn sync(&self, fail_at: usize, when: When) -> bool {
-        let (reached, result) = self.run(fail_at, when);
-        if !reached {
-            let reports = result.expect("a run without a fault succeeds");
-            for r in reports {
-                assert!(r.error.is_none() && r.refused.is_none(), "{r:?}");
-            }
-        }
-        reached
+        fault_reached(self.run(fail_at, when))
     }
 
     /// Whether one sync without an injected fault ended without an error.
     fn sync_succeeds(&self) -> bool {
-        match self.run(0, When::Before).1 {
-            Ok(reports) => reports.iter().all(|r| r.error.is_none()),
-            Err(_) => false,
-        }
+        ended_clean(self.run(0, When::Before))
     }
 
-    fn run(
-        &self,
-        fail_at: usize,
-        when: When,
-    ) -> (
-        bool,
-        Result<Vec<idlewild::engine::FolderReport>, idlewild::engine::SyncError>,
-    ) {
+    fn run(&self, fail_at: usize, when: When) -> Outcome {
         let options = SyncOptions {
             scratch_dir: self.dir.path().join("scratch"),
             ..SyncOptions::default()

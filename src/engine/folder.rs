@@ -187,19 +187,12 @@ async fn list(
     };
     // Whether the local side is as the last sync left it, asked once for both ways of taking
     // it from the state (reading a Maildir's names can cost as much as listing it).
-    let local_now = match &folder.local_token {
-        Some(_)
-            if local_changed
-                && !pending
-                && missing.is_none()
-                && local_from_state(folder, cx.options) =>
-        {
-            Some(None)
-        }
-        Some(recorded) if !pending && missing.is_none() && local_from_state(folder, cx.options) => {
-            Some(same_token(cx.local, local_name, recorded, SyncError::local).await?)
-        }
-        _ => None,
+    let askable = !pending && missing.is_none() && local_from_state(folder, cx.options);
+    let local_now = match folder.local_token.as_deref().filter(|_| askable) {
+        // Already asked (its names read), and it changed.
+        Some(_) if local_changed => Some(None),
+        Some(recorded) => Some(same_token(cx.local, local_name, recorded, SyncError::local).await?),
+        None => None,
     };
     let mut local_listed = None;
     let (remote, records) = match missing {

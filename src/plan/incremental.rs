@@ -187,18 +187,17 @@ impl<'a> Narrowing<'a> {
         if !seen_any {
             return None;
         }
-        let arrived = changes
+        let arrived: Vec<MessageMeta> = changes
             .changed
             .iter()
             .zip(&changed_seen)
             .filter(|(_, seen)| !**seen)
-            .map(|(m, _)| m.clone());
-        let before = kept.remote.len();
-        kept.remote.extend(arrived);
-        let arrived = kept.remote.len() - before;
-        if (on_server + arrived).checked_sub(gone) != Some(changes.exists as usize) {
+            .map(|(m, _)| m.clone())
+            .collect();
+        if (on_server + arrived.len()).checked_sub(gone) != Some(changes.exists as usize) {
             return None;
         }
+        kept.remote.extend(arrived);
         kept.local.extend(
             local
                 .iter()

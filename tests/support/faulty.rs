@@ -27,6 +27,29 @@ pub struct Faulty<S> {
     pub when: When,
 }
 
+/// What [`sync_with_fault`] returns: whether the fault was reached, and what the sync returned.
+pub type Outcome = (bool, Result<Vec<FolderReport>, SyncError>);
+
+/// Whether the fault was reached; a run that did not reach it must have synced every folder
+/// without an error or a refusal.
+pub fn fault_reached((reached, result): Outcome) -> bool {
+    if !reached {
+        let reports = result.expect("a run without a fault succeeds");
+        for r in reports {
+            assert!(r.error.is_none() && r.refused.is_none(), "{r:?}");
+        }
+    }
+    reached
+}
+
+/// Whether a run without an injected fault ended without an error.
+pub fn ended_clean((_, result): Outcome) -> bool {
+    match result {
+        Ok(reports) => reports.iter().all(|r| r.error.is_none()),
+        Err(_) => false,
+    }
+}
+
 /// One sync of `remote` and `local`, each wrapped to fail at the `fail_at`-th effect of the
 /// two together (0: none), with the state at `state`: whether the fault was reached, and what
 /// the sync returned. On a paused clock: recovery's waits for a late commit (a second each)
@@ -38,7 +61,7 @@ pub fn sync_with_fault<R: Store, L: Store>(
     options: &SyncOptions,
     fail_at: usize,
     when: When,
-) -> (bool, Result<Vec<FolderReport>, SyncError>) {
+) -> Outcome {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)

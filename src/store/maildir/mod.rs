@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 mod digest;
+mod files;
 mod keywords;
 mod names;
 
@@ -978,6 +979,13 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io(dir, e))
 }
 
+fn already_there(target: &Path) -> StoreError {
+    StoreError::Invalid(format!(
+        "{} already exists; refusing to overwrite it",
+        target.display()
+    ))
+}
+
 fn new_unique() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let now = SystemTime::now()
@@ -1001,11 +1009,13 @@ fn new_unique() -> String {
             })
             .collect()
     });
+    // Asked once too (a system call each time): a sync never forks without an exec.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     format!(
         "{}.M{}P{}Q{}R{:016x}.{}",
         now.as_secs(),
         now.subsec_micros(),
-        std::process::id(),
+        *PID.get_or_init(std::process::id),
         COUNTER.fetch_add(1, Ordering::Relaxed),
         rand::random::<u64>(),
         host
@@ -1389,12 +1399,13 @@ impl Store for MaildirStore {
             path
         };
         if let Some(secs) = message.internal_date.filter(|s| *s >= 0) {
-            // The file time is what mail clients and mbsync take as the date of arrival.
-            let file = File::options()
-                .write(true)
-                .open(&tmp_path)
-                .map_err(|e| StoreError::io(&tmp_path, e))?;
-            let _ = file.set_modified(UNIX_EPOCH + Duration::from_secs(secs as u64));
+            // The file time is what mail clients and mbsync take as the date of arrival. A
+            // filesystem that cannot keep it still gets the message; a missing file cannot.
+            if let Err(e) = files::set_mtime(&tmp_path, secs)
+                && e.kind() == io::ErrorKind::NotFound
+            {
+                return Err(StoreError::io(&tmp_path, e));
+            }
         }
         let flags = self.keywords.to_local(flags);
         let table = self.letters_for(&dir, flags.keywords())?;
@@ -1404,12 +1415,9 @@ impl Store for MaildirStore {
             (Sub::Cur, file_name_with(id.as_str(), "", &flags, &table))
         };
         let target_dir = dir.join(sub.name());
-        let target = target_dir.join(&file_name);
-        if target.exists() || self.queued.iter().any(|q| q.id == id) {
-            return Err(StoreError::Invalid(format!(
-                "{} already exists; refusing to overwrite it",
-                target.display()
-            )));
+        // A name already in the folder is refused when the file is moved in (`flush`).
+        if self.queued.iter().any(|q| q.id == id) {
+            return Err(already_there(&target_dir.join(&file_name)));
         }
         self.queued.push(Queued {
             tmp_path,
@@ -1453,7 +1461,13 @@ impl Store for MaildirStore {
             let target = q.target_dir.join(&q.located.file_name);
             // Not moved in: the file stays in tmp/, removed by the next scan; the engine does
             // not confirm a copy whose flush failed.
-            fs::rename(&q.tmp_path, &target).map_err(|e| StoreError::io(&target, e))?;
+            files::rename_no_replace(&q.tmp_path, &target).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    already_there(&target)
+                } else {
+                    StoreError::io(&target, e)
+                }
+            })?;
             self.mark_dirty(q.target_dir);
             if let Some(open) = self.open.as_mut() {
                 if let Some(digest) = open.digest.as_mut() {
@@ -1844,6 +1858,54 @@ mod tests {
             layout: MaildirLayout::Nested,
         });
         (dir, inbox_dir, FolderName::new("INBOX").unwrap(), store)
+    }
+
+    #[test]
+    fn a_delivery_is_dated_and_never_replaces_a_file_of_the_same_name() {
+        let (dir, inbox_dir, inbox, mut store) = inbox_store();
+        fs::write(inbox_dir.join("cur/taken:2,S"), "Subject: there first\n\n").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            store.scan(&inbox).await.unwrap();
+            let incoming = |name: &str| {
+                let path = inbox_dir.join("tmp").join(name);
+                fs::write(&path, "Subject: new\n\n").unwrap();
+                Staged {
+                    source_id: MsgId::new("1").unwrap(),
+                    path,
+                    temporary: true,
+                    internal_date: Some(1_000_000_000),
+                }
+            };
+            let taken = MsgId::new("taken").unwrap();
+            store
+                .deliver(&incoming("a"), &Flags::SEEN, Some(&taken))
+                .await
+                .unwrap();
+            let e = store.flush().await.unwrap_err();
+            assert!(e.to_string().contains("refusing to overwrite"), "{e}");
+            assert_eq!(
+                fs::read_to_string(inbox_dir.join("cur/taken:2,S")).unwrap(),
+                "Subject: there first\n\n"
+            );
+
+            let fresh = MsgId::new("fresh").unwrap();
+            store
+                .deliver(&incoming("b"), &Flags::SEEN, Some(&fresh))
+                .await
+                .unwrap();
+            store.flush().await.unwrap();
+            let meta = fs::metadata(inbox_dir.join("cur/fresh:2,S")).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(
+                meta.mtime(),
+                1_000_000_000,
+                "the INTERNALDATE is the file's time"
+            );
+        });
+        drop(dir);
     }
 
     /// Sets the times of a folder's `new/` and `cur/` back, as if its last change were old.

@@ -28,6 +28,9 @@ use super::uidset::{self, MAX_SET_LEN};
 /// Largest response asked for: whole messages up to this size, partial fetches of this size.
 pub const CHUNK: u32 = 1024 * 1024;
 
+/// Octets of a body converted to LF and written at a time.
+const CONVERT_SLICE: usize = 64 * 1024;
+
 /// Partial fetches of one message in flight at once. Responses of pipelined commands may come
 /// out of order (Dovecot runs some commands in parallel), so up to WINDOW - 1 chunks may wait in
 /// memory for an earlier one.
@@ -205,10 +208,15 @@ impl Body {
                 to_lf,
                 buf,
             } => {
-                buf.clear();
-                to_lf.push(chunk, buf);
-                file.write_all(buf)
-                    .map_err(|e| StoreError::io(path.as_path(), e))
+                // Converted a slice at a time: the buffer stays small however big the chunk,
+                // and several bodies of a batch may be open at once.
+                for slice in chunk.chunks(CONVERT_SLICE) {
+                    buf.clear();
+                    to_lf.push(slice, buf);
+                    file.write_all(buf)
+                        .map_err(|e| StoreError::io(path.as_path(), e))?;
+                }
+                Ok(())
             }
             Body::Hash(hash) => {
                 hash.push(chunk);
@@ -522,4 +530,61 @@ async fn fetch_chunks(
         command: "UID FETCH".to_owned(),
         detail: format!("the body of message {uid} came back with a gap"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_big_chunk_is_converted_whole_across_the_slices_it_is_written_in() {
+        let dir = tempfile::tempdir().unwrap();
+        // A lone CR (kept) exactly where a slice ends, then a CRLF split the same way (its CR
+        // dropped): the converter's state must cross the slices.
+        let mut chunk = Vec::new();
+        while chunk.len() < CONVERT_SLICE - 1 {
+            chunk.push(b'a');
+        }
+        chunk.extend_from_slice(b"\rkept");
+        while chunk.len() < 2 * CONVERT_SLICE - 1 {
+            chunk.push(b'b');
+        }
+        chunk.extend_from_slice(b"\r\nnext line\r\n");
+        for i in 0..20_000 {
+            chunk.extend_from_slice(format!("line {i}\r\n").as_bytes());
+        }
+        chunk.extend_from_slice(b"bare\rcr\r\n");
+        assert_eq!(chunk[CONVERT_SLICE - 1], b'\r');
+        assert_eq!(
+            &chunk[2 * CONVERT_SLICE - 1..2 * CONVERT_SLICE + 1],
+            b"\r\n"
+        );
+        let expected: Vec<u8> = String::from_utf8(chunk.clone())
+            .unwrap()
+            .replace("\r\n", "\n")
+            .into_bytes();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let staged = rt.block_on(async {
+            let mut collector = Collector::Stage {
+                dir: dir.path(),
+                staged: Vec::new(),
+            };
+            let uid = Uid::new(7).unwrap();
+            let mut body = collector.open(uid).await.unwrap();
+            body.write(&chunk).await.unwrap();
+            let meta = Meta {
+                size: chunk.len() as u32,
+                internal_date: None,
+            };
+            collector.finish(uid, meta, body).await.unwrap();
+            match collector {
+                Collector::Stage { staged, .. } => staged,
+                Collector::Fingerprint { .. } => unreachable!(),
+            }
+        });
+        assert_eq!(staged.len(), 1);
+        assert_eq!(fs::read(&staged[0].path).unwrap(), expected);
+    }
 }

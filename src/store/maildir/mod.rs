@@ -54,7 +54,30 @@ impl Sub {
 #[derive(Debug, Clone)]
 struct Located {
     sub: Sub,
-    file_name: String,
+    /// What the file name has after its unique part (`:2,S`, or nothing): the unique part is
+    /// the index's key, so a big folder's names are not held twice.
+    info: Box<str>,
+}
+
+impl Located {
+    /// `file_name` must be one whose unique part is the message's id.
+    fn new(sub: Sub, file_name: &str) -> Self {
+        Located {
+            sub,
+            info: file_name[unique_part(file_name).len()..].into(),
+        }
+    }
+
+    fn file_name(&self, id: &MsgId) -> String {
+        let mut name = String::with_capacity(id.as_str().len() + self.info.len());
+        name.push_str(id.as_str());
+        name.push_str(&self.info);
+        name
+    }
+
+    fn path(&self, dir: &Path, id: &MsgId) -> PathBuf {
+        dir.join(self.sub.name()).join(self.file_name(id))
+    }
 }
 
 pub struct MaildirStore {
@@ -272,20 +295,17 @@ impl MaildirStore {
             .iter()
             .map(|m| {
                 let located = if m.flags.is_empty() {
-                    Located {
-                        sub: Sub::New,
-                        file_name: m.id.as_str().to_owned(),
-                    }
+                    Located::new(Sub::New, m.id.as_str())
                 } else {
-                    Located {
-                        sub: Sub::Cur,
-                        file_name: file_name_with(
+                    Located::new(
+                        Sub::Cur,
+                        &file_name_with(
                             m.id.as_str(),
                             "",
                             &self.keywords.to_local(&m.flags),
                             &table,
                         ),
-                    }
+                    )
                 };
                 (m.id.clone(), located)
             })
@@ -316,10 +336,7 @@ impl MaildirStore {
 
     fn path_of(&self, id: &MsgId) -> Result<Option<PathBuf>, StoreError> {
         let open = self.open_folder()?;
-        Ok(open
-            .index
-            .get(id)
-            .map(|l| open.dir.join(l.sub.name()).join(&l.file_name)))
+        Ok(open.index.get(id).map(|l| l.path(&open.dir, id)))
     }
 
     /// Finds a message again after the mail client renamed it behind our back.
@@ -334,10 +351,7 @@ impl MaildirStore {
             let (index, _, _) = read_folder(&dir, &open.table, &rule)?;
             open.index = index;
             open.guessed = false;
-            return Ok(open
-                .index
-                .get(id)
-                .map(|l| dir.join(l.sub.name()).join(&l.file_name)));
+            return Ok(open.index.get(id).map(|l| l.path(&dir, id)));
         }
         let mut found = None;
         for sub in [Sub::Cur, Sub::New] {
@@ -347,10 +361,7 @@ impl MaildirStore {
                 let entry = entry.map_err(|e| StoreError::io(&sub_dir, e))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if unique_part(&name) == id.as_str() {
-                    found = Some(Located {
-                        sub,
-                        file_name: name,
-                    });
+                    found = Some(Located::new(sub, &name));
                 }
             }
         }
@@ -359,7 +370,7 @@ impl MaildirStore {
         };
         match found {
             Some(l) => {
-                let path = dir.join(l.sub.name()).join(&l.file_name);
+                let path = l.path(&dir, id);
                 open.index.insert(id.clone(), l);
                 Ok(Some(path))
             }
@@ -413,13 +424,8 @@ impl MaildirStore {
         if fs::symlink_metadata(&path).is_err() {
             return Ok(None);
         }
-        open.index.insert(
-            id.clone(),
-            Located {
-                sub: Sub::Cur,
-                file_name,
-            },
-        );
+        open.index
+            .insert(id.clone(), Located::new(Sub::Cur, &file_name));
         Ok(Some(path))
     }
 
@@ -687,7 +693,7 @@ fn read_folder(
             id: id.clone(),
             flags,
         });
-        index.insert(id, Located { sub, file_name });
+        index.insert(id, Located::new(sub, &file_name));
     })?;
     Ok((index, messages, digest))
 }
@@ -1219,8 +1225,8 @@ impl Store for MaildirStore {
             Some(digest) => digest,
             None if !open.partial => {
                 let mut digest = NamesDigest::default();
-                for located in open.index.values() {
-                    digest.add(located.sub, &located.file_name);
+                for (id, located) in &open.index {
+                    digest.add(located.sub, &located.file_name(id));
                 }
                 digest
             }
@@ -1423,7 +1429,7 @@ impl Store for MaildirStore {
             tmp_path,
             target_dir,
             id: id.clone(),
-            located: Located { sub, file_name },
+            located: Located::new(sub, &file_name),
         });
         Ok(Some(id))
     }
@@ -1458,7 +1464,8 @@ impl Store for MaildirStore {
             }
         }
         for q in queued {
-            let target = q.target_dir.join(&q.located.file_name);
+            let file_name = q.located.file_name(&q.id);
+            let target = q.target_dir.join(&file_name);
             // Not moved in: the file stays in tmp/, removed by the next scan; the engine does
             // not confirm a copy whose flush failed.
             files::rename_no_replace(&q.tmp_path, &target).map_err(|e| {
@@ -1471,7 +1478,7 @@ impl Store for MaildirStore {
             self.mark_dirty(q.target_dir);
             if let Some(open) = self.open.as_mut() {
                 if let Some(digest) = open.digest.as_mut() {
-                    digest.add(q.located.sub, &q.located.file_name);
+                    digest.add(q.located.sub, &file_name);
                 }
                 open.index.insert(q.id, q.located);
             }
@@ -1536,13 +1543,8 @@ impl Store for MaildirStore {
                     }
                 }
                 if let Some(open) = self.open.as_mut() {
-                    open.index.insert(
-                        id.clone(),
-                        Located {
-                            sub: Sub::Cur,
-                            file_name: new_name,
-                        },
-                    );
+                    open.index
+                        .insert(id.clone(), Located::new(Sub::Cur, &new_name));
                 }
             }
         }

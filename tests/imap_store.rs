@@ -462,6 +462,65 @@ async fn a_missing_folder_is_reported_as_such() {
     assert!(e.unwrap().is_empty());
 }
 
+/// A message of exactly `size` octets in its CRLF form, lines of `fill`.
+fn exact_message(size: usize, fill: u8) -> Vec<u8> {
+    let mut message = format!("Subject: exactly {size} octets\r\n\r\n").into_bytes();
+    while message.len() < size {
+        let room = size - message.len();
+        // A line of up to 78 octets and its CRLF; the last one fills what is left.
+        let line = room.min(80);
+        if line >= 3 {
+            message.extend(std::iter::repeat_n(fill, line - 2));
+            message.extend_from_slice(b"\r\n");
+        } else {
+            message.extend(std::iter::repeat_n(fill, line));
+        }
+    }
+    message
+}
+
+#[tokio::test]
+async fn several_big_messages_of_one_batch_come_whole() {
+    // Bodies bigger than a chunk come in partial fetches, several messages' chunks in flight
+    // at once: each must get its own chunks, in order, and end where it ends, also exactly on
+    // a chunk's edge (where the last partial fetch returns nothing).
+    let d = Dovecot::start().unwrap();
+    let ctl = ImapCtl::new(&d);
+    const MIB: usize = 1024 * 1024;
+    let messages: Vec<Vec<u8>> = vec![
+        corpus::big_message(21, 3 * MIB + MIB / 3),
+        corpus::message(22, 0),
+        exact_message(2 * MIB, b'e'),
+        exact_message(MIB + 1, b'o'),
+        corpus::big_message(23, MIB + MIB / 2),
+        exact_message(MIB, b'c'),
+        corpus::big_message(24, 2 * MIB + 7),
+    ];
+    for m in &messages {
+        ctl.append("INBOX", m, &[]).unwrap();
+    }
+    let mut store = connect(&d).await;
+    let snapshot = store.scan(&FolderName::inbox()).await.unwrap();
+    let ids: Vec<MsgId> = snapshot.messages.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids.len(), messages.len());
+    let staging = tempfile::tempdir().unwrap();
+    let staged = store.stage(&ids, staging.path()).await.unwrap();
+    assert_eq!(staged.len(), messages.len());
+    for (id, original) in ids.iter().zip(&messages) {
+        let s = staged
+            .iter()
+            .find(|s| &s.source_id == id)
+            .unwrap_or_else(|| panic!("{id} was not staged"));
+        let content = std::fs::read(&s.path).unwrap();
+        assert_eq!(content.len(), lf(original).len(), "message {id}");
+        assert!(content == lf(original), "message {id} differs");
+    }
+    // The session is still in step: another fetch works.
+    let again = store.stage(&ids[..1], staging.path()).await.unwrap();
+    assert_eq!(std::fs::read(&again[0].path).unwrap(), lf(&messages[0]));
+    store.close().await;
+}
+
 /// Resident memory while staging a message must not grow with its size: bodies stream to disk
 /// in 1 MiB pieces. Run alone for meaningful numbers:
 /// `cargo test --test imap_store -- --ignored --nocapture staging_memory`.

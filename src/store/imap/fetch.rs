@@ -263,33 +263,73 @@ pub async fn send_bodies(session: &mut Session, uids: &[Uid]) -> Result<InFlight
     })
 }
 
-/// Reads the answers to [`send_bodies`] into `collector`, then fetches the rest of the
-/// messages bigger than a chunk. Messages the server no longer has are left out.
+/// Reads the answers to [`send_bodies`] into `collector`, and the rest of the messages bigger
+/// than a chunk in partial fetches, written in order. Messages the server no longer has are
+/// left out.
+///
+/// A message's remaining chunks are asked for as soon as its first chunk is in, while the
+/// batch is still coming: their round trip overlaps the batch's transfer, and up to [`WINDOW`]
+/// chunks are in flight across messages, so a batch with several big messages waits about
+/// one round trip for them, not one or more each.
+///
+/// A message ends with its first chunk shorter than [`CHUNK`] (RFC 3501 §6.4.5: a partial
+/// fetch past the end returns what there is), not at RFC822.SIZE: some servers report sizes
+/// that are off, and trusting one that is too small would cut the message short. RFC822.SIZE
+/// only decides how many chunks to ask for ahead.
 pub async fn receive_bodies(
     session: &mut Session,
     in_flight: InFlight,
     collector: &mut Collector<'_>,
 ) -> Result<(), StoreError> {
+    let mut rests = Rests::default();
+    let result = receive(session, in_flight, collector, &mut rests).await;
+    let ended = match result {
+        Ok(()) => rests.finish(session, collector).await,
+        Err(e) => Err(e),
+    };
+    if ended.is_err() {
+        for rest in rests.all.drain(..) {
+            rest.body.abandon().await;
+        }
+    }
+    ended
+}
+
+/// The request and response loop of [`receive_bodies`]: returns once every command is
+/// answered and nothing more is to be asked; small bodies are finished on the way, the big
+/// ones' states in `rests` tell how each ended.
+async fn receive(
+    session: &mut Session,
+    in_flight: InFlight,
+    collector: &mut Collector<'_>,
+    rests: &mut Rests,
+) -> Result<(), StoreError> {
     let mut wanted: BTreeSet<Uid> = in_flight.uids.iter().copied().collect();
     let mut outstanding: HashSet<String> = in_flight.tags.into_iter().collect();
-    let mut longer: Vec<(Uid, Meta, Body)> = Vec::new();
     // A disk error does not stop the reading: the commands' responses are drained first so the
     // session stays usable, then the error is returned.
     let mut failure = None;
-    while !outstanding.is_empty() {
-        let reply = match session.recv().await {
-            Ok(reply) => reply,
-            Err(e) => {
-                abandon_all(longer).await;
-                return Err(e);
-            }
-        };
-        match reply {
+    loop {
+        if failure.is_none() {
+            rests.ask(session).await?;
+        }
+        if outstanding.is_empty() && rests.in_flight.is_empty() {
+            break;
+        }
+        match session.recv().await? {
             Reply::Done(done) => {
-                if !outstanding.remove(&done.tag) {
-                    session.stash(done);
-                } else if let Err(e) = session.check(done, "UID FETCH") {
-                    failure.get_or_insert(e);
+                if outstanding.remove(&done.tag) {
+                    if let Err(e) = session.check(done, "UID FETCH") {
+                        failure.get_or_insert(e);
+                    }
+                } else {
+                    match rests.answered(session, done) {
+                        Ok(Some(theirs)) => session.stash(theirs),
+                        Ok(None) => {}
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                        }
+                    }
                 }
             }
             Reply::Data(response) => {
@@ -300,7 +340,13 @@ pub async fn receive_bodies(
                 let Some(part) = body_part(&response) else {
                     continue;
                 };
-                if part.origin.unwrap_or(0) != 0 || !wanted.remove(&part.uid) {
+                if part.origin.unwrap_or(0) != 0 {
+                    if let Err(e) = rests.receive(response).await {
+                        failure = Some(e);
+                    }
+                    continue;
+                }
+                if !wanted.remove(&part.uid) {
                     continue;
                 }
                 let meta = Meta {
@@ -324,32 +370,8 @@ pub async fn receive_bodies(
                         failure = Some(e);
                     }
                 } else {
-                    longer.push((part.uid, meta, body));
+                    rests.add(part.uid, meta, body);
                 }
-            }
-        }
-    }
-    if let Some(e) = failure {
-        abandon_all(longer).await;
-        return Err(e);
-    }
-    let mut longer = longer.into_iter();
-    while let Some((uid, meta, mut body)) = longer.next() {
-        match fetch_chunks(session, uid, meta.size, &mut body, u64::from(CHUNK)).await {
-            Ok(true) => {
-                if let Err(e) = collector.finish(uid, meta, body).await {
-                    abandon_all(longer.collect()).await;
-                    return Err(e);
-                }
-            }
-            Ok(false) => {
-                tracing::debug!("message {uid} vanished while its body was fetched");
-                body.abandon().await;
-            }
-            Err(e) => {
-                body.abandon().await;
-                abandon_all(longer.collect()).await;
-                return Err(e);
             }
         }
     }
@@ -359,7 +381,10 @@ pub async fn receive_bodies(
             wanted.len()
         );
     }
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Reads and drops the answers to [`send_bodies`] nobody wants any more.
@@ -373,12 +398,6 @@ pub async fn discard(session: &mut Session, in_flight: InFlight) -> Result<(), S
         }
     }
     Ok(())
-}
-
-async fn abandon_all(bodies: Vec<(Uid, Meta, Body)>) {
-    for (_, _, body) in bodies {
-        body.abandon().await;
-    }
 }
 
 /// The interesting parts of a FETCH response.
@@ -423,113 +442,171 @@ fn body_part(response: &ResponseData) -> Option<BodyPart<'_>> {
     })
 }
 
-/// The body of one message from octet `start` on, in partial fetches, written in order.
-/// Returns `false` when the message vanished on the way.
-///
-/// The end is the first chunk shorter than [`CHUNK`] (RFC 3501 §6.4.5: a partial fetch past the
-/// end returns what there is), not RFC822.SIZE: some servers report sizes that are off, and
-/// trusting one that is too small would cut the message short. RFC822.SIZE only decides how
-/// many chunks to ask for ahead.
-async fn fetch_chunks(
-    session: &mut Session,
+/// A message whose body goes on past its first chunk.
+struct Rest {
     uid: Uid,
-    size: u32,
-    body: &mut Body,
-    start: u64,
-) -> Result<bool, StoreError> {
-    let mut in_flight: HashMap<String, u64> = HashMap::new();
-    let mut next_request: u64 = start;
-    let mut written: u64 = start;
-    let mut answered: HashSet<u64> = HashSet::new();
-    let mut waiting: BTreeMap<u64, ResponseData> = BTreeMap::new();
-    let mut complete = false;
-    let mut vanished = false;
-    let mut failure: Option<StoreError> = None;
-    loop {
-        while failure.is_none()
-            && !complete
-            && !vanished
-            && in_flight.len() < WINDOW
-            && (next_request < u64::from(size) || (in_flight.is_empty() && waiting.is_empty()))
-        {
-            let origin = u32::try_from(next_request).map_err(|_| StoreError::Protocol {
+    meta: Meta,
+    body: Body,
+    /// The next octet to ask for, and how far the body is written.
+    next_request: u64,
+    written: u64,
+    /// Requests of this message in flight.
+    asked: usize,
+    /// Origins answered, and answers that came before an earlier one.
+    answered: HashSet<u64>,
+    waiting: BTreeMap<u64, ResponseData>,
+    complete: bool,
+    vanished: bool,
+}
+
+impl Rest {
+    /// Whether this message has a chunk to ask for now. Ahead of the end only as far as
+    /// RFC822.SIZE says; past it one chunk at a time, once everything asked is answered.
+    fn wants_more(&self) -> bool {
+        !self.complete
+            && !self.vanished
+            && (self.next_request < u64::from(self.meta.size)
+                || (self.asked == 0 && self.waiting.is_empty()))
+    }
+}
+
+/// The messages of a batch bigger than a chunk, and their partial fetches in flight.
+#[derive(Default)]
+struct Rests {
+    all: Vec<Rest>,
+    by_uid: HashMap<Uid, usize>,
+    /// Per tag: which message, from which octet.
+    in_flight: HashMap<String, (usize, u64)>,
+}
+
+impl Rests {
+    fn add(&mut self, uid: Uid, meta: Meta, body: Body) {
+        self.by_uid.insert(uid, self.all.len());
+        self.all.push(Rest {
+            uid,
+            meta,
+            body,
+            next_request: u64::from(CHUNK),
+            written: u64::from(CHUNK),
+            asked: 0,
+            answered: HashSet::new(),
+            waiting: BTreeMap::new(),
+            complete: false,
+            vanished: false,
+        });
+    }
+
+    /// Asks for chunks until [`WINDOW`] are in flight, the first messages first (their files
+    /// are finished first).
+    async fn ask(&mut self, session: &mut Session) -> Result<(), StoreError> {
+        while self.in_flight.len() < WINDOW {
+            let Some(index) = self.all.iter().position(Rest::wants_more) else {
+                break;
+            };
+            let rest = &mut self.all[index];
+            let origin = u32::try_from(rest.next_request).map_err(|_| StoreError::Protocol {
                 host: session.host().to_owned(),
                 command: "UID FETCH".to_owned(),
-                detail: format!("message {uid} is larger than IMAP can address"),
+                detail: format!("message {} is larger than IMAP can address", rest.uid),
             })?;
             let command = Command::new("UID FETCH")
-                .text(format!(" {uid} (UID BODY.PEEK[]<{origin}.{CHUNK}>)"));
+                .text(format!(" {} (UID BODY.PEEK[]<{origin}.{CHUNK}>)", rest.uid));
             let tag = session.send(&command).await?;
-            in_flight.insert(tag, next_request);
-            next_request += u64::from(CHUNK);
+            self.in_flight.insert(tag, (index, rest.next_request));
+            rest.asked += 1;
+            rest.next_request += u64::from(CHUNK);
         }
-        if in_flight.is_empty() {
-            break;
+        Ok(())
+    }
+
+    /// A tagged answer: one of ours is checked and taken in (a chunk asked for and not
+    /// answered means the message vanished); anyone else's is handed back.
+    fn answered(
+        &mut self,
+        session: &mut Session,
+        done: super::session::Done,
+    ) -> Result<Option<super::session::Done>, StoreError> {
+        let Some((index, origin)) = self.in_flight.remove(&done.tag) else {
+            return Ok(Some(done));
+        };
+        session.check(done, "UID FETCH")?;
+        let rest = &mut self.all[index];
+        rest.asked -= 1;
+        if !rest.answered.contains(&origin) && !rest.complete {
+            rest.vanished = true;
         }
-        match session.recv().await? {
-            Reply::Done(done) => {
-                let Some(origin) = in_flight.remove(&done.tag) else {
-                    session.stash(done);
-                    continue;
-                };
-                session.check(done, "UID FETCH")?;
-                if !answered.contains(&origin) && !complete {
-                    vanished = true;
-                }
+        Ok(None)
+    }
+
+    /// A chunk: written when it is the next one of its message, kept until then otherwise.
+    async fn receive(&mut self, response: ResponseData) -> Result<(), StoreError> {
+        let (index, origin) = match body_part(&response) {
+            Some(BodyPart {
+                uid,
+                origin: Some(origin),
+                ..
+            }) => match self.by_uid.get(&uid) {
+                Some(&index) => (index, u64::from(origin)),
+                None => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        let rest = &mut self.all[index];
+        if rest.complete || rest.vanished || !rest.answered.insert(origin) {
+            return Ok(());
+        }
+        if origin != rest.written {
+            rest.waiting.insert(origin, response);
+            return Ok(());
+        }
+        let mut next = Some(response);
+        while let Some(response) = next.take() {
+            let data = body_part(&response).map_or(&[][..], |p| p.data);
+            rest.body.write(data).await?;
+            rest.written += data.len() as u64;
+            if data.len() < CHUNK as usize {
+                rest.complete = true;
+                rest.waiting.clear();
+                break;
             }
-            Reply::Data(response) => {
-                if failure.is_some() || complete || vanished {
-                    continue;
+            next = rest.waiting.remove(&rest.written);
+        }
+        Ok(())
+    }
+
+    /// Hands the complete bodies to `collector` and drops the vanished ones; a body that came
+    /// back with a gap is an error.
+    async fn finish(
+        &mut self,
+        session: &Session,
+        collector: &mut Collector<'_>,
+    ) -> Result<(), StoreError> {
+        while !self.all.is_empty() {
+            let rest = self.all.remove(0);
+            let uid = rest.uid;
+            if rest.complete {
+                if rest.written != u64::from(rest.meta.size) {
+                    tracing::debug!(
+                        "message {uid}: RFC822.SIZE {}, but the body has {} octets",
+                        rest.meta.size,
+                        rest.written
+                    );
                 }
-                let origin = match body_part(&response) {
-                    Some(BodyPart {
-                        uid: u,
-                        origin: Some(origin),
-                        ..
-                    }) if u == uid => u64::from(origin),
-                    _ => continue,
-                };
-                if !answered.insert(origin) {
-                    continue;
-                }
-                if origin != written {
-                    waiting.insert(origin, response);
-                    continue;
-                }
-                let mut next = Some(response);
-                while let Some(response) = next.take() {
-                    let data = body_part(&response).map_or(&[][..], |p| p.data);
-                    if let Err(e) = body.write(data).await {
-                        failure = Some(e);
-                        break;
-                    }
-                    written += data.len() as u64;
-                    if data.len() < CHUNK as usize {
-                        complete = true;
-                        break;
-                    }
-                    next = waiting.remove(&written);
-                }
+                collector.finish(uid, rest.meta, rest.body).await?;
+            } else if rest.vanished {
+                tracing::debug!("message {uid} vanished while its body was fetched");
+                rest.body.abandon().await;
+            } else {
+                rest.body.abandon().await;
+                return Err(StoreError::Protocol {
+                    host: session.host().to_owned(),
+                    command: "UID FETCH".to_owned(),
+                    detail: format!("the body of message {uid} came back with a gap"),
+                });
             }
         }
+        Ok(())
     }
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    if complete {
-        if written != u64::from(size) {
-            tracing::debug!("message {uid}: RFC822.SIZE {size}, but the body has {written} octets");
-        }
-        return Ok(true);
-    }
-    if vanished {
-        return Ok(false);
-    }
-    Err(StoreError::Protocol {
-        host: session.host().to_owned(),
-        command: "UID FETCH".to_owned(),
-        detail: format!("the body of message {uid} came back with a gap"),
-    })
 }
 
 #[cfg(test)]

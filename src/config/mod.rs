@@ -1652,4 +1652,41 @@ readonly = false
         let e = err(&GOOD.replace("/tmp/iw-mail/personal", "Mail"));
         assert!(e.contains("accounts.personal.local.path"), "{e}");
     }
+
+    /// Fuzzing (issue 16): configuration files as users write them, mistakes included.
+    mod fuzz {
+        use super::super::*;
+        use super::GOOD;
+        use proptest::prelude::*;
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "-?[0-9]{1,12}",
+                "\"\\PC{0,20}\"",
+                "(true|false)",
+                "\\[(\"[a-zA-Z*/%$]{0,8}\", ?){0,3}\\]",
+                "\\{ ?([a-z_]{1,8} = \"[a-z]{0,5}\",? ?){0,2}\\}",
+                "[0-9]{1,3}(s|m|h|ms|x)",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_is_a_configuration_or_an_error(text in "\\PC{0,300}") {
+                let _ = parse(Path::new("/c.toml"), &text);
+            }
+
+            #[test]
+            fn any_value_for_a_known_key_is_taken_or_named_in_the_error(
+                section in "(\\[general\\]|\\[accounts.personal\\]|\\[accounts.personal.remote\\]|\\[accounts.personal.local\\])",
+                key in "(max_connections|interval|create|remove|expunge|patterns|keywords|port|tls|auth|readonly|layout|max_size|timeout|idle|watch|user|host|path|state_dir|copy_sync|[a-z_]{1,12})",
+                value in value(),
+            ) {
+                let text = format!("{GOOD}\n{section}\n{key} = {value}\n");
+                if let Err(e) = parse(Path::new("/c.toml"), &text) {
+                    prop_assert!(e.to_string().contains("/c.toml"), "{}", e);
+                }
+            }
+        }
+    }
 }

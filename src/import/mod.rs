@@ -823,4 +823,45 @@ mod tests {
         }
         assert_eq!(argv("head -n1 a=b").0, vec!["head", "-n1", "a=b"]);
     }
+
+    /// Fuzzing (issue 16): old configurations given to `idlewild import`.
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+        use std::path::PathBuf;
+
+        fn ctx() -> Context {
+            Context {
+                source: "rc".into(),
+                home: PathBuf::from("/home/me"),
+                env: Default::default(),
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_mbsyncrc_converts_or_is_refused(
+                text in "\\PC{0,300}|((IMAPAccount|IMAPStore|MaildirStore|Channel|Host|User|Pass|PassCmd|Path|Inbox|Far|Near|Patterns|SSLType|Sync|Create|Expunge|SubFolders) [\\PC]{0,20}\n){0,20}",
+            ) {
+                let _ = convert(Tool::Mbsync, &text, &ctx());
+            }
+
+            #[test]
+            fn any_offlineimaprc_converts_or_is_refused(
+                text in "\\PC{0,300}|((\\[(general|Account [a-z]{1,3}|Repository [a-z]{1,3})\\]|(accounts|localrepository|remoterepository|type|remotehost|remoteuser|remotepass|localfolders|folderfilter|nametrans|remotepasseval) ?[=:] ?[\\PC]{0,30})\n){0,20}",
+            ) {
+                let _ = convert(Tool::OfflineImap, &text, &ctx());
+            }
+
+            #[test]
+            fn any_python_expression_in_an_offlineimaprc_is_read_or_refused(
+                expr in "[\\[\\](){}'\",:+%. a-z0-9\\\\]{0,120}",
+            ) {
+                let text = format!(
+                    "[general]\naccounts = a\n[Account a]\nlocalrepository = l\nremoterepository = r\n[Repository l]\ntype = Maildir\nlocalfolders = ~/Mail\n[Repository r]\ntype = IMAP\nremotehost = h\nremoteuser = u\nfolderfilter = {expr}\nnametrans = {expr}\n"
+                );
+                let _ = convert(Tool::OfflineImap, &text, &ctx());
+            }
+        }
+    }
 }

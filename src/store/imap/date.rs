@@ -42,4 +42,35 @@ mod tests {
             assert_eq!(parse(&format(t).unwrap()), Some(t));
         }
     }
+
+    /// Fuzzing (issue 16): what a server sends as INTERNALDATE. Long run: see RELIABILITY.md.
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_text_is_a_date_or_none(text in "\\PC{0,40}") {
+                let _ = parse(&text);
+            }
+
+            #[test]
+            fn near_dates_are_read_or_refused(
+                day in "[ 0-9]{1,3}",
+                month in "[A-Za-z]{2,4}",
+                year in "-?[0-9]{1,6}",
+                clock in "[0-9]{1,3}:[0-9]{1,3}:[0-9]{1,3}",
+                zone in "[+-][0-9]{2,5}",
+            ) {
+                let _ = parse(&format!("{day}-{month}-{year} {clock} {zone}"));
+            }
+
+            #[test]
+            fn every_date_written_reads_back(t in -62_135_596_800i64..253_402_300_800) {
+                if let Some(text) = format(t) {
+                    prop_assert_eq!(parse(&text), Some(t));
+                }
+            }
+        }
+    }
 }

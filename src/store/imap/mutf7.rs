@@ -204,4 +204,20 @@ mod tests {
             prop_assert_eq!(encode(&s), utf7_imap::encode_utf7_imap(s.clone()));
         }
     }
+
+    /// Fuzzing (issue 16): mailbox names exactly as a server may send them.
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_mailbox_name_decodes_or_is_refused(name in "\\PC{0,40}|[&A-Za-z0-9+,-]{0,40}") {
+                if let Some(decoded) = decode(&name) {
+                    // What decodes encodes to a name that decodes the same.
+                    prop_assert_eq!(decode(&encode(&decoded)), Some(decoded));
+                }
+            }
+        }
+    }
 }

@@ -313,4 +313,36 @@ mod tests {
         let der = certificate(&times.0, &times.1, Some(other_extension));
         assert!(CertFacts::parse(&der).unwrap().for_servers);
     }
+
+    /// Fuzzing (issue 16): certificate bytes as a server may present them.
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_bytes_are_a_certificate_or_none(der in proptest::collection::vec(any::<u8>(), 0..600)) {
+                let _ = CertFacts::parse(&der);
+            }
+
+            #[test]
+            fn nested_elements_of_any_length_are_read_or_refused(
+                parts in proptest::collection::vec((any::<u8>(), 0usize..300), 0..12),
+            ) {
+                // Tag and length octets nested the way DER nests them, lengths often wrong.
+                let mut der = Vec::new();
+                for (tag, len) in parts.iter().rev() {
+                    let mut outer = vec![*tag];
+                    if *len < 0x80 {
+                        outer.push(*len as u8);
+                    } else {
+                        outer.extend_from_slice(&[0x82, (*len >> 8) as u8, *len as u8]);
+                    }
+                    outer.extend_from_slice(&der);
+                    der = outer;
+                }
+                let _ = CertFacts::parse(&der);
+            }
+        }
+    }
 }

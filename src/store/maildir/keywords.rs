@@ -392,4 +392,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(read(dir.path()).expect("read"), Table::default());
     }
+
+    /// Fuzzing (issue 16): a `dovecot-keywords` file as any program may have left it.
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_keywords_file_is_read_and_written_back_the_same(
+                text in "\\PC{0,300}|([0-9 ]{0,4}[ ]\\PC{0,12}\n){0,30}",
+            ) {
+                let table = Table::parse(&text);
+                prop_assert_eq!(Table::parse(&table.render()), table);
+            }
+        }
+    }
 }

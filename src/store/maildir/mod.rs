@@ -2234,4 +2234,56 @@ mod tests {
         assert_ne!(a, b);
         assert!(MsgId::new(a).is_some());
     }
+
+    /// Fuzzing (issue 16): message file names as mail clients leave them.
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn system_flags() -> impl Strategy<Value = Flags> {
+            (0u8..64).prop_map(|bits| {
+                [
+                    Flags::SEEN,
+                    Flags::ANSWERED,
+                    Flags::FLAGGED,
+                    Flags::DELETED,
+                    Flags::DRAFT,
+                    Flags::FORWARDED,
+                ]
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| bits & (1 << i) != 0)
+                .fold(Flags::empty(), |all, (_, f)| all.union(f))
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn any_file_name_reads_as_an_id_and_flags(
+                name in "\\PC{0,80}|[A-Za-z0-9.]{1,20}(:[0-9],?[A-Za-z]{0,10}){0,3}",
+                keywords in "([0-9]{1,2} [a-z$]{1,8}\n){0,5}",
+            ) {
+                let table = keywords::Table::parse(&keywords);
+                let _ = flags_of(&name, &table);
+                let unique = unique_part(&name);
+                prop_assert!(name.starts_with(unique));
+                prop_assert!(name.ends_with(info_letters(&name)));
+                if let Some(id) = MsgId::new(unique) {
+                    prop_assert_eq!(Located::new(Sub::Cur, &name).file_name(&id), name);
+                }
+            }
+
+            #[test]
+            fn a_name_made_for_flags_reads_back_as_them(
+                unique in "[A-Za-z0-9._-]{1,40}",
+                foreign in "[a-zA-Z0-9,]{0,8}",
+                flags in system_flags(),
+            ) {
+                let table = keywords::Table::default();
+                let name = file_name_with(&unique, &foreign, &flags, &table);
+                prop_assert_eq!(unique_part(&name), unique.as_str());
+                prop_assert_eq!(flags_of(&name, &table), flags);
+            }
+        }
+    }
 }

@@ -6,7 +6,7 @@
 //! ones come in partial fetches of [`CHUNK`] octets (RFC 3501 §6.4.5 `BODY[]<origin.length>`),
 //! a few in flight at once so the link stays busy.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use async_imap::imap_proto::{AttributeValue, Response};
@@ -473,16 +473,15 @@ impl Rest {
 /// The messages of a batch bigger than a chunk, and their partial fetches in flight.
 #[derive(Default)]
 struct Rests {
-    all: Vec<Rest>,
-    by_uid: HashMap<Uid, usize>,
+    /// Few per batch: found by UID with a look through them.
+    all: VecDeque<Rest>,
     /// Per tag: which message, from which octet.
     in_flight: HashMap<String, (usize, u64)>,
 }
 
 impl Rests {
     fn add(&mut self, uid: Uid, meta: Meta, body: Body) {
-        self.by_uid.insert(uid, self.all.len());
-        self.all.push(Rest {
+        self.all.push_back(Rest {
             uid,
             meta,
             body,
@@ -545,8 +544,8 @@ impl Rests {
                 uid,
                 origin: Some(origin),
                 ..
-            }) => match self.by_uid.get(&uid) {
-                Some(&index) => (index, u64::from(origin)),
+            }) => match self.all.iter().position(|r| r.uid == uid) {
+                Some(index) => (index, u64::from(origin)),
                 None => return Ok(()),
             },
             _ => return Ok(()),
@@ -581,8 +580,7 @@ impl Rests {
         session: &Session,
         collector: &mut Collector<'_>,
     ) -> Result<(), StoreError> {
-        while !self.all.is_empty() {
-            let rest = self.all.remove(0);
+        while let Some(rest) = self.all.pop_front() {
             let uid = rest.uid;
             if rest.complete {
                 if rest.written != u64::from(rest.meta.size) {

@@ -11,6 +11,7 @@
 pub mod bus;
 pub mod corpus;
 pub mod dovecot;
+pub mod fault_proxy;
 pub mod faulty;
 pub mod gmail_proxy;
 pub mod imapctl;

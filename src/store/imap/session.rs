@@ -502,7 +502,7 @@ impl Session {
         };
         let response = match read {
             Err(e) => {
-                return Err(self.poison(format!("reading failed: {}", shorten(&e.to_string()))));
+                return Err(self.poison(describe_read_error(&e)));
             }
             Ok(None) => return Err(self.poison("the server closed the connection")),
             Ok(Some(response)) => response,
@@ -652,6 +652,31 @@ pub enum Incoming {
 }
 
 /// Parse errors quote the whole unparsed buffer; keep messages readable.
+/// What a failed read means, in words for the user. async-imap reports a stream that ends
+/// inside a response as "bytes remaining in stream", and a response it cannot parse as the
+/// parser's debug output followed by the whole buffer: the user is told what happened and sees
+/// only the start of what the server sent (enough to recognise a proxy's error page or a
+/// protocol mix-up, not a message's content).
+fn describe_read_error(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        return "the connection ended in the middle of a response".to_owned();
+    }
+    let text = e.to_string();
+    match text.split_once(" during parsing of ") {
+        Some((_, input)) => {
+            const SHOWN: usize = 40;
+            let start: String = input.chars().take(SHOWN).collect();
+            let more = if input.chars().nth(SHOWN).is_some() {
+                "..."
+            } else {
+                ""
+            };
+            format!("the server sent a response that is not IMAP, starting {start}{more}")
+        }
+        None => format!("reading failed: {}", shorten(&text)),
+    }
+}
+
 fn shorten(text: &str) -> String {
     const MAX: usize = 300;
     if text.len() <= MAX {
@@ -667,6 +692,33 @@ fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_errors_are_told_in_words_with_only_the_start_of_what_came() {
+        let eof = std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "bytes remaining in stream",
+        );
+        assert_eq!(
+            describe_read_error(&eof),
+            "the connection ended in the middle of a response"
+        );
+        // As async-imap words a parse failure: the parser's debug output, then the buffer.
+        let body = "x".repeat(100_000);
+        let garbage = std::io::Error::other(format!(
+            "Error(Error {{ input: [42, 32, 79], code: Tag }}) during parsing of {:?}",
+            format!("* O\u{f6}z6 secret body {body}")
+        ));
+        let told = describe_read_error(&garbage);
+        assert!(
+            told.starts_with("the server sent a response that is not IMAP, starting \"* O"),
+            "{told}"
+        );
+        assert!(told.ends_with("..."), "{told}");
+        assert!(told.len() < 120, "{told}");
+        let other = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(describe_read_error(&other).starts_with("reading failed: "));
+    }
 
     #[test]
     fn rationing_refusals_are_told_from_errors_with_the_wait_they_ask_for() {

@@ -1,0 +1,385 @@
+//! Syncs through a network that breaks: every connection of a run may be cut, reset, stalled or
+//! fed garbage, or lose the server's answer, after a random number of bytes either way (from before the greeting to deep
+//! inside a 2.5 MB body), with changes on both sides between runs. Then one clean run straight
+//! to the server: every message is exactly once on both sides, every flag change made on either
+//! side is on both, and no faulted run outlived what its timeouts allow.
+//!
+//! Figures are printed at the end (run with `--nocapture` to see them; `FAULT_DEBUG=1` prints
+//! each run's faults and errors).
+
+mod common;
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Env, set_local_flags};
+use idlewild::model::Flags;
+use support::corpus::{self, Rng};
+use support::fault_proxy::{Fault, FaultProxy, KINDS, Kind, Stats, Way};
+
+/// The account's `timeout` in these tests, in seconds: what a stalled read may cost.
+const TIMEOUT: u64 = 2;
+/// Messages over the IMAP store's 1 MiB fetch chunk, so faults land mid-literal and between
+/// the chunks of one message.
+const BIG: usize = 2_500_000;
+
+/// What each folder must hold at the end: Message-IDs, each exactly once.
+type Expected = BTreeMap<String, Vec<String>>;
+
+/// Flags (bits of [`Flags`]) a message must carry at the end, by Message-ID.
+type MustHave = BTreeMap<String, u8>;
+
+fn add(expected: &mut Expected, folder: &str, id: String) {
+    let v = expected.entry(folder.to_owned()).or_default();
+    v.push(id);
+    v.sort();
+}
+
+fn remove(expected: &mut Expected, folder: &str, id: &str) {
+    if let Some(v) = expected.get_mut(folder) {
+        v.retain(|x| x != id);
+    }
+}
+
+/// Checks both sides against `expected` and `must_have`; returns the message copies checked.
+fn check(env: &Env, expected: &Expected, must_have: &MustHave) -> usize {
+    let (remote, local) = env.assert_in_step();
+    let mut checked = 0;
+    for (side, name) in [(&remote, "server"), (&local, "Maildir")] {
+        for (folder, want) in expected {
+            let mut have: Vec<String> = side
+                .get(folder)
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.message_id.clone())
+                .collect();
+            have.sort();
+            let lost: Vec<&String> = want.iter().filter(|id| !have.contains(id)).collect();
+            let extra: Vec<&String> = have.iter().filter(|id| !want.contains(id)).collect();
+            assert!(lost.is_empty(), "{name} {folder}: lost {lost:?}");
+            assert!(
+                extra.is_empty(),
+                "{name} {folder}: unexpected or duplicated {extra:?}"
+            );
+            checked += have.len();
+        }
+        for (id, bits) in must_have {
+            let seen = side
+                .values()
+                .flatten()
+                .find(|m| m.message_id.as_deref() == Some(id.as_str()))
+                .unwrap_or_else(|| panic!("{name}: {id} is gone"));
+            assert_eq!(
+                seen.flags & bits,
+                *bits,
+                "{name}: {id} lost a flag change (has {:#x}, must have {bits:#x})",
+                seen.flags
+            );
+        }
+    }
+    checked
+}
+
+/// A fault of `kind` for a connection, or none (one in seven passes untouched), mostly on the
+/// server's side (where the bodies flow), after a number of bytes spread evenly over the
+/// orders of magnitude from 0 to 4 MiB.
+fn choose(rng: &mut Rng, kind: Kind) -> Option<Fault> {
+    if rng.chance(15) {
+        return None;
+    }
+    let way = if kind != Kind::LoseReply && rng.chance(70) {
+        Way::Down
+    } else {
+        Way::Up
+    };
+    // A lost reply matters most after an APPEND, which comes after the first kilobyte or so.
+    let bits = if kind == Kind::LoseReply {
+        rng.range(11, 23)
+    } else {
+        rng.below(23)
+    };
+    let after = if bits == 0 {
+        0
+    } else {
+        (1u64 << (bits - 1)) + rng.next_u64() % (1u64 << (bits - 1))
+    };
+    Some(Fault { kind, way, after })
+}
+
+#[derive(Default)]
+struct Tally {
+    runs: usize,
+    failed: usize,
+    slowest: Duration,
+    stats: Stats,
+}
+
+impl Tally {
+    fn add(&mut self, stats: &Stats) {
+        self.stats.connections += stats.connections;
+        for (total, n) in self.stats.struck.iter_mut().zip(stats.struck) {
+            *total += n;
+        }
+        self.stats.bytes_up += stats.bytes_up;
+        self.stats.bytes_down += stats.bytes_down;
+    }
+}
+
+/// One `idlewild sync` through the proxy with faults of one kind (the runs take the kinds in
+/// turn) drawn from `seed`. It may fail; it must
+/// not panic, and must end within what its timeouts allow: the account's timeout for each
+/// stall that struck, and a margin for the work itself.
+fn faulty_run(env: &Env, proxy: &FaultProxy, seed: u64, tally: &mut Tally) {
+    let mut rng = Rng::new(seed);
+    // Lost replies twice as often as the rest: they are the one fault that leaves the server
+    // having done what the client cannot know it did.
+    let kind = [KINDS.as_slice(), &[Kind::LoseReply]].concat()[tally.runs % (KINDS.len() + 1)];
+    proxy.set_chooser(move |_| choose(&mut rng, kind));
+    let _ = proxy.take_stats();
+    let mut child = env
+        .command(&["-q", "sync"])
+        .env("IDLEWILD_LOG", "idlewild=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn idlewild");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let start = Instant::now();
+    let hard_limit = Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > hard_limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "a sync through the faulty proxy still ran after {hard_limit:?} ({:?})",
+                proxy.stats()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = start.elapsed();
+    let stderr = reader.join().unwrap_or_default();
+    let stats = proxy.take_stats();
+    assert!(!stderr.contains("panicked"), "idlewild panicked:\n{stderr}");
+    // What the user reads says what happened, not the parser's innards.
+    assert!(
+        !stderr.contains("input: [") && !stderr.contains("bytes remaining in stream"),
+        "an error told in the parser's words:\n{stderr}"
+    );
+    let allowed = Duration::from_secs(TIMEOUT * (stats.stalls() as u64 + 1) + 20);
+    assert!(
+        took <= allowed,
+        "a run took {took:?}, more than {allowed:?} for {stats:?}\n{stderr}"
+    );
+    if std::env::var_os("FAULT_DEBUG").is_some() {
+        eprintln!(
+            "run {} {kind:?} {stats:?} {:?}: {}",
+            tally.runs,
+            status.code(),
+            stderr
+                .lines()
+                .filter(|l| !l.contains("imap-login"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
+    tally.runs += 1;
+    tally.failed += usize::from(!status.success());
+    tally.slowest = tally.slowest.max(took);
+    tally.add(&stats);
+}
+
+#[test]
+fn one_shot_syncs_through_a_breaking_network_lose_and_duplicate_nothing() {
+    let env = Env::new();
+    let proxy = FaultProxy::start(env.dovecot.port());
+    let through_proxy = format!("port = {}\ntimeout = {TIMEOUT}", proxy.port());
+    env.write_config(&through_proxy);
+    let mut rng = Rng::new(0xfa17);
+    let mut expected = Expected::new();
+    let mut must_have = MustHave::new();
+    let seed = 91;
+    let folders = ["INBOX", "Archive", "Entwürfe"];
+    for f in &folders[1..] {
+        env.ctl.create(f);
+    }
+
+    // Server: 150 messages and three big ones; local: 40 messages and one big one.
+    let mut ops = Vec::new();
+    for i in 0..150 {
+        let folder = folders[i % 3];
+        ops.push(serde_json::json!({
+            "op": "append", "folder": folder,
+            "message": String::from_utf8_lossy(&corpus::message(seed, i)),
+            "flags": if i % 2 == 0 { vec!["\\Seen"] } else { vec![] },
+        }));
+        add(&mut expected, folder, corpus::message_id(seed, i));
+    }
+    env.ctl.run(serde_json::Value::Array(ops));
+    for (k, folder) in folders.iter().enumerate() {
+        let big = corpus::big_message(seed, BIG + k);
+        env.ctl.append(folder, &big, &[]);
+        let id = idlewild::message::message_id(&big).expect("Message-ID");
+        add(&mut expected, folder, id);
+    }
+    for i in 1000..1040 {
+        let folder = if i % 2 == 0 { "INBOX" } else { "Local" };
+        env.deliver_locally(
+            folder,
+            &format!("local-{i}.host"),
+            &corpus::message(seed, i),
+            None,
+        );
+        add(&mut expected, folder, corpus::message_id(seed, i));
+    }
+    let big = corpus::big_message(seed, BIG + 10);
+    env.deliver_locally("Local", "local-big.host", &big, Some("S"));
+    add(
+        &mut expected,
+        "Local",
+        idlewild::message::message_id(&big).expect("Message-ID"),
+    );
+
+    let mut tally = Tally::default();
+    // The initial sync, through faults until it has gone through once.
+    for _ in 0..8 {
+        faulty_run(&env, &proxy, rng.next_u64(), &mut tally);
+    }
+
+    let flagged = Flags::from_imap(["\\Flagged"]).bits();
+    let flagged_seen = Flags::from_imap(["\\Flagged", "\\Seen"]).bits();
+    // `FAULT_ROUNDS` makes a longer campaign of the same test (RELIABILITY.md).
+    let rounds: usize = std::env::var("FAULT_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(4);
+    for round in 0..rounds {
+        let base = 5000 + round * 100;
+        // New mail on both sides, a big message among it.
+        for i in 0..20 {
+            let folder = folders[i % 3];
+            env.ctl
+                .append(folder, &corpus::message(seed, base + i), &[]);
+            add(&mut expected, folder, corpus::message_id(seed, base + i));
+        }
+        let big = corpus::big_message(seed, BIG + 100_000 + round);
+        env.ctl.append("Archive", &big, &["\\Seen"]);
+        add(
+            &mut expected,
+            "Archive",
+            idlewild::message::message_id(&big).expect("Message-ID"),
+        );
+        for i in 20..40 {
+            let id = base + i;
+            env.deliver_locally(
+                "Local",
+                &format!("local-{id}.host"),
+                &corpus::message(seed, id),
+                Some("S"),
+            );
+            add(&mut expected, "Local", corpus::message_id(seed, id));
+        }
+        // The server flags and expunges in Archive (messages the Maildir already holds: the
+        // changes must travel down)...
+        let local_archive = env.local();
+        let held: Vec<&String> = local_archive
+            .get("Archive")
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.message_id.as_ref())
+            .collect();
+        let archive = env.ctl.dump("Archive");
+        let on_both: Vec<&support::imapctl::ServerMessage> = archive
+            .iter()
+            .filter(|m| m.message_id.as_ref().is_some_and(|id| held.contains(&id)))
+            .collect();
+        for (n, m) in on_both.iter().enumerate() {
+            let Some(id) = &m.message_id else { continue };
+            if n % 5 == round % 5 {
+                env.ctl.store("Archive", m.uid, &["\\Flagged"], "+");
+                must_have.insert(id.clone(), flagged);
+            } else if n % 11 == round % 4 + 3 && !must_have.contains_key(id) {
+                env.ctl.expunge("Archive", &[m.uid]);
+                remove(&mut expected, "Archive", id);
+            }
+        }
+        // ...and the mail client flags and deletes in INBOX (the changes must travel up).
+        for (n, f) in env.local_files("INBOX").into_iter().enumerate() {
+            let content = std::fs::read(&f).expect("read");
+            let id = idlewild::message::message_id(&content).expect("Message-ID");
+            if n % 6 == round % 6 {
+                set_local_flags(&f, "FS");
+                must_have.insert(id, flagged_seen);
+            } else if n % 13 == round % 4 + 7 && !must_have.contains_key(&id) {
+                std::fs::remove_file(&f).expect("delete");
+                remove(&mut expected, "INBOX", &id);
+            }
+        }
+        // Runs with fresh mail on both sides before each, so every run has bodies to move.
+        for k in 0..8 {
+            let id = base + 50 + k;
+            env.ctl
+                .append(folders[k % 3], &corpus::message(seed, id), &[]);
+            add(&mut expected, folders[k % 3], corpus::message_id(seed, id));
+            let local = if k % 4 == 0 {
+                corpus::big_message(seed, BIG + 200_000 + round * 10 + k)
+            } else {
+                corpus::message(seed, base + 70 + k)
+            };
+            env.deliver_locally(
+                "INBOX",
+                &format!("local-{}.host", base + 70 + k),
+                &local,
+                None,
+            );
+            let id = idlewild::message::message_id(&local).expect("Message-ID");
+            add(&mut expected, "INBOX", id);
+            if k % 2 == 1 {
+                let big = corpus::big_message(seed, BIG + 300_000 + round * 10 + k);
+                env.ctl.append(folders[k % 3], &big, &[]);
+                let id = idlewild::message::message_id(&big).expect("Message-ID");
+                add(&mut expected, folders[k % 3], id);
+            }
+            faulty_run(&env, &proxy, rng.next_u64(), &mut tally);
+        }
+    }
+
+    // One clean run straight to the server.
+    proxy.heal();
+    env.write_config("");
+    env.sync_ok(&[]);
+    let checked = check(&env, &expected, &must_have);
+    let s = &tally.stats;
+    eprintln!(
+        "network faults: {} runs ({} failed), {} connections, faults struck: {} cut, {} reset, \
+         {} stalled, {} garbage, {} replies lost; {:.1} MB down, {:.1} MB up; slowest run {:.1} s; \
+         {checked} message copies and {} flag changes checked, 0 lost, 0 duplicated",
+        tally.runs,
+        tally.failed,
+        s.connections,
+        s.struck[0],
+        s.struck[1],
+        s.struck[2],
+        s.struck[3],
+        s.struck[4],
+        s.bytes_down as f64 / 1e6,
+        s.bytes_up as f64 / 1e6,
+        tally.slowest.as_secs_f64(),
+        must_have.len(),
+    );
+    for (kind, n) in KINDS.iter().zip(s.struck) {
+        assert!(n >= 3, "only {n} {kind:?} faults struck: {s:?}");
+    }
+    assert!(tally.failed >= 5, "faults hardly made any run fail: {s:?}");
+}

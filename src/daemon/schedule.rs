@@ -148,6 +148,16 @@ impl Schedule {
         );
     }
 
+    /// A watch connection was made again after it broke: changes may have been missed, and the
+    /// server answers again, so a retry set further off by a failed sync's backoff is brought
+    /// forward to the debounce (a hold asked for by a rationing server is not: [`Self::due`]
+    /// still waits for its end). Without this, a network that came back after a bad spell
+    /// stayed unsynced for minutes, until the backoff's retry.
+    pub(super) fn reconnected(&mut self, now: Instant) {
+        self.full_sync_by(now + DEBOUNCE);
+        self.debounce(DEBOUNCE, now);
+    }
+
     /// A person asked for a sync of `folders` (all when empty): now, without a debounce. While
     /// a full sync is due, the request is folded into it now.
     pub(super) fn requested(&mut self, folders: Vec<FolderName>, now: Instant) {
@@ -474,6 +484,34 @@ mod tests {
         s.start(Due::Full);
         s.full_sync_done(Instant::now());
         assert_eq!(s.deadline(false, Instant::now()), Instant::now() + INTERVAL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_connection_made_again_brings_a_far_retry_forward_but_not_a_hold() {
+        let start = Instant::now();
+        let mut s = Schedule::new(INTERVAL, false, start);
+        s.start(Due::Full);
+        s.retry_at(start + Duration::from_secs(200));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        s.reconnected(Instant::now());
+        assert_eq!(s.deadline(false, Instant::now()), Instant::now() + DEBOUNCE);
+        tokio::time::advance(DEBOUNCE).await;
+        assert_eq!(s.due(Instant::now()), Some(Due::Full));
+
+        // A retry due sooner keeps its time.
+        let mut s = Schedule::new(INTERVAL, false, start);
+        s.start(Due::Full);
+        s.retry_at(Instant::now());
+        s.reconnected(Instant::now());
+        assert_eq!(s.due(Instant::now()), Some(Due::Full));
+
+        // A rationing server's hold stands.
+        let mut s = Schedule::new(INTERVAL, false, start);
+        s.start(Due::Full);
+        s.hold_until(Instant::now() + Duration::from_secs(60));
+        s.reconnected(Instant::now());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(s.due(Instant::now()), None);
     }
 
     #[tokio::test(start_paused = true)]

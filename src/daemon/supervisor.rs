@@ -596,7 +596,8 @@ impl Supervisor {
         match wake {
             Wake::ServerChanged(folder) => self.server_changed(folder, now),
             Wake::LocalChanged(folder) => self.schedule.folder_changed(folder, DEBOUNCE, now),
-            Wake::LocalRescan | Wake::Reconnected => self.schedule.everything_changed(now),
+            Wake::LocalRescan => self.schedule.everything_changed(now),
+            Wake::Reconnected => self.schedule.reconnected(now),
         }
     }
 

@@ -508,8 +508,13 @@ fn the_daemon_leaves_a_rationing_server_alone_even_when_mail_arrives_and_says_wh
         .expect("status");
     let text = format!("{}{}", stdout(&status), common::stderr(&status));
     assert!(text.contains("OVERQUOTA"), "{text}");
+    // An hour, and up to a tenth more so that throttled clients do not all come back at once.
     eventually(Duration::from_secs(5), "the retry is an hour away", || {
-        daemon.log_tail().contains("retry_in_s=3600")
+        daemon.log_tail().lines().any(|l| {
+            l.split_once("retry_in_s=")
+                .and_then(|(_, s)| s.split_whitespace().next()?.parse::<u64>().ok())
+                .is_some_and(|s| (3600..=3960).contains(&s))
+        })
     });
 
     // More mail, on the server and here: each wakes the account, but the server is not asked
@@ -531,6 +536,123 @@ fn the_daemon_leaves_a_rationing_server_alone_even_when_mail_arrives_and_says_wh
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(fetches(), before, "{}", daemon.log_tail());
+}
+
+/// Other servers ration in their own words; the proxy stands in for them too.
+#[test]
+fn every_rationing_refusal_stops_a_one_shot_sync_with_the_wait_it_asks_for() {
+    let (env, proxy) = gmail();
+    labelled(&env, &corpus::message(SEED, 1), &["INBOX", ALL_MAIL]);
+    for (refusal, wait) in [
+        (
+            "NO Request is throttled. Suggested Backoff Time: 3000 milliseconds",
+            "for 3 s",
+        ),
+        ("NO [INUSE] Mailbox in use", "for 1 min"),
+        ("NO [LIMIT] Too many commands", "for 1 min"),
+        ("NO [UNAVAILABLE] Backend unavailable", "for 1 min"),
+    ] {
+        proxy.control(serde_json::json!({ "refuse": ["FETCH"], "refusal": refusal }));
+        let out = env.run(&["sync"]);
+        let log = common::stderr(&out);
+        assert!(!out.status.success(), "{refusal}: {log}");
+        let detail = refusal.trim_start_matches("NO ");
+        assert!(
+            log.contains(detail)
+                && log.contains(&format!("leave it alone {wait}"))
+                && log.contains("nothing was lost"),
+            "{refusal}: {log}"
+        );
+        assert!(copies_of(&env, &["INBOX"], 1).is_empty());
+    }
+    proxy.control(serde_json::json!({}));
+    env.sync_ok(&[]);
+    in_step(&env);
+}
+
+#[test]
+fn the_daemon_honours_a_suggested_backoff_time_then_catches_up_and_clears_the_error() {
+    use common::daemon::{Daemon, eventually};
+    use support::bus::PrivateBus;
+    let (env, proxy) = gmail();
+    labelled(&env, &corpus::message(SEED, 1), &["INBOX", ALL_MAIL]);
+    let bus = PrivateBus::start();
+    let daemon = Daemon::start_with(&env, None, &[("DBUS_SESSION_BUS_ADDRESS", &bus.address)]);
+    eventually(Duration::from_secs(30), "the first message arrives", || {
+        copies_of(&env, &["INBOX"], 1).len() == 1
+    });
+    let property = |name: &str| {
+        let out = bus.busctl(&[
+            "get-property",
+            "org.idlewild.Idlewild1",
+            "/org/idlewild/Idlewild1/accounts/test",
+            "org.idlewild.Idlewild1.Account",
+            name,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let fetches = || {
+        proxy
+            .commands()
+            .iter()
+            .filter(|c| c.contains(" FETCH "))
+            .count()
+    };
+
+    // Office 365 throttles: eight seconds, it says.
+    proxy.control(serde_json::json!({
+        "refuse": ["FETCH"],
+        "refusal": "NO Request is throttled. Suggested Backoff Time: 8000 milliseconds",
+    }));
+    labelled(&env, &corpus::message(SEED, 2), &["INBOX", ALL_MAIL]);
+    eventually(
+        Duration::from_secs(30),
+        "LastError names the throttling",
+        || property("LastError").contains("Suggested Backoff Time"),
+    );
+    let refused_at = std::time::Instant::now();
+    assert!(
+        property("LastError").contains("leave it alone for 8 s"),
+        "{}",
+        property("LastError")
+    );
+    // New mail on both sides wakes the account, but the server is not asked again before
+    // its time.
+    let before = fetches();
+    labelled(&env, &corpus::message(SEED, 3), &["INBOX", ALL_MAIL]);
+    env.deliver_locally(
+        "INBOX",
+        "1700000000.M3P3.gmailtest",
+        &corpus::message(SEED, 4),
+        None,
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(fetches(), before, "{}", daemon.log_tail());
+    assert!(
+        refused_at.elapsed() < Duration::from_secs(8),
+        "the check above came too late to mean anything"
+    );
+
+    // The throttling ends; the retry after the wait catches up and clears the error.
+    proxy.control(serde_json::json!({}));
+    let uploaded = corpus::message_id(SEED, 4);
+    eventually(
+        Duration::from_secs(30),
+        "the held-back mail arrives",
+        || {
+            copies_of(&env, &["INBOX"], 2).len() == 1
+                && copies_of(&env, &["INBOX"], 3).len() == 1
+                && env
+                    .ctl
+                    .dump("INBOX")
+                    .iter()
+                    .any(|m| m.message_id.as_ref() == Some(&uploaded))
+        },
+    );
+    eventually(Duration::from_secs(10), "LastError is cleared", || {
+        property("LastError") == "s \"\""
+    });
+    in_step(&env);
 }
 
 #[test]

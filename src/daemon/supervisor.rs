@@ -518,7 +518,7 @@ impl Supervisor {
         let credential = credential_error(e);
         // A server that rations the account (Gmail's daily bandwidth, a connection limit)
         // said how long to stay away; the backoff alone would come back sooner.
-        let rationed = rationed_wait(e);
+        let rationed = rationed_wait(e).map(|wait| spread(wait, rand::random()));
         let delay = retry_delay(backoff, credential).max(rationed.unwrap_or_default());
         tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "sync failed");
         self.reporter.send(AccountEvent::Failed {
@@ -664,6 +664,13 @@ impl Supervisor {
         }
         self.reporter.send(AccountEvent::Stopped);
     }
+}
+
+/// A rationing server's wait, lengthened by up to a tenth (`jitter` in 0..1): the server's own
+/// figure is never cut short, and the many clients it throttled at once (after an outage, say)
+/// do not all come back in the same second.
+fn spread(wait: Duration, jitter: f64) -> Duration {
+    wait + wait.mul_f64(jitter.clamp(0.0, 1.0) / 10.0)
 }
 
 /// How long to wait before retrying a failed sync, given the backoff's next delay. A missing or
@@ -974,6 +981,16 @@ path = "/tmp/iw-mail/a"
             .collect();
         // Three connections to watch with (one syncs).
         assert_eq!(watched, vec!["INBOX", "Lists/a", "Lists/b"]);
+    }
+
+    #[test]
+    fn a_rationing_server_s_wait_is_spread_over_a_tenth_more_never_less() {
+        let wait = Duration::from_millis(3000);
+        assert_eq!(spread(wait, 0.0), wait);
+        assert_eq!(spread(wait, 0.5), Duration::from_millis(3150));
+        assert_eq!(spread(wait, 1.0), Duration::from_millis(3300));
+        assert_eq!(spread(wait, 7.0), Duration::from_millis(3300));
+        assert_eq!(spread(wait, -1.0), wait);
     }
 
     #[test]

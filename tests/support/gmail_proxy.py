@@ -110,6 +110,11 @@ command; missing, empty or unparsable means {}:
                                optional UID; case does not matter) are answered
                                `<tag> NO [OVERQUOTA] Account exceeded command or
                                bandwidth limits.` and not forwarded
+  {"refuse": ["FETCH", ..],     commands of these names (as under "overquota") are
+   "refusal": "NO ..."}        answered `<tag> REFUSAL` and not forwarded: a server
+                               rationing the account in words of its own (Office 365's
+                               "NO Request is throttled. Suggested Backoff Time: N
+                               milliseconds", RFC 5530's [INUSE], [LIMIT], [UNAVAILABLE])
   {"bye_on_label_store": true} a STORE of labels is not carried out: the
                                connection gets `* BYE Session expired...`
                                and is closed instead
@@ -922,6 +927,11 @@ class Connection:
             )
         ):
             answer = b"%s %s\r\n" % (tag, OVERQUOTA)
+        elif name in _names(settings.get("refuse")) or (
+            uid and b"UID " + name in _names(settings.get("refuse"))
+        ):
+            refusal = str(settings.get("refusal", "NO [UNAVAILABLE] Try again later.")).encode()
+            answer = b"%s %s\r\n" % (tag, refusal)
         elif name == b"STARTTLS":
             answer = b"%s BAD STARTTLS is not available through this proxy.\r\n" % tag
         elif name == b"NOTIFY":

@@ -24,7 +24,7 @@ use async_imap::Client;
 use async_imap::extensions::idle::Handle;
 use async_imap::imap_proto::rfc4315::UidSetMember;
 use async_imap::imap_proto::{self, Response, ResponseCode};
-use futures_util::Stream;
+use futures_util::{FutureExt as _, Stream};
 use tokio::io::AsyncWriteExt;
 
 use super::capabilities::Capabilities;
@@ -492,13 +492,20 @@ impl Session {
     async fn recv_within(&mut self, timed: bool) -> Result<Incoming, StoreError> {
         let timeout = self.timeout;
         let conn = self.conn()?;
+        // imap-proto 0.17 panics on some malformed responses (`INTERNALDATE NIL` unwraps the
+        // NIL; found by tests/imap_fuzz.rs): a response that cannot be read, which drops the
+        // connection like any other, not a crash of the sync or the daemon.
+        let reading = std::panic::AssertUnwindSafe(conn.read_response()).catch_unwind();
         let read = if timed {
-            match tokio::time::timeout(timeout, conn.read_response()).await {
+            match tokio::time::timeout(timeout, reading).await {
                 Err(_) => return Err(self.timed_out()),
                 Ok(read) => read,
             }
         } else {
-            conn.read_response().await
+            reading.await
+        };
+        let Ok(read) = read else {
+            return Err(self.poison("the server sent a response the IMAP parser fails on"));
         };
         let response = match read {
             Err(e) => {

@@ -423,7 +423,8 @@ fn a_mail_client_editing_while_the_daemon_runs_loses_nothing() {
     let checked = check(&env, &truth).unwrap_or_else(|e| panic!("{e}"));
     report("the daemon", &counts, 0, checked, &truth);
     assert!(
-        counts.flag_changes >= 100 && counts.deleted >= 20 && counts.delivered >= 40,
+        // Fewer than during one-shot syncs: this client pauses longer between changes.
+        counts.flag_changes >= 100 && counts.deleted >= 10 && counts.delivered >= 40,
         "the client did too little: {counts:?}"
     );
 }

@@ -479,16 +479,7 @@ fn the_daemon_leaves_a_rationing_server_alone_even_when_mail_arrives_and_says_wh
     eventually(Duration::from_secs(30), "the first message arrives", || {
         copies_of(&env, &["INBOX"], 1).len() == 1
     });
-    let property = |name: &str| {
-        let out = bus.busctl(&[
-            "get-property",
-            "org.idlewild.Idlewild1",
-            "/org/idlewild/Idlewild1/accounts/test",
-            "org.idlewild.Idlewild1.Account",
-            name,
-        ]);
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let property = |name: &str| account_property(&bus, name);
 
     // The day's allowance is used up; new mail arrives and its sync is refused.
     proxy.control(serde_json::json!({ "overquota": ["FETCH"] }));
@@ -519,13 +510,7 @@ fn the_daemon_leaves_a_rationing_server_alone_even_when_mail_arrives_and_says_wh
 
     // More mail, on the server and here: each wakes the account, but the server is not asked
     // again within the hour.
-    let fetches = || {
-        proxy
-            .commands()
-            .iter()
-            .filter(|c| c.contains(" FETCH "))
-            .count()
-    };
+    let fetches = || fetch_count(&proxy);
     let before = fetches();
     labelled(&env, &corpus::message(SEED, 3), &["INBOX", ALL_MAIL]);
     env.deliver_locally(
@@ -536,6 +521,27 @@ fn the_daemon_leaves_a_rationing_server_alone_even_when_mail_arrives_and_says_wh
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(fetches(), before, "{}", daemon.log_tail());
+}
+
+/// A property of the account `test`, as busctl prints it.
+fn account_property(bus: &support::bus::PrivateBus, name: &str) -> String {
+    let out = bus.busctl(&[
+        "get-property",
+        "org.idlewild.Idlewild1",
+        "/org/idlewild/Idlewild1/accounts/test",
+        "org.idlewild.Idlewild1.Account",
+        name,
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The FETCH commands the proxy has seen so far.
+fn fetch_count(proxy: &GmailProxy) -> usize {
+    proxy
+        .commands()
+        .iter()
+        .filter(|c| c.contains(" FETCH "))
+        .count()
 }
 
 /// Other servers ration in their own words; the proxy stands in for them too.
@@ -581,23 +587,8 @@ fn the_daemon_honours_a_suggested_backoff_time_then_catches_up_and_clears_the_er
     eventually(Duration::from_secs(30), "the first message arrives", || {
         copies_of(&env, &["INBOX"], 1).len() == 1
     });
-    let property = |name: &str| {
-        let out = bus.busctl(&[
-            "get-property",
-            "org.idlewild.Idlewild1",
-            "/org/idlewild/Idlewild1/accounts/test",
-            "org.idlewild.Idlewild1.Account",
-            name,
-        ]);
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    let fetches = || {
-        proxy
-            .commands()
-            .iter()
-            .filter(|c| c.contains(" FETCH "))
-            .count()
-    };
+    let property = |name: &str| account_property(&bus, name);
+    let fetches = || fetch_count(&proxy);
 
     // Office 365 throttles: eight seconds, it says.
     proxy.control(serde_json::json!({

@@ -174,6 +174,30 @@ fn flagged() -> u8 {
     Flags::from_imap(["\\Flagged"]).bits()
 }
 
+/// The mail client's thread, working until stopped.
+struct Client {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Counts>,
+}
+
+impl Client {
+    fn start(env: &Env, truth: &Arc<Mutex<Truth>>, seed: u64, pause: Duration) -> Client {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (folder, truth, flag) = (
+            env.maildir().join(CLIENT_FOLDER),
+            truth.clone(),
+            stop.clone(),
+        );
+        let thread = std::thread::spawn(move || mail_client(folder, truth, flag, seed, pause));
+        Client { stop, thread }
+    }
+
+    fn stop(self) -> Counts {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the mail client")
+    }
+}
+
 fn truth_of(truth: &Mutex<Truth>) -> std::sync::MutexGuard<'_, Truth> {
     truth.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -340,15 +364,7 @@ fn a_mail_client_editing_during_one_shot_syncs_loses_nothing() {
     env.sync_ok(&[]);
     check(&env, &truth_of(&truth)).expect("in step after the first sync");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let (folder, truth, stop) = (
-            env.maildir().join(CLIENT_FOLDER),
-            truth.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || mail_client(folder, truth, stop, 1, Duration::from_millis(3)))
-    };
+    let client = Client::start(&env, &truth, 1, Duration::from_millis(3));
     let mut rng = Rng::new(0xc11e);
     let mut next_id = 1000;
     let mut syncs = 0;
@@ -359,8 +375,7 @@ fn a_mail_client_editing_during_one_shot_syncs_loses_nothing() {
         env.sync_ok(&["-q"]);
         syncs += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    let counts = client.join().expect("the mail client");
+    let counts = client.stop();
     // Two clean syncs: the first may find the client's last moves made after it listed.
     env.sync_ok(&[]);
     env.sync_ok(&[]);
@@ -384,15 +399,7 @@ fn a_mail_client_editing_while_the_daemon_runs_loses_nothing() {
         check(&env, &truth_of(&truth)).is_ok()
     });
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let (folder, truth, stop) = (
-            env.maildir().join(CLIENT_FOLDER),
-            truth.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || mail_client(folder, truth, stop, 2, Duration::from_millis(10)))
-    };
+    let client = Client::start(&env, &truth, 2, Duration::from_millis(10));
     let mut rng = Rng::new(0xdae3);
     let mut next_id = 3000;
     let start = Instant::now();
@@ -400,8 +407,7 @@ fn a_mail_client_editing_while_the_daemon_runs_loses_nothing() {
         server_changes(&env, &truth, &mut rng, &mut next_id);
         std::thread::sleep(Duration::from_millis(300));
     }
-    stop.store(true, Ordering::Relaxed);
-    let counts = client.join().expect("the mail client");
+    let counts = client.stop();
     let mut last = String::new();
     let converged = poll(Duration::from_secs(60), || {
         match check(&env, &truth_of(&truth)) {

@@ -251,13 +251,7 @@ fn check(env: &Env, expected: &BTreeMap<String, Vec<String>>) -> usize {
     let mut checked = 0;
     for (side, name) in [(&remote, "server"), (&local, "Maildir")] {
         for (folder, want) in expected {
-            let mut have: Vec<String> = side
-                .get(folder)
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m.message_id.clone())
-                .collect();
-            have.sort();
+            let have = common::message_ids(side, folder);
             assert_eq!(&have, want, "{name} {folder}: lost or duplicated");
             checked += have.len();
         }
@@ -470,15 +464,8 @@ fn a_throttled_server_is_reported_once_and_the_sync_goes_on() {
 
 #[test]
 fn the_daemon_leaves_a_rationing_server_alone_even_when_mail_arrives_and_says_why() {
-    use common::daemon::{Daemon, eventually};
-    use support::bus::PrivateBus;
-    let (env, proxy) = gmail();
-    labelled(&env, &corpus::message(SEED, 1), &["INBOX", ALL_MAIL]);
-    let bus = PrivateBus::start();
-    let daemon = Daemon::start_with(&env, None, &[("DBUS_SESSION_BUS_ADDRESS", &bus.address)]);
-    eventually(Duration::from_secs(30), "the first message arrives", || {
-        copies_of(&env, &["INBOX"], 1).len() == 1
-    });
+    use common::daemon::eventually;
+    let (env, proxy, bus, daemon) = gmail_daemon();
     let property = |name: &str| account_property(&bus, name);
 
     // The day's allowance is used up; new mail arrives and its sync is refused.
@@ -521,6 +508,28 @@ fn the_daemon_leaves_a_rationing_server_alone_even_when_mail_arrives_and_says_wh
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(fetches(), before, "{}", daemon.log_tail());
+}
+
+/// The Gmail stand-in with message 1 in INBOX, and the daemon on a private bus once it has
+/// synced it. Bound with `let`, the daemon is dropped first.
+fn gmail_daemon() -> (
+    Env,
+    GmailProxy,
+    support::bus::PrivateBus,
+    common::daemon::Daemon,
+) {
+    let (env, proxy) = gmail();
+    labelled(&env, &corpus::message(SEED, 1), &["INBOX", ALL_MAIL]);
+    let bus = support::bus::PrivateBus::start();
+    let daemon = common::daemon::Daemon::start_with(
+        &env,
+        None,
+        &[("DBUS_SESSION_BUS_ADDRESS", &bus.address)],
+    );
+    common::daemon::eventually(Duration::from_secs(30), "the first message arrives", || {
+        copies_of(&env, &["INBOX"], 1).len() == 1
+    });
+    (env, proxy, bus, daemon)
 }
 
 /// A property of the account `test`, as busctl prints it.
@@ -578,15 +587,8 @@ fn every_rationing_refusal_stops_a_one_shot_sync_with_the_wait_it_asks_for() {
 
 #[test]
 fn the_daemon_honours_a_suggested_backoff_time_then_catches_up_and_clears_the_error() {
-    use common::daemon::{Daemon, eventually};
-    use support::bus::PrivateBus;
-    let (env, proxy) = gmail();
-    labelled(&env, &corpus::message(SEED, 1), &["INBOX", ALL_MAIL]);
-    let bus = PrivateBus::start();
-    let daemon = Daemon::start_with(&env, None, &[("DBUS_SESSION_BUS_ADDRESS", &bus.address)]);
-    eventually(Duration::from_secs(30), "the first message arrives", || {
-        copies_of(&env, &["INBOX"], 1).len() == 1
-    });
+    use common::daemon::eventually;
+    let (env, proxy, bus, daemon) = gmail_daemon();
     let property = |name: &str| account_property(&bus, name);
     let fetches = || fetch_count(&proxy);
 

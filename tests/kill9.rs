@@ -7,49 +7,18 @@
 mod common;
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Env, set_local_flags};
+use common::{Env, Expected, expect_message as add, holds, set_local_flags};
 use support::corpus::{self, Rng};
-
-/// What each folder must hold at the end: Message-IDs, each exactly once.
-type Expected = BTreeMap<String, Vec<String>>;
 
 fn check(env: &Env, expected: &Expected) -> usize {
     let (remote, local) = env.assert_in_step();
     let mut checked = 0;
     for (side, name) in [(&remote, "server"), (&local, "Maildir")] {
-        let mut got: Expected = BTreeMap::new();
-        for (folder, messages) in side {
-            let mut ids: Vec<String> = messages
-                .iter()
-                .filter_map(|m| m.message_id.clone())
-                .collect();
-            ids.sort();
-            if !ids.is_empty() {
-                got.insert(folder.clone(), ids);
-            }
-        }
-        for (folder, want) in expected {
-            let have = got.get(folder).cloned().unwrap_or_default();
-            let lost: Vec<&String> = want.iter().filter(|id| !have.contains(id)).collect();
-            let extra: Vec<&String> = have.iter().filter(|id| !want.contains(id)).collect();
-            assert!(lost.is_empty(), "{name} {folder}: lost {lost:?}");
-            assert!(
-                extra.is_empty(),
-                "{name} {folder}: unexpected/duplicated {extra:?}"
-            );
-            checked += have.len();
-        }
+        checked += holds(side, name, expected).unwrap_or_else(|e| panic!("{e}"));
     }
     checked
-}
-
-fn add(expected: &mut Expected, folder: &str, id: String) {
-    let v = expected.entry(folder.to_owned()).or_default();
-    v.push(id);
-    v.sort();
 }
 
 #[test]

@@ -19,13 +19,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Env;
 use common::daemon::{Daemon, poll};
+use common::{Env, Expected, expect_message, holds, try_set_local_flags, unexpect_message};
 use idlewild::model::Flags;
 use support::corpus::{self, Rng};
-
-/// What each folder must hold at the end: Message-IDs, each exactly once.
-type Expected = BTreeMap<String, Vec<String>>;
 
 /// The flags (bits of [`Flags`]) each message must carry at the end, by Message-ID.
 type FlagsOf = BTreeMap<String, u8>;
@@ -49,16 +46,12 @@ struct Truth {
 
 impl Truth {
     fn add(&mut self, folder: &str, id: String, flags: u8) {
-        let v = self.expected.entry(folder.to_owned()).or_default();
-        v.push(id.clone());
-        v.sort();
-        self.flags.insert(id, flags);
+        self.flags.insert(id.clone(), flags);
+        expect_message(&mut self.expected, folder, id);
     }
 
     fn remove(&mut self, folder: &str, id: &str) {
-        if let Some(v) = self.expected.get_mut(folder) {
-            v.retain(|x| x != id);
-        }
+        unexpect_message(&mut self.expected, folder, id);
         self.flags.remove(id);
     }
 }
@@ -149,7 +142,7 @@ fn mail_client(
                         info = letters.into_iter().collect();
                     }
                     let mut truth = truth_of(&truth);
-                    if rename_with_flags(&file, &info) {
+                    if try_set_local_flags(&file, &info).is_some() {
                         // The client's flags as the name has them; \Flagged is the server's.
                         let named = Flags::from_maildir_info(&info).bits() & !flagged();
                         let bits = truth.flags.entry(id).or_default();
@@ -232,19 +225,6 @@ fn message_id_of(file: &Path) -> Option<String> {
     idlewild::message::message_id(&content)
 }
 
-/// Renames a message file into cur/ with `info` flags; false when it was gone.
-fn rename_with_flags(file: &Path, info: &str) -> bool {
-    let (Some(name), Some(folder)) = (
-        file.file_name().and_then(|n| n.to_str()),
-        file.parent().and_then(Path::parent),
-    ) else {
-        return false;
-    };
-    let unique = name.split(':').next().unwrap_or(name);
-    let target = folder.join("cur").join(format!("{unique}:2,{info}"));
-    std::fs::rename(file, target).is_ok()
-}
-
 /// The server's share: new mail in both folders, \Flagged set or cleared on a few messages of
 /// each (the client's own deliveries aside).
 fn server_changes(env: &Env, truth: &Mutex<Truth>, rng: &mut Rng, next_id: &mut usize) {
@@ -281,26 +261,7 @@ fn check(env: &Env, truth: &Truth) -> Result<usize, String> {
     let (remote, local) = (env.remote(), env.local());
     let mut checked = 0;
     for (side, name) in [(&remote, "server"), (&local, "Maildir")] {
-        for (folder, want) in &truth.expected {
-            let mut have: Vec<String> = side
-                .get(folder)
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m.message_id.clone())
-                .collect();
-            have.sort();
-            if have != *want {
-                let lost: Vec<&String> = want.iter().filter(|id| !have.contains(id)).collect();
-                let extra: Vec<&String> = have.iter().filter(|id| !want.contains(id)).collect();
-                let mut dup = have.clone();
-                dup.dedup();
-                return Err(format!(
-                    "{name} {folder}: lost {lost:?}, unexpected {extra:?}, {} duplicated",
-                    have.len() - dup.len()
-                ));
-            }
-            checked += have.len();
-        }
+        checked += holds(side, name, &truth.expected)?;
         for m in side.values().flatten() {
             let Some(id) = &m.message_id else { continue };
             let want = truth.flags.get(id).copied().unwrap_or_default();

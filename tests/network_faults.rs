@@ -16,7 +16,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
-use common::{Env, set_local_flags};
+use common::{
+    Env, Expected, expect_message as add, holds, set_local_flags, try_set_local_flags,
+    unexpect_message as remove,
+};
 use idlewild::model::Flags;
 use support::corpus::{self, Rng};
 use support::fault_proxy::{Fault, FaultProxy, KINDS, Kind, Stats, Way};
@@ -27,46 +30,15 @@ const TIMEOUT: u64 = 2;
 /// the chunks of one message.
 const BIG: usize = 2_500_000;
 
-/// What each folder must hold at the end: Message-IDs, each exactly once.
-type Expected = BTreeMap<String, Vec<String>>;
-
 /// Flags (bits of [`Flags`]) a message must carry at the end, by Message-ID.
 type MustHave = BTreeMap<String, u8>;
-
-fn add(expected: &mut Expected, folder: &str, id: String) {
-    let v = expected.entry(folder.to_owned()).or_default();
-    v.push(id);
-    v.sort();
-}
-
-fn remove(expected: &mut Expected, folder: &str, id: &str) {
-    if let Some(v) = expected.get_mut(folder) {
-        v.retain(|x| x != id);
-    }
-}
 
 /// Checks both sides against `expected` and `must_have`; returns the message copies checked.
 fn check(env: &Env, expected: &Expected, must_have: &MustHave) -> usize {
     let (remote, local) = env.assert_in_step();
     let mut checked = 0;
     for (side, name) in [(&remote, "server"), (&local, "Maildir")] {
-        for (folder, want) in expected {
-            let mut have: Vec<String> = side
-                .get(folder)
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m.message_id.clone())
-                .collect();
-            have.sort();
-            let lost: Vec<&String> = want.iter().filter(|id| !have.contains(id)).collect();
-            let extra: Vec<&String> = have.iter().filter(|id| !want.contains(id)).collect();
-            assert!(lost.is_empty(), "{name} {folder}: lost {lost:?}");
-            assert!(
-                extra.is_empty(),
-                "{name} {folder}: unexpected or duplicated {extra:?}"
-            );
-            checked += have.len();
-        }
+        checked += holds(side, name, expected).unwrap_or_else(|e| panic!("{e}"));
         for (id, bits) in must_have {
             let seen = side
                 .values()
@@ -413,35 +385,10 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / per_second)
 }
 
-/// Renames a Maildir file to carry `info` flags, as a mail client does; false when the file
-/// was renamed or removed meanwhile.
-fn try_set_flags(path: &std::path::Path, info: &str) -> bool {
-    let (Some(name), Some(folder)) = (
-        path.file_name().and_then(|n| n.to_str()),
-        path.parent().and_then(std::path::Path::parent),
-    ) else {
-        return false;
-    };
-    let unique = name.split(':').next().unwrap_or(name);
-    std::fs::rename(path, folder.join("cur").join(format!("{unique}:2,{info}"))).is_ok()
-}
-
 /// Whether both sides hold the same messages with the same flags, and exactly `expected`.
 fn converged(env: &Env, expected: &Expected) -> bool {
     let (remote, local) = (env.remote(), env.local());
-    if remote != local {
-        return false;
-    }
-    expected.iter().all(|(folder, want)| {
-        let mut have: Vec<String> = remote
-            .get(folder)
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m.message_id.clone())
-            .collect();
-        have.sort();
-        have == *want
-    })
+    remote == local && holds(&remote, "server", expected).is_ok()
 }
 
 #[test]
@@ -520,7 +467,7 @@ fn the_daemon_rides_out_a_breaking_network_without_spinning_and_converges() {
                 };
                 if !must_have.contains_key(&id) && f.parent().is_some_and(|p| p.ends_with("cur")) {
                     // The daemon may be renaming the same file: a lost race is no change made.
-                    if try_set_flags(&f, "FS") {
+                    if try_set_local_flags(&f, "FS").is_some() {
                         must_have.insert(id, flagged_seen);
                     }
                     break;

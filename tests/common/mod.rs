@@ -288,19 +288,74 @@ pub fn set_local_keywords(folder_dir: &Path, file: &Path, keywords: &[&str]) -> 
 
 /// Renames a Maildir file to carry `info` flags, as a mail client does.
 pub fn set_local_flags(path: &Path, info: &str) -> PathBuf {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .expect("file name");
-    let unique = name.split(':').next().expect("unique part");
-    let cur = path
+    try_set_local_flags(path, info).expect("rename")
+}
+
+/// [`set_local_flags`] for a file that may be renamed or removed meanwhile (by the sync under
+/// test): the new name, or `None` when the file was gone.
+pub fn try_set_local_flags(path: &Path, info: &str) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let unique = name.split(':').next().unwrap_or(name);
+    let target = path
         .parent()
-        .and_then(Path::parent)
-        .expect("folder")
-        .join("cur");
-    let target = cur.join(format!("{unique}:2,{info}"));
-    std::fs::rename(path, &target).expect("rename");
-    target
+        .and_then(Path::parent)?
+        .join("cur")
+        .join(format!("{unique}:2,{info}"));
+    std::fs::rename(path, &target).ok()?;
+    Some(target)
+}
+
+/// What each folder must hold at the end of a test: Message-IDs, each once, kept sorted.
+pub type Expected = BTreeMap<String, Vec<String>>;
+
+/// `id` must be in `folder`.
+pub fn expect_message(expected: &mut Expected, folder: &str, id: String) {
+    let v = expected.entry(folder.to_owned()).or_default();
+    v.push(id);
+    v.sort();
+}
+
+/// `id` must no longer be in `folder`.
+pub fn unexpect_message(expected: &mut Expected, folder: &str, id: &str) {
+    if let Some(v) = expected.get_mut(folder) {
+        v.retain(|x| x != id);
+    }
+}
+
+/// The Message-IDs of `folder` on `side`, sorted (a duplicate shows twice).
+pub fn message_ids(side: &Side, folder: &str) -> Vec<String> {
+    let mut ids: Vec<String> = side
+        .get(folder)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.message_id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Whether each folder of `expected` holds exactly its Message-IDs on `side` (called `name` in
+/// the error, which says what was lost and what is unexpected or duplicated): the message
+/// copies checked.
+pub fn holds(side: &Side, name: &str, expected: &Expected) -> Result<usize, String> {
+    let mut checked = 0;
+    for (folder, want) in expected {
+        let have = message_ids(side, folder);
+        if have != *want {
+            let lost: Vec<&String> = want.iter().filter(|id| !have.contains(id)).collect();
+            let mut extra = have.clone();
+            for id in want {
+                if let Some(at) = extra.iter().position(|x| x == id) {
+                    extra.remove(at);
+                }
+            }
+            return Err(format!(
+                "{name} {folder}: lost {lost:?}, unexpected or duplicated {extra:?}"
+            ));
+        }
+        checked += have.len();
+    }
+    Ok(checked)
 }
 
 fn read_maildirs(root: &Path, dir: &Path, out: &mut Side) {
